@@ -1,0 +1,1 @@
+//! Data sets on disk: the IDX format of MNIST and Fashion-MNIST.

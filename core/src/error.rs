@@ -1,0 +1,95 @@
+//! The one error type of the library's tensor-facing API.
+//!
+//! dfdx's convention is followed throughout: every fallible operation has a
+//! `try_x` that returns `Result<_, MetricLossError>` and an `x` that unwraps
+//! it, panicking with the error's message (never from deep inside dfdx).
+
+use thiserror::Error;
+
+/// What can go wrong when computing a loss, mining a batch or running a net.
+#[derive(Debug, Clone, PartialEq, Error)]
+#[non_exhaustive]
+pub enum MetricLossError {
+    /// A batch with no rows: a mean over nothing is undefined.
+    #[error("empty batch: {what} has 0 rows")]
+    EmptyBatch {
+        /// Which argument was empty (`"anchor"`, `"embeddings"`, ...).
+        what: &'static str,
+    },
+    /// Two arguments that must have the same number of rows do not.
+    #[error("batch sizes differ: {left_name} has {left} rows but {right_name} has {right}")]
+    BatchMismatch {
+        /// Name of the first argument.
+        left_name: &'static str,
+        /// Its number of rows.
+        left: usize,
+        /// Name of the second argument.
+        right_name: &'static str,
+        /// Its number of rows.
+        right: usize,
+    },
+    /// A label list whose length is not the batch size.
+    #[error("label count mismatch: {labels} labels for a batch of {batch}")]
+    LabelCount {
+        /// Number of labels given.
+        labels: usize,
+        /// Number of rows in the batch.
+        batch: usize,
+    },
+    /// Every label in the batch is the same class: there are no negatives.
+    #[error("all {batch} labels are class {class}: a metric loss needs at least two classes in the batch")]
+    SingleClass {
+        /// Number of rows in the batch.
+        batch: usize,
+        /// The one class present.
+        class: usize,
+    },
+    /// A margin that is negative, NaN or infinite.
+    #[error("invalid margin {value}: a margin must be a finite number >= 0")]
+    InvalidMargin {
+        /// The rejected value.
+        value: f32,
+    },
+    /// An embedding contains NaN or an infinite value (reported by the checked paths).
+    #[error("non-finite embedding: {what} row {row} column {column} is {value}")]
+    NonFinite {
+        /// Which argument.
+        what: &'static str,
+        /// Row of the first bad value.
+        row: usize,
+        /// Column of the first bad value.
+        column: usize,
+        /// The value itself.
+        value: f32,
+    },
+    /// An index (from a miner, a sampler or a caller) outside the batch.
+    #[error("index {index} out of range for a batch of {batch}")]
+    IndexOutOfRange {
+        /// The offending index.
+        index: usize,
+        /// Number of rows in the batch.
+        batch: usize,
+    },
+    /// A sampler or miner configuration that cannot work (P < 2, K < 1, ...).
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// An error from the dfdx device (allocation failure, CUDA error, ...).
+    #[error("device error: {0}")]
+    Device(String),
+}
+
+impl MetricLossError {
+    /// Wraps a device error (dfdx's `D::Err`).
+    pub fn device(err: impl std::fmt::Debug) -> Self {
+        MetricLossError::Device(format!("{err:?}"))
+    }
+}
+
+/// Unwraps a `try_x` result the way dfdx does: panic with the error's message.
+#[track_caller]
+pub(crate) fn unwrap_or_panic<T>(r: Result<T, MetricLossError>) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("metric-loss: {e}"),
+    }
+}

@@ -1,0 +1,1 @@
+//! Miners: which pairs and triplets of a batch are worth a gradient.

@@ -1,0 +1,1 @@
+//! The `#[metric_loss(...)]` attribute macro.

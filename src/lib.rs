@@ -1,0 +1,1 @@
+pub use metric_loss_core::*;
