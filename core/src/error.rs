@@ -87,7 +87,7 @@ impl MetricLossError {
 
 /// Unwraps a `try_x` result the way dfdx does: panic with the error's message.
 #[track_caller]
-pub(crate) fn unwrap_or_panic<T>(r: Result<T, MetricLossError>) -> T {
+pub fn unwrap_or_panic<T>(r: Result<T, MetricLossError>) -> T {
     match r {
         Ok(v) => v,
         Err(e) => panic!("metric-loss: {e}"),

@@ -14,3 +14,28 @@ pub mod miners;
 pub mod sampler;
 
 pub use error::MetricLossError;
+pub mod device;
+pub mod distance;
+mod fused;
+pub mod labels;
+pub mod loss;
+pub mod losses;
+
+pub use metric_loss_macros::metric_loss;
+
+/// What a user needs in scope: the macro, the loss traits, the built-in
+/// losses, labels, miners, nets, and dfdx's own prelude.
+pub mod prelude {
+    pub use crate::device::MetricDevice;
+    pub use crate::error::MetricLossError;
+    pub use crate::labels::{Pair, PairLabels};
+    pub use crate::loss::{Margined, PairCriterion, TripletCriterion};
+    pub use crate::losses::*;
+    pub use crate::metric_loss;
+    pub use dfdx::prelude::*;
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use dfdx;
+}

@@ -1,0 +1,74 @@
+//! [`MetricDevice`]: the dfdx devices this library runs on, with CPU fast paths.
+//!
+//! Every loss is generic over `Dev: MetricDevice`. The trait is implemented
+//! for dfdx's [`Cpu`] and, with the `cuda` feature, for `Cuda`. Its methods
+//! have a generic body made of ordinary dfdx tape operations, which any
+//! device runs; the CPU implementation overrides some of them with fused
+//! kernels that register a hand-written backward on the dfdx tape. Tests
+//! check that both paths give the same values and gradients.
+//!
+//! This file and `fused.rs` are where the tape juggling lives; the losses
+//! themselves read as their formulas.
+
+use dfdx::prelude::*;
+
+/// A dfdx device the losses run on: [`Cpu`], or `Cuda` with the `cuda` feature.
+///
+/// ```
+/// use dfdx::prelude::*;
+/// use metric_loss_core::device::MetricDevice;
+///
+/// let dev = Cpu::default();
+/// let x = dev.tensor([0.0f32, 4.0]);
+/// let y = Cpu::try_safe_sqrt(x.leaky_trace()).unwrap();
+/// assert_eq!(y.array(), [0.0, 2.0]);
+/// let g = y.sum().backward();
+/// assert_eq!(g.get(&x).array(), [0.0, 0.25]); // zero subgradient at 0, not NaN
+/// ```
+pub trait MetricDevice: Device<f32> + 'static {
+    /// `sqrt(x)` with a zero subgradient where `x == 0` (as PyTorch's `cdist`
+    /// backward does) instead of an infinite one that turns into NaN.
+    ///
+    /// Negative inputs (rounding noise of a clamped Gram matrix) are treated as 0.
+    fn try_safe_sqrt<S: Shape, T: Tape<f32, Self>>(
+        x: Tensor<S, f32, Self, T>,
+    ) -> Result<Tensor<S, f32, Self, T>, Self::Err> {
+        generic_safe_sqrt(x)
+    }
+
+    /// Whether this device has the fused CPU kernels of [`crate::fused`].
+    const FUSED: bool = false;
+}
+
+/// The generic `safe_sqrt`: `(sqrt(x + z) - z) * (1 - z)` with `z = [x <= 0]`
+/// held constant. Where `x > 0` this is exactly `sqrt(x)`; where `x <= 0` it
+/// is exactly 0 with derivative `0.5 * 0 = 0`.
+pub fn generic_safe_sqrt<S: Shape, Dev: Device<f32>, T: Tape<f32, Dev>>(
+    x: Tensor<S, f32, Dev, T>,
+) -> Result<Tensor<S, f32, Dev, T>, Dev::Err> {
+    let dev = x.device().clone();
+    let detached = x.retaped::<NoneTape>();
+    let zero = detached.try_le(0.0)?;
+    let ones = dev.try_ones_like(&detached)?;
+    let zeros = dev.try_zeros_like(&detached)?;
+    let z = zero.try_choose(ones.clone(), zeros)?;
+    let keep = ones.try_sub(z.clone())?;
+    x.try_clamp(0.0, f32::INFINITY)?
+        .try_add(z.clone())?
+        .try_sqrt()?
+        .try_sub(z)?
+        .try_mul(keep)
+}
+
+impl MetricDevice for Cpu {
+    const FUSED: bool = true;
+
+    fn try_safe_sqrt<S: Shape, T: Tape<f32, Self>>(
+        x: Tensor<S, f32, Self, T>,
+    ) -> Result<Tensor<S, f32, Self, T>, Self::Err> {
+        crate::fused::safe_sqrt_cpu(x)
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl MetricDevice for Cuda {}

@@ -1,0 +1,441 @@
+//! The loss traits that `#[metric_loss]` implements, and what every loss
+//! shares: input checks, reductions, run-time margins and mining.
+//!
+//! The macro generates, per declared loss, the pieces that depend on its spec
+//! — how embeddings are prepared (`normalize`), the distance (row-wise and as
+//! a matrix) and the formula with its reduction — as straight-line dfdx tape
+//! code. The provided methods here put them together: [`TripletCriterion::forward`]
+//! for explicit `(anchor, positive, negative)` batches, [`TripletCriterion::mined`]
+//! for one batch of embeddings with class labels and a miner.
+//!
+//! # Contrastive or triplet?
+//!
+//! A **contrastive** (pair) loss looks at two embeddings and a label: pull
+//! similar pairs together, push dissimilar ones beyond a margin `m`. It is
+//! trained by a Siamese network, needs only "same or not" labels, and fixes an
+//! absolute scale (every dissimilar pair must be `m` apart). A **triplet**
+//! loss compares distances: the positive must be closer to the anchor than
+//! the negative by `m`. It only asks for a relative order, which leaves the
+//! embedding free to use its space, and usually retrieves better; it needs
+//! triplets, which is why it comes with mining.
+//!
+//! # Why a margin?
+//!
+//! Without one, `d(A,P) < d(A,N)` is satisfied by shrinking everything to a
+//! point (all distances 0). The margin asks for a gap, and its hinge
+//! `[·]+` stops pushing once the gap is there, so easy pairs and triplets cost
+//! nothing and the gradient goes to the hard ones.
+
+use crate::device::MetricDevice;
+use crate::error::{unwrap_or_panic, MetricLossError};
+use crate::labels::PairLabels;
+use dfdx::prelude::*;
+
+/// `pair` or `triplet`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arity {
+    /// Two embeddings and a similar/dissimilar label.
+    Pair,
+    /// Anchor, positive, negative.
+    Triplet,
+}
+
+/// How per-item losses become the returned value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reduction {
+    /// The mean over items (0 for no items).
+    Mean,
+    /// The sum over items.
+    Sum,
+    /// No reduction: one loss per item.
+    None,
+    /// The mean over the items with a positive loss; 0 when there are none
+    /// (pytorch-metric-learning's `AvgNonZeroReducer`).
+    MeanNonzero,
+}
+
+/// A declared loss, as the macro read it (for introspection and docs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LossSpec {
+    /// `pair` or `triplet`.
+    pub arity: Arity,
+    /// The distance's name (`euclidean`, `cosine`, `manhattan`, `dot`, or the user function's path).
+    pub distance: &'static str,
+    /// The `squared` key.
+    pub squared: bool,
+    /// The `normalize` key.
+    pub normalize: bool,
+    /// The `swap` key (triplet only).
+    pub swap: bool,
+    /// The `soft` key (triplet only).
+    pub soft: bool,
+    /// The compile-time margin (0 for a soft triplet loss declared without one).
+    pub margin: f32,
+    /// The positive margin of a pair loss (0 otherwise).
+    pub pos_margin: f32,
+    /// The reduction.
+    pub reduction: Reduction,
+}
+
+type Rows<B, const D: usize, Dev, T> = Tensor<(B, Const<D>), f32, Dev, T>;
+type Col<B, Dev, T> = Tensor<(B,), f32, Dev, T>;
+type Square<N, Dev, T> = Tensor<(N, N), f32, Dev, T>;
+
+/// A loss with its margin overridden at run time: see `with_margin`.
+///
+/// ```
+/// use metric_loss_core::prelude::*;
+/// let loss = TripletLoss.with_margin(0.5).unwrap();
+/// assert_eq!(loss.margin(), 0.5);
+/// assert!(TripletLoss.with_margin(-1.0).is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Margined<L> {
+    loss: L,
+    margin: f32,
+}
+
+impl<L> Margined<L> {
+    /// The wrapped loss.
+    pub fn inner(&self) -> &L {
+        &self.loss
+    }
+}
+
+/// Checks a margin given at run time.
+pub fn check_margin(margin: f32) -> Result<f32, MetricLossError> {
+    if margin.is_finite() && margin >= 0.0 {
+        Ok(margin)
+    } else {
+        Err(MetricLossError::InvalidMargin { value: margin })
+    }
+}
+
+fn check_rows<S: Shape, Dev: Device<f32>, T>(
+    what: &'static str,
+    t: &Tensor<S, f32, Dev, T>,
+) -> Result<usize, MetricLossError> {
+    let n = t.shape().concrete().into_iter().next().unwrap_or(0);
+    if n == 0 {
+        return Err(MetricLossError::EmptyBatch { what });
+    }
+    Ok(n)
+}
+
+fn check_same(
+    left_name: &'static str,
+    left: usize,
+    right_name: &'static str,
+    right: usize,
+) -> Result<(), MetricLossError> {
+    if left != right {
+        return Err(MetricLossError::BatchMismatch {
+            left_name,
+            left,
+            right_name,
+            right,
+        });
+    }
+    Ok(())
+}
+
+/// Reductions shared by every generated loss. Each is safe on an empty
+/// input (it returns 0 with a zero gradient, never NaN).
+pub mod reduce {
+    use dfdx::prelude::*;
+
+    /// Mean over items; 0 for none.
+    pub fn mean<B: Dim, Dev: Device<f32>, T: Tape<f32, Dev>>(
+        x: Tensor<(B,), f32, Dev, T>,
+    ) -> Result<Tensor<(), f32, Dev, T>, Dev::Err> {
+        let n = x.shape().0.size().max(1) as f32;
+        x.try_sum()?.try_div(n)
+    }
+
+    /// Sum over items.
+    pub fn sum<B: Dim, Dev: Device<f32>, T: Tape<f32, Dev>>(
+        x: Tensor<(B,), f32, Dev, T>,
+    ) -> Result<Tensor<(), f32, Dev, T>, Dev::Err> {
+        x.try_sum()
+    }
+
+    /// No reduction.
+    pub fn none<B: Dim, Dev: Device<f32>, T: Tape<f32, Dev>>(
+        x: Tensor<(B,), f32, Dev, T>,
+    ) -> Result<Tensor<(B,), f32, Dev, T>, Dev::Err> {
+        Ok(x)
+    }
+
+    /// Mean over the items with a positive loss; 0 when there are none.
+    pub fn mean_nonzero<B: Dim, Dev: Device<f32>, T: Tape<f32, Dev>>(
+        x: Tensor<(B,), f32, Dev, T>,
+    ) -> Result<Tensor<(), f32, Dev, T>, Dev::Err> {
+        let positive = x.as_vec().iter().filter(|&&v| v > 0.0).count().max(1) as f32;
+        x.try_sum()?.try_div(positive)
+    }
+
+    /// `softplus(x) = ln(1 + eᕽ)`, stable for large `|x|` and with the exact
+    /// derivative `σ(x)` everywhere (0.5 at 0), as `logsumexp([x, 0])`.
+    pub fn softplus<B: Dim, Dev: Device<f32>, T: Tape<f32, Dev>>(
+        x: Tensor<(B,), f32, Dev, T>,
+    ) -> Result<Tensor<(B,), f32, Dev, T>, Dev::Err> {
+        let zeros = x.device().try_zeros_like(x.shape())?.retaped::<T>();
+        [x, zeros].try_stack()?.try_logsumexp::<(B,), Axis<0>>()
+    }
+}
+
+/// A triplet loss declared with `#[metric_loss(triplet, ...)]`.
+///
+/// The macro implements the `try_embed`, `try_distance`, `try_distance_matrix`
+/// and `try_from_distances` items from the spec; the other methods are
+/// provided. Bring it into scope with `use metric_loss::prelude::*`.
+pub trait TripletCriterion: Sized {
+    /// `()` for a reduced loss, `(B,)` for `reduction = none`.
+    type Output<B: Dim>: Shape;
+    /// The declared spec.
+    const SPEC: LossSpec;
+
+    /// The margin in force: the declared one, or the one set by `with_margin`.
+    fn margin(&self) -> f32 {
+        Self::SPEC.margin
+    }
+
+    /// Prepares embeddings before any distance (`normalize`, or nothing).
+    fn try_embed<B: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
+        x: Rows<B, D, Dev, T>,
+    ) -> Result<Rows<B, D, Dev, T>, Dev::Err>;
+
+    /// The loss's distance, row by row, in the units of its formula
+    /// (squared for a `squared` triplet loss).
+    fn try_distance<B: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
+        a: Rows<B, D, Dev, T>,
+        b: Rows<B, D, Dev, T>,
+    ) -> Result<Col<B, Dev, T>, Dev::Err>;
+
+    /// The loss's distance between all rows of one (prepared) batch.
+    fn try_distance_matrix<N: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
+        x: Rows<N, D, Dev, T>,
+    ) -> Result<Square<N, Dev, T>, Dev::Err>;
+
+    /// The formula and the reduction, from `d(A,P)`, `d(A,N)` and (for `swap`) `d(P,N)`.
+    fn try_from_distances<B: Dim, Dev: MetricDevice, T: Tape<f32, Dev>>(
+        margin: f32,
+        d_ap: Col<B, Dev, T>,
+        d_an: Col<B, Dev, T>,
+        d_pn: Option<Col<B, Dev, T>>,
+    ) -> Result<Tensor<Self::Output<B>, f32, Dev, T>, Dev::Err>;
+
+    /// The same loss with another margin, checked (finite, `>= 0`).
+    fn with_margin(self, margin: f32) -> Result<Margined<Self>, MetricLossError> {
+        Ok(Margined {
+            loss: self,
+            margin: check_margin(margin)?,
+        })
+    }
+
+    /// The loss of explicit triplets: row `i` of each argument is one triplet.
+    ///
+    /// Errors: an empty batch, or batch sizes that differ (runtime `usize` dims).
+    fn try_forward<B: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
+        &self,
+        anchor: Rows<B, D, Dev, T>,
+        positive: Rows<B, D, Dev, T>,
+        negative: Rows<B, D, Dev, T>,
+    ) -> Result<Tensor<Self::Output<B>, f32, Dev, T>, MetricLossError> {
+        let n = check_rows("anchor", &anchor)?;
+        check_same("anchor", n, "positive", check_rows("positive", &positive)?)?;
+        check_same("anchor", n, "negative", check_rows("negative", &negative)?)?;
+        let margin = check_margin(self.margin())?;
+        let run = || -> Result<_, Dev::Err> {
+            // A tensor used twice: the tape rides on one use, the other is a
+            // tape-less handle with the same id (fine: no op sees it twice).
+            let (a, a_tape) = Self::try_embed(anchor)?.split_tape();
+            let p = Self::try_embed(positive)?;
+            let n = Self::try_embed(negative)?;
+            let a1 = a.clone().put_tape(a_tape);
+            let a2 = a.retaped::<T>();
+            if Self::SPEC.swap {
+                let (p, p_tape) = p.split_tape();
+                let (n, n_tape) = n.split_tape();
+                let d_ap = Self::try_distance(a1, p.clone().put_tape(p_tape))?;
+                let d_an = Self::try_distance(a2, n.clone().put_tape(n_tape))?;
+                let d_pn = Self::try_distance(p.retaped::<T>(), n.retaped::<T>())?;
+                Self::try_from_distances(margin, d_ap, d_an, Some(d_pn))
+            } else {
+                let d_ap = Self::try_distance(a1, p)?;
+                let d_an = Self::try_distance(a2, n)?;
+                Self::try_from_distances(margin, d_ap, d_an, None)
+            }
+        };
+        run().map_err(MetricLossError::device)
+    }
+
+    /// [`try_forward`](Self::try_forward), panicking with the error's message.
+    #[track_caller]
+    fn forward<B: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
+        &self,
+        anchor: Rows<B, D, Dev, T>,
+        positive: Rows<B, D, Dev, T>,
+        negative: Rows<B, D, Dev, T>,
+    ) -> Tensor<Self::Output<B>, f32, Dev, T> {
+        unwrap_or_panic(self.try_forward(anchor, positive, negative))
+    }
+}
+
+/// A pair (contrastive) loss declared with `#[metric_loss(pair, ...)]`.
+///
+/// Labels are [`PairLabels`], built from words (`Pair::Similar`,
+/// `from_similar`, `from_dissimilar`, `from_classes`), never a bare 0/1 whose
+/// meaning could be flipped silently.
+pub trait PairCriterion: Sized {
+    /// `()` for a reduced loss, `(B,)` for `reduction = none`.
+    type Output<B: Dim>: Shape;
+    /// The declared spec.
+    const SPEC: LossSpec;
+
+    /// The margin in force: the declared one, or the one set by `with_margin`.
+    fn margin(&self) -> f32 {
+        Self::SPEC.margin
+    }
+
+    /// Prepares embeddings before any distance (`normalize`, or nothing).
+    fn try_embed<B: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
+        x: Rows<B, D, Dev, T>,
+    ) -> Result<Rows<B, D, Dev, T>, Dev::Err>;
+
+    /// The loss's distance `D`, row by row.
+    fn try_distance<B: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
+        a: Rows<B, D, Dev, T>,
+        b: Rows<B, D, Dev, T>,
+    ) -> Result<Col<B, Dev, T>, Dev::Err>;
+
+    /// The loss's distance between all rows of one (prepared) batch.
+    fn try_distance_matrix<N: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
+        x: Rows<N, D, Dev, T>,
+    ) -> Result<Square<N, Dev, T>, Dev::Err>;
+
+    /// The formula and the reduction, from distances and `Y` (1 = dissimilar).
+    fn try_from_distances<B: Dim, Dev: MetricDevice, T: Tape<f32, Dev>>(
+        margin: f32,
+        d: Col<B, Dev, T>,
+        dissimilar: Tensor<(B,), f32, Dev>,
+    ) -> Result<Tensor<Self::Output<B>, f32, Dev, T>, Dev::Err>;
+
+    /// The same loss with another margin, checked (finite, `>= 0`, above `pos_margin`).
+    fn with_margin(self, margin: f32) -> Result<Margined<Self>, MetricLossError> {
+        let margin = check_margin(margin)?;
+        if Self::SPEC.pos_margin > 0.0 && margin <= Self::SPEC.pos_margin {
+            return Err(MetricLossError::InvalidMargin { value: margin });
+        }
+        Ok(Margined { loss: self, margin })
+    }
+
+    /// The loss of explicit pairs: row `i` of `a` with row `i` of `b`, labelled by `labels`.
+    ///
+    /// Errors: an empty batch, batch sizes that differ, a label count that is
+    /// not the batch size.
+    fn try_forward<B: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
+        &self,
+        a: Rows<B, D, Dev, T>,
+        b: Rows<B, D, Dev, T>,
+        labels: &PairLabels,
+    ) -> Result<Tensor<Self::Output<B>, f32, Dev, T>, MetricLossError> {
+        let n = check_rows("a", &a)?;
+        check_same("a", n, "b", check_rows("b", &b)?)?;
+        if labels.len() != n {
+            return Err(MetricLossError::LabelCount {
+                labels: labels.len(),
+                batch: n,
+            });
+        }
+        let margin = check_margin(self.margin())?;
+        let rows = a.shape().0;
+        let dev = a.device().clone();
+        let run = || -> Result<_, Dev::Err> {
+            let y = dev.try_tensor_from_vec(labels.dissimilar_flags().to_vec(), (rows,))?;
+            let d = Self::try_distance(Self::try_embed(a)?, Self::try_embed(b)?)?;
+            Self::try_from_distances(margin, d, y)
+        };
+        run().map_err(MetricLossError::device)
+    }
+
+    /// [`try_forward`](Self::try_forward), panicking with the error's message.
+    #[track_caller]
+    fn forward<B: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
+        &self,
+        a: Rows<B, D, Dev, T>,
+        b: Rows<B, D, Dev, T>,
+        labels: &PairLabels,
+    ) -> Tensor<Self::Output<B>, f32, Dev, T> {
+        unwrap_or_panic(self.try_forward(a, b, labels))
+    }
+}
+
+impl<L: TripletCriterion> TripletCriterion for Margined<L> {
+    type Output<B: Dim> = L::Output<B>;
+    const SPEC: LossSpec = L::SPEC;
+    fn margin(&self) -> f32 {
+        self.margin
+    }
+    fn try_embed<B: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
+        x: Rows<B, D, Dev, T>,
+    ) -> Result<Rows<B, D, Dev, T>, Dev::Err> {
+        L::try_embed(x)
+    }
+    fn try_distance<B: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
+        a: Rows<B, D, Dev, T>,
+        b: Rows<B, D, Dev, T>,
+    ) -> Result<Col<B, Dev, T>, Dev::Err> {
+        L::try_distance(a, b)
+    }
+    fn try_distance_matrix<N: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
+        x: Rows<N, D, Dev, T>,
+    ) -> Result<Square<N, Dev, T>, Dev::Err> {
+        L::try_distance_matrix(x)
+    }
+    fn try_from_distances<B: Dim, Dev: MetricDevice, T: Tape<f32, Dev>>(
+        margin: f32,
+        d_ap: Col<B, Dev, T>,
+        d_an: Col<B, Dev, T>,
+        d_pn: Option<Col<B, Dev, T>>,
+    ) -> Result<Tensor<Self::Output<B>, f32, Dev, T>, Dev::Err> {
+        L::try_from_distances(margin, d_ap, d_an, d_pn)
+    }
+    fn with_margin(self, margin: f32) -> Result<Margined<Self>, MetricLossError> {
+        Ok(Margined {
+            margin: check_margin(margin)?,
+            loss: self,
+        })
+    }
+}
+
+impl<L: PairCriterion> PairCriterion for Margined<L> {
+    type Output<B: Dim> = L::Output<B>;
+    const SPEC: LossSpec = L::SPEC;
+    fn margin(&self) -> f32 {
+        self.margin
+    }
+    fn try_embed<B: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
+        x: Rows<B, D, Dev, T>,
+    ) -> Result<Rows<B, D, Dev, T>, Dev::Err> {
+        L::try_embed(x)
+    }
+    fn try_distance<B: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
+        a: Rows<B, D, Dev, T>,
+        b: Rows<B, D, Dev, T>,
+    ) -> Result<Col<B, Dev, T>, Dev::Err> {
+        L::try_distance(a, b)
+    }
+    fn try_distance_matrix<N: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
+        x: Rows<N, D, Dev, T>,
+    ) -> Result<Square<N, Dev, T>, Dev::Err> {
+        L::try_distance_matrix(x)
+    }
+    fn try_from_distances<B: Dim, Dev: MetricDevice, T: Tape<f32, Dev>>(
+        margin: f32,
+        d: Col<B, Dev, T>,
+        dissimilar: Tensor<(B,), f32, Dev>,
+    ) -> Result<Tensor<Self::Output<B>, f32, Dev, T>, Dev::Err> {
+        L::try_from_distances(margin, d, dissimilar)
+    }
+}

@@ -1,0 +1,88 @@
+//! The built-in losses, declared with `#[metric_loss]` like a user's own.
+//!
+//! | loss | spec | source |
+//! |------|------|--------|
+//! | [`ContrastiveLoss`] | pair, Euclidean, squared, m = 1 | the classic contrastive loss |
+//! | [`DrLim`] | pair, Euclidean, squared, m = 1 | Hadsell, Chopra & LeCun, CVPR 2006 |
+//! | [`TripletLoss`] | triplet, Euclidean, m = 0.2 | Weinberger & Saul 2009; Schroff et al. 2015 |
+//! | [`FaceNet`] | triplet, squared Euclidean, normalized, m = 0.2 | Schroff, Kalenichenko & Philbin, CVPR 2015 |
+//! | [`SoftMarginTriplet`] | triplet, Euclidean, soft margin | Hermans, Beyer & Leibe 2017 |
+
+use crate::metric_loss;
+
+/// `(1 − Y)·D² + Y·[m − D]+²` with `D` the Euclidean distance, `m = 1`,
+/// `Y = 1` for a dissimilar pair.
+///
+/// ```
+/// use metric_loss_core::prelude::*;
+/// let dev = Cpu::default();
+/// let a = dev.tensor([[0.0f32, 0.0], [0.0, 0.0], [0.0, 0.0]]);
+/// let b = dev.tensor([[0.3f32, 0.4], [0.3, 0.4], [3.0, 4.0]]);
+/// let y = PairLabels::from_pairs(&[Pair::Similar, Pair::Dissimilar, Pair::Dissimilar]);
+/// let loss = ContrastiveLoss.forward(a, b, &y);
+/// // 0.5² = 0.25 (similar: D²); (1 − 0.5)² = 0.25 (dissimilar inside the margin); 0 (beyond it)
+/// assert!((loss.array() - 0.5 / 3.0).abs() < 1e-6);
+/// ```
+#[metric_loss(pair, distance = euclidean, squared, margin = 1.0, crate = crate)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ContrastiveLoss;
+
+/// Dimensionality Reduction by Learning an Invariant Mapping (Hadsell, Chopra
+/// & LeCun, CVPR 2006): the contrastive loss `(1 − Y)·D² + Y·[m − D]+²`,
+/// `m = 1` (the paper's `½` factors dropped). The `embed_2d` example draws
+/// its picture.
+///
+/// ```
+/// use metric_loss_core::prelude::*;
+/// assert_eq!(DrLim::SPEC.margin, 1.0);
+/// ```
+#[metric_loss(pair, distance = euclidean, squared, margin = 1.0, crate = crate)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DrLim;
+
+/// `[d(A,P) − d(A,N) + m]+`, Euclidean, `m = 0.2`.
+///
+/// ```
+/// use metric_loss_core::prelude::*;
+/// let dev = Cpu::default();
+/// let a = dev.tensor([[0.0f32, 0.0]]);
+/// let p = dev.tensor([[1.0f32, 0.0]]);
+/// let n = dev.tensor([[0.0f32, 1.1]]);
+/// // 1 − 1.1 + 0.2 = 0.1
+/// assert!((TripletLoss.forward(a, p, n).array() - 0.1).abs() < 1e-6);
+/// ```
+#[metric_loss(triplet, distance = euclidean, margin = 0.2, crate = crate)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TripletLoss;
+
+/// FaceNet (Schroff, Kalenichenko & Philbin, CVPR 2015, eq. 1):
+/// `[‖f(A) − f(P)‖² − ‖f(A) − f(N)‖² + α]+` on unit-length embeddings, `α = 0.2`.
+///
+/// ```
+/// use metric_loss_core::prelude::*;
+/// let dev = Cpu::default();
+/// let a = dev.tensor([[2.0f32, 0.0]]);   // normalized: (1, 0)
+/// let p = dev.tensor([[0.0f32, 5.0]]);   // (0, 1): squared distance 2
+/// let n = dev.tensor([[-3.0f32, 0.0]]);  // (−1, 0): squared distance 4
+/// // [2 − 4 + 0.2]+ = 0
+/// assert_eq!(FaceNet.forward(a, p, n).array(), 0.0);
+/// ```
+#[metric_loss(triplet, distance = euclidean, squared, normalize, margin = 0.2, crate = crate)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FaceNet;
+
+/// The soft-margin triplet loss of Hermans, Beyer & Leibe, "In Defense of the
+/// Triplet Loss for Person Re-Identification" (2017): `ln(1 + exp(d(A,P) − d(A,N)))`,
+/// Euclidean. It never stops pulling, where the hinge stops at the margin.
+///
+/// ```
+/// use metric_loss_core::prelude::*;
+/// let dev = Cpu::default();
+/// let x = dev.tensor([[0.0f32, 0.0]]);
+/// // equal distances: ln 2
+/// let loss = SoftMarginTriplet.forward(x.clone(), x.clone(), x);
+/// assert!((loss.array() - 2f32.ln()).abs() < 1e-6);
+/// ```
+#[metric_loss(triplet, distance = euclidean, soft, crate = crate)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SoftMarginTriplet;
