@@ -426,7 +426,8 @@ impl Mnist {
     /// ```
     pub fn image(&self, i: usize) -> Option<&[f32]> {
         let d = self.image_dim();
-        self.images.get(i.checked_mul(d)?..(i + 1).checked_mul(d)?)
+        self.images
+            .get(i.checked_mul(d)?..i.checked_add(1)?.checked_mul(d)?)
     }
 
     /// The label of image `i`, or `None` if `i >= len()`.
@@ -572,6 +573,7 @@ mod tests {
         assert_eq!(m.image(0).unwrap(), &[0.0, 0.2, 0.4, 0.6, 0.8, 1.0]);
         assert_eq!(m.image(1).unwrap(), &[1.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
         assert_eq!(m.image(2), None);
+        assert_eq!(m.image(usize::MAX), None);
         assert_eq!(m.label(1), Some(200));
         assert_eq!(
             IdxArray::parse(&gz(&img), "x").unwrap(),
