@@ -60,6 +60,22 @@
 //!   (Hermans et al. 2017; Schroff et al. 2015) is efficient: a `P×K` batch of
 //!   `N` images yields every triplet of the batch for `N` forward passes.
 //!
+//! ```
+//! use metric_loss_core::prelude::*;
+//!
+//! type Net = (Linear<4, 8>, ReLU, Linear<8, 2>);
+//! let dev = Cpu::default();
+//! let net = dev.build_module::<TripletNet<Net>, f32>();
+//! let batch: Tensor<Rank2<6, 4>, f32, _> = dev.sample_normal();
+//! // 6 encoder passes, one tape ...
+//! let e = net.embed_batch(batch.leaky_trace());
+//! // ... and every pairwise distance of the batch, for a miner to pick from
+//! let d = TripletLoss::try_distance_matrix(e).unwrap();
+//! assert_eq!(d.shape(), &(Const::<6>, Const::<6>));
+//! let grads = d.sum().backward();
+//! assert!(grads.get(&net.encoder().0.weight).as_vec().iter().any(|g| *g != 0.0));
+//! ```
+//!
 //! # Tapes
 //!
 //! The tape of the **first** input rides through every branch: branch 1 runs,
@@ -292,6 +308,52 @@ macro_rules! shared_encoder_methods {
                 M: Module<Rows<usize, IN, D, NoneTape>, Output = Rows<usize, OUT, D, NoneTape>>,
             {
                 unwrap_or_panic(self.try_embed(x, chunk))
+            }
+        }
+
+        impl<M> $name<M> {
+            /// [`try_embed`](Self::try_embed) on flat rows: `rows` holds
+            /// `rows.len() / IN` inputs of width `IN` (e.g. MNIST pixels as
+            /// read from an IDX file); returns their embeddings as flat rows
+            /// of width `OUT`. Call as `net.try_embed_rows::<784, 128, _>(&dev, &pixels, 500)`.
+            ///
+            /// Errors: `rows.len()` not a multiple of `IN`, or `chunk == 0`
+            /// ([`MetricLossError::InvalidConfig`]), or a device error.
+            pub fn try_embed_rows<const IN: usize, const OUT: usize, D: Device<f32>>(
+                &self,
+                dev: &D,
+                rows: &[f32],
+                chunk: usize,
+            ) -> Result<Vec<f32>, MetricLossError>
+            where
+                M: Module<Rows<usize, IN, D, NoneTape>, Output = Rows<usize, OUT, D, NoneTape>>,
+            {
+                if IN == 0 || rows.len() % IN != 0 {
+                    return Err(MetricLossError::InvalidConfig(format!(
+                        "embed_rows: {} values are not rows of width {IN}",
+                        rows.len()
+                    )));
+                }
+                let n = rows.len() / IN;
+                let x = dev
+                    .try_tensor_from_vec(rows.to_vec(), (n, Const::<IN>))
+                    .map_err(MetricLossError::device)?;
+                let e = self.try_embed(&x, chunk)?;
+                Ok(if n == 0 { Vec::new() } else { e.as_vec() })
+            }
+
+            /// [`try_embed_rows`](Self::try_embed_rows), panicking with the error's message.
+            #[track_caller]
+            pub fn embed_rows<const IN: usize, const OUT: usize, D: Device<f32>>(
+                &self,
+                dev: &D,
+                rows: &[f32],
+                chunk: usize,
+            ) -> Vec<f32>
+            where
+                M: Module<Rows<usize, IN, D, NoneTape>, Output = Rows<usize, OUT, D, NoneTape>>,
+            {
+                unwrap_or_panic(self.try_embed_rows(dev, rows, chunk))
             }
         }
 
@@ -973,6 +1035,17 @@ mod tests {
         ));
         let empty: Tensor<(usize, Const<3>), f32, Cpu> = dev.zeros_like(&(0, Const));
         assert_eq!(net.embed(&empty, 8).shape().0, 0);
+
+        let flat = net.embed_rows::<3, 2, _>(&dev, &x.as_vec(), 7);
+        assert_eq!(flat.len(), 103 * 2);
+        for (u, v) in flat.iter().zip(&whole) {
+            assert!((u - v).abs() < 1e-5);
+        }
+        assert!(net.embed_rows::<3, 2, _>(&dev, &[], 7).is_empty());
+        assert!(matches!(
+            net.try_embed_rows::<3, 2, _>(&dev, &[0.0; 4], 7),
+            Err(MetricLossError::InvalidConfig(_))
+        ));
     }
 
     #[test]
