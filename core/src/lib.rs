@@ -20,6 +20,7 @@ mod fused;
 pub mod labels;
 pub mod loss;
 pub mod losses;
+pub mod nets;
 
 pub use metric_loss_macros::metric_loss;
 
@@ -32,6 +33,7 @@ pub mod prelude {
     pub use crate::loss::{Margined, PairCriterion, TripletCriterion};
     pub use crate::losses::*;
     pub use crate::metric_loss;
+    pub use crate::nets::{Siamese, TripletNet};
     pub use dfdx::prelude::*;
 }
 
