@@ -50,8 +50,11 @@ fn triplet_walkthrough() {
     let a = rows(&dev, &[0.0; 6]);
     let p = rows(&dev, &[1.0, 0.0, 0.0, 1.0, 0.0, 0.0]); // d(A,P) = 1
     let n = rows(&dev, &[0.0, 1.5, 0.0, 0.0, 1.1, 0.0]); // d(A,N) = 1.5, 1.1
-    // row 0: d(A,N) > d(A,P) + m -> 0; row 1: 1 - 1.1 + 0.2 = 0.1
-    close(TripletLoss.forward(a.clone(), p.clone(), n.clone()).array(), 0.05);
+                                                         // row 0: d(A,N) > d(A,P) + m -> 0; row 1: 1 - 1.1 + 0.2 = 0.1
+    close(
+        TripletLoss.forward(a.clone(), p.clone(), n.clone()).array(),
+        0.05,
+    );
     close(
         TripletLoss
             .with_margin(1.0)
@@ -63,12 +66,18 @@ fn triplet_walkthrough() {
 
     #[metric_loss(triplet, margin = 0.2, reduction = mean_nonzero)]
     struct NonZero;
-    close(NonZero.forward(a.clone(), p.clone(), n.clone()).array(), 0.1);
+    close(
+        NonZero.forward(a.clone(), p.clone(), n.clone()).array(),
+        0.1,
+    );
 
     #[metric_loss(triplet, squared, margin = 0.2, reduction = sum)]
     struct Squared;
     // 1 - 2.25 + 0.2 < 0 -> 0; 1 - 1.21 + 0.2 = -0.01 -> 0
-    close(Squared.forward(a.clone(), p.clone(), n.clone()).array(), 0.0);
+    close(
+        Squared.forward(a.clone(), p.clone(), n.clone()).array(),
+        0.0,
+    );
 
     #[metric_loss(triplet, soft, reduction = none)]
     struct Soft;
@@ -91,15 +100,27 @@ fn distances_by_hand() {
     let a = rows(&dev, &[1.0, 2.0, 2.0, 0.0, 0.0, 0.0]);
     let b = rows(&dev, &[2.0, 0.0, 2.0, 1.0, 1.0, 0.0]);
     use metric_loss::distance::*;
-    assert_eq!(squared_euclidean(a.clone(), b.clone()).unwrap().as_vec(), [5.0, 2.0]);
-    close(euclidean(a.clone(), b.clone()).unwrap().as_vec()[0], 5f32.sqrt());
-    assert_eq!(manhattan(a.clone(), b.clone()).unwrap().as_vec(), [3.0, 2.0]);
+    assert_eq!(
+        squared_euclidean(a.clone(), b.clone()).unwrap().as_vec(),
+        [5.0, 2.0]
+    );
+    close(
+        euclidean(a.clone(), b.clone()).unwrap().as_vec()[0],
+        5f32.sqrt(),
+    );
+    assert_eq!(
+        manhattan(a.clone(), b.clone()).unwrap().as_vec(),
+        [3.0, 2.0]
+    );
     assert_eq!(dot(a.clone(), b.clone()).unwrap().as_vec(), [-6.0, 0.0]);
     let c = cosine(a.clone(), b.clone()).unwrap().as_vec();
     close(c[0], 1.0 - 6.0 / (3.0 * 8f32.sqrt()));
     assert_eq!(c[1], 1.0, "a zero vector is orthogonal to everything");
     // d(x, x) is exactly zero, for every distance.
-    assert_eq!(euclidean(a.clone(), a.clone()).unwrap().as_vec(), [0.0, 0.0]);
+    assert_eq!(
+        euclidean(a.clone(), a.clone()).unwrap().as_vec(),
+        [0.0, 0.0]
+    );
     assert_eq!(cosine(a.clone(), a.clone()).unwrap().as_vec()[0], 0.0);
     let m = euclidean_matrix(a.clone()).unwrap().as_vec();
     assert_eq!((m[0], m[3]), (0.0, 0.0));
@@ -115,19 +136,37 @@ fn matrices_agree_with_rows() {
     use metric_loss::distance::*;
     let check = |m: Vec<f32>, f: &dyn Fn(Rows, Rows) -> Vec<f32>| {
         for i in 0..5 {
-            let xi: Vec<f32> = (0..5).flat_map(|_| data[i * D..(i + 1) * D].to_vec()).collect();
+            let xi: Vec<f32> = (0..5)
+                .flat_map(|_| data[i * D..(i + 1) * D].to_vec())
+                .collect();
             let row = f(rows(&dev, &xi), x.clone());
             for j in 0..5 {
-                assert!((m[i * 5 + j] - row[j]).abs() < 1e-5, "({i},{j}) {} vs {}", m[i * 5 + j], row[j]);
+                assert!(
+                    (m[i * 5 + j] - row[j]).abs() < 1e-5,
+                    "({i},{j}) {} vs {}",
+                    m[i * 5 + j],
+                    row[j]
+                );
             }
         }
     };
-    check(squared_euclidean_matrix(x.clone()).unwrap().as_vec(), &|a, b| squared_euclidean(a, b).unwrap().as_vec());
-    check(euclidean_matrix(x.clone()).unwrap().as_vec(), &|a, b| euclidean(a, b).unwrap().as_vec());
-    check(cosine_matrix(x.clone()).unwrap().as_vec(), &|a, b| cosine(a, b).unwrap().as_vec());
-    check(dot_matrix(x.clone()).unwrap().as_vec(), &|a, b| dot(a, b).unwrap().as_vec());
     check(
-        matrix_by_rows(x.clone(), |a, b| manhattan(a, b)).unwrap().as_vec(),
+        squared_euclidean_matrix(x.clone()).unwrap().as_vec(),
+        &|a, b| squared_euclidean(a, b).unwrap().as_vec(),
+    );
+    check(euclidean_matrix(x.clone()).unwrap().as_vec(), &|a, b| {
+        euclidean(a, b).unwrap().as_vec()
+    });
+    check(cosine_matrix(x.clone()).unwrap().as_vec(), &|a, b| {
+        cosine(a, b).unwrap().as_vec()
+    });
+    check(dot_matrix(x.clone()).unwrap().as_vec(), &|a, b| {
+        dot(a, b).unwrap().as_vec()
+    });
+    check(
+        matrix_by_rows(x.clone(), |a, b| manhattan(a, b))
+            .unwrap()
+            .as_vec(),
         &|a, b| manhattan(a, b).unwrap().as_vec(),
     );
 }
@@ -139,22 +178,34 @@ fn bad_inputs_are_typed_errors() {
     let two = rows(&dev, &[0.0; 6]);
     let three = rows(&dev, &[0.0; 9]);
     assert_eq!(
-        TripletLoss.try_forward(empty.clone(), empty.clone(), empty).unwrap_err(),
+        TripletLoss
+            .try_forward(empty.clone(), empty.clone(), empty)
+            .unwrap_err(),
         MetricLossError::EmptyBatch { what: "anchor" }
     );
     assert!(matches!(
         TripletLoss.try_forward(two.clone(), three.clone(), two.clone()),
-        Err(MetricLossError::BatchMismatch { left: 2, right: 3, .. })
+        Err(MetricLossError::BatchMismatch {
+            left: 2,
+            right: 3,
+            ..
+        })
     ));
     let y = PairLabels::from_similar(&[true]);
     assert_eq!(
-        ContrastiveLoss.try_forward(two.clone(), two.clone(), &y).unwrap_err(),
-        MetricLossError::LabelCount { labels: 1, batch: 2 }
+        ContrastiveLoss
+            .try_forward(two.clone(), two.clone(), &y)
+            .unwrap_err(),
+        MetricLossError::LabelCount {
+            labels: 1,
+            batch: 2
+        }
     );
     assert!(TripletLoss.with_margin(f32::NAN).is_err());
     assert!(TripletLoss.with_margin(-0.1).is_err());
-    let msg = std::panic::catch_unwind(|| TripletLoss.forward(two.clone(), three.clone(), two.clone()))
-        .unwrap_err();
+    let msg =
+        std::panic::catch_unwind(|| TripletLoss.forward(two.clone(), three.clone(), two.clone()))
+            .unwrap_err();
     let msg = msg.downcast_ref::<String>().unwrap();
     assert!(msg.contains("batch sizes differ"), "{msg}");
 }
@@ -162,7 +213,12 @@ fn bad_inputs_are_typed_errors() {
 // ------------------------------------------------------ gradient checks
 
 /// Central finite differences of `f` at `x`, against the tape's gradient.
-fn fd_check(name: &str, inputs: [Vec<f32>; 3], eval: &dyn Fn([Rows; 3]) -> f32, grads: &dyn Fn([Rows; 3]) -> [Vec<f32>; 3]) {
+fn fd_check(
+    name: &str,
+    inputs: [Vec<f32>; 3],
+    eval: &dyn Fn([Rows; 3]) -> f32,
+    grads: &dyn Fn([Rows; 3]) -> [Vec<f32>; 3],
+) {
     let dev = Cpu::default();
     let mk = |v: &[Vec<f32>; 3]| [rows(&dev, &v[0]), rows(&dev, &v[1]), rows(&dev, &v[2])];
     let analytic = grads(mk(&inputs));
@@ -175,7 +231,10 @@ fn fd_check(name: &str, inputs: [Vec<f32>; 3], eval: &dyn Fn([Rows; 3]) -> f32, 
             minus[k][i] -= h;
             let numeric = (eval(mk(&plus)) - eval(mk(&minus))) / (2.0 * h);
             let g = analytic[k][i];
-            assert!(g.is_finite(), "{name}: non-finite gradient at input {k}[{i}]");
+            assert!(
+                g.is_finite(),
+                "{name}: non-finite gradient at input {k}[{i}]"
+            );
             assert!(
                 (numeric - g).abs() <= 4e-3 + 2e-2 * g.abs(),
                 "{name}: input {k}[{i}]: finite difference {numeric} vs tape {g}"
@@ -187,7 +246,11 @@ fn fd_check(name: &str, inputs: [Vec<f32>; 3], eval: &dyn Fn([Rows; 3]) -> f32, 
 /// Random inputs with zero distances planted: A = P in row 0, P = N in row 1.
 fn planted(seed: u64) -> [Vec<f32>; 3] {
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut v = [0; 3].map(|_| (0..4 * D).map(|_| rng.gen_range(-1.0f32..1.0)).collect::<Vec<_>>());
+    let mut v = [0; 3].map(|_| {
+        (0..4 * D)
+            .map(|_| rng.gen_range(-1.0f32..1.0))
+            .collect::<Vec<_>>()
+    });
     for j in 0..D {
         v[1][j] = v[0][j];
         v[2][D + j] = v[1][D + j];
@@ -208,7 +271,7 @@ fn check_triplet<L: TripletCriterion<Output<usize> = ()> + Copy>(name: &str, los
                 let (p_t, tape) = p_t.split_tape();
                 let n_t = n.clone().put_tape(tape);
                 let (n_t, tape) = n_t.split_tape();
-                let l = loss.forward(a_t.put_tape(tape), p_t.retaped(), n_t.retaped());
+                let l = loss.forward(a_t.put_tape(tape), p_t, n_t);
                 let g = l.backward();
                 [g.get(&a).as_vec(), g.get(&p).as_vec(), g.get(&n).as_vec()]
             },
@@ -217,7 +280,12 @@ fn check_triplet<L: TripletCriterion<Output<usize> = ()> + Copy>(name: &str, los
 }
 
 fn check_pair<L: PairCriterion<Output<usize> = ()> + Copy>(name: &str, loss: L) {
-    let y = PairLabels::from_pairs(&[Pair::Similar, Pair::Dissimilar, Pair::Similar, Pair::Dissimilar]);
+    let y = PairLabels::from_pairs(&[
+        Pair::Similar,
+        Pair::Dissimilar,
+        Pair::Similar,
+        Pair::Dissimilar,
+    ]);
     for seed in [3, 4] {
         let mut inputs = planted(seed);
         // a zero-distance dissimilar pair too
@@ -231,7 +299,11 @@ fn check_pair<L: PairCriterion<Output<usize> = ()> + Copy>(name: &str, loss: L) 
             &|[a, b, c]| {
                 let l = loss.forward(a.clone().leaky_traced(), b.clone().leaky_traced(), &y);
                 let g = l.backward();
-                [g.get(&a).as_vec(), g.get(&b).as_vec(), vec![0.0; c.as_vec().len()]]
+                [
+                    g.get(&a).as_vec(),
+                    g.get(&b).as_vec(),
+                    vec![0.0; c.as_vec().len()],
+                ]
             },
         );
     }
@@ -243,7 +315,7 @@ macro_rules! losses {
         #[derive(Clone, Copy)]
         struct $name;
         $check(stringify!($name), $name);
-    })*};
+    )*};
 }
 
 #[test]

@@ -29,6 +29,7 @@
 use crate::device::MetricDevice;
 use crate::error::{unwrap_or_panic, MetricLossError};
 use crate::labels::PairLabels;
+use crate::miners::{DistanceMatrix, IndexPair, MinerStats, PairMiner, TripletMiner};
 use dfdx::prelude::*;
 
 /// `pair` or `triplet`.
@@ -122,6 +123,19 @@ fn check_rows<S: Shape, Dev: Device<f32>, T>(
     Ok(n)
 }
 
+/// A caller may pass one tensor as two arguments (`loss.forward(x, x, x)`);
+/// dfdx's backward panics on a binary op with one id on both sides, so a
+/// tracked argument goes through an identity op that gives it its own id.
+fn own_id<S: Shape, Dev: Device<f32>, T: Tape<f32, Dev>>(
+    t: Tensor<S, f32, Dev, T>,
+) -> Result<Tensor<S, f32, Dev, T>, Dev::Err> {
+    if T::OWNS_TAPE {
+        t.try_mul(1.0)
+    } else {
+        Ok(t)
+    }
+}
+
 fn check_same(
     left_name: &'static str,
     left: usize,
@@ -184,6 +198,35 @@ pub mod reduce {
     }
 }
 
+/// A loss value together with what the miner found.
+#[derive(Debug)]
+pub struct Mined<L> {
+    /// The loss, on the tape.
+    pub loss: L,
+    /// Miner statistics for logging and the collapse alarm.
+    pub stats: MinerStats,
+}
+
+/// A host copy of a (detached) distance matrix, for the miners.
+fn host_matrix<N: Dim, Dev: MetricDevice, T>(
+    m: &Square<N, Dev, T>,
+) -> Result<DistanceMatrix, MetricLossError> {
+    DistanceMatrix::new(m.shape().0.size(), m.as_vec())
+}
+
+/// Gathers entries `(rows[k], cols[k])` of an `N x N` matrix as a `(K,)` tensor.
+fn gather_entries<N: Dim, Dev: MetricDevice, T: Tape<f32, Dev>>(
+    m: Square<N, Dev, T>,
+    rows: impl Iterator<Item = (usize, usize)>,
+) -> Result<Col<usize, Dev, T>, Dev::Err> {
+    let n = m.shape().0.size();
+    let dev = m.device().clone();
+    let idx: Vec<usize> = rows.map(|(i, j)| i * n + j).collect();
+    let k = idx.len();
+    let idx = dev.try_tensor_from_vec(idx, (k,))?;
+    m.try_reshape_like(&(n * n,))?.try_gather(idx)
+}
+
 /// A triplet loss declared with `#[metric_loss(triplet, ...)]`.
 ///
 /// The macro implements the `try_embed`, `try_distance`, `try_distance_matrix`
@@ -235,13 +278,23 @@ pub trait TripletCriterion: Sized {
 
     /// The loss of explicit triplets: row `i` of each argument is one triplet.
     ///
+    /// The arguments may carry different tapes (a traced anchor with plain
+    /// positives, say): they are merged into the anchor's, which the result carries.
+    ///
     /// Errors: an empty batch, or batch sizes that differ (runtime `usize` dims).
-    fn try_forward<B: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
+    fn try_forward<B, const D: usize, Dev, T, TP, TN>(
         &self,
         anchor: Rows<B, D, Dev, T>,
-        positive: Rows<B, D, Dev, T>,
-        negative: Rows<B, D, Dev, T>,
-    ) -> Result<Tensor<Self::Output<B>, f32, Dev, T>, MetricLossError> {
+        positive: Rows<B, D, Dev, TP>,
+        negative: Rows<B, D, Dev, TN>,
+    ) -> Result<Tensor<Self::Output<B>, f32, Dev, T>, MetricLossError>
+    where
+        B: Dim,
+        Dev: MetricDevice,
+        T: Tape<f32, Dev> + Merge<TP> + Merge<TN>,
+        TP: Tape<f32, Dev>,
+        TN: Tape<f32, Dev>,
+    {
         let n = check_rows("anchor", &anchor)?;
         check_same("anchor", n, "positive", check_rows("positive", &positive)?)?;
         check_same("anchor", n, "negative", check_rows("negative", &negative)?)?;
@@ -249,9 +302,13 @@ pub trait TripletCriterion: Sized {
         let run = || -> Result<_, Dev::Err> {
             // A tensor used twice: the tape rides on one use, the other is a
             // tape-less handle with the same id (fine: no op sees it twice).
+            let (positive, p_tape) = positive.split_tape();
+            let (negative, n_tape) = negative.split_tape();
+            let (anchor, a_tape) = anchor.split_tape();
+            let anchor = anchor.put_tape(a_tape.merge(p_tape).merge(n_tape));
             let (a, a_tape) = Self::try_embed(anchor)?.split_tape();
-            let p = Self::try_embed(positive)?;
-            let n = Self::try_embed(negative)?;
+            let p = Self::try_embed(own_id(positive.retaped::<T>())?)?;
+            let n = Self::try_embed(own_id(negative.retaped::<T>())?)?;
             let a1 = a.clone().put_tape(a_tape);
             let a2 = a.retaped::<T>();
             if Self::SPEC.swap {
@@ -272,13 +329,85 @@ pub trait TripletCriterion: Sized {
 
     /// [`try_forward`](Self::try_forward), panicking with the error's message.
     #[track_caller]
-    fn forward<B: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
+    fn forward<B, const D: usize, Dev, T, TP, TN>(
         &self,
         anchor: Rows<B, D, Dev, T>,
-        positive: Rows<B, D, Dev, T>,
-        negative: Rows<B, D, Dev, T>,
-    ) -> Tensor<Self::Output<B>, f32, Dev, T> {
+        positive: Rows<B, D, Dev, TP>,
+        negative: Rows<B, D, Dev, TN>,
+    ) -> Tensor<Self::Output<B>, f32, Dev, T>
+    where
+        B: Dim,
+        Dev: MetricDevice,
+        T: Tape<f32, Dev> + Merge<TP> + Merge<TN>,
+        TP: Tape<f32, Dev>,
+        TN: Tape<f32, Dev>,
+    {
         unwrap_or_panic(self.try_forward(anchor, positive, negative))
+    }
+
+    /// The loss of the triplets `miner` finds in one batch of embeddings with
+    /// class labels: one distance matrix on the tape, mining on a detached
+    /// copy, then the mined distances gathered from the matrix (no `N x N x D`
+    /// intermediate).
+    ///
+    /// A batch where nothing can be mined (one class, no positives) gives a
+    /// zero loss whose gradient is zeros. Errors: an empty batch, a label count
+    /// that is not the batch size.
+    fn try_mined<N: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>, M: TripletMiner>(
+        &self,
+        miner: &M,
+        embeddings: Rows<N, D, Dev, T>,
+        labels: &[usize],
+    ) -> Result<Mined<Tensor<Self::Output<usize>, f32, Dev, T>>, MetricLossError> {
+        let n = check_rows("embeddings", &embeddings)?;
+        if labels.len() != n {
+            return Err(MetricLossError::LabelCount {
+                labels: labels.len(),
+                batch: n,
+            });
+        }
+        let margin = check_margin(self.margin())?;
+        let dist = Self::try_embed(embeddings)
+            .and_then(Self::try_distance_matrix)
+            .map_err(MetricLossError::device)?;
+        let host = host_matrix(&dist)?;
+        let triplets = miner.try_mine(&host, labels, margin)?;
+        let stats = MinerStats::try_new(&host, labels, &triplets, margin)?;
+        let run = || -> Result<_, Dev::Err> {
+            // Three gathers read one matrix: unary ops, so sharing its id is
+            // fine; the main tape rides on the first.
+            let (dist, tape) = dist.split_tape();
+            let d_ap = gather_entries(
+                dist.clone().put_tape(tape),
+                triplets.iter().map(|t| (t.anchor, t.positive)),
+            )?;
+            let d_an = gather_entries(
+                dist.retaped::<T>(),
+                triplets.iter().map(|t| (t.anchor, t.negative)),
+            )?;
+            let d_pn = if Self::SPEC.swap {
+                Some(gather_entries(
+                    dist.retaped::<T>(),
+                    triplets.iter().map(|t| (t.positive, t.negative)),
+                )?)
+            } else {
+                None
+            };
+            Self::try_from_distances(margin, d_ap, d_an, d_pn)
+        };
+        let loss = run().map_err(MetricLossError::device)?;
+        Ok(Mined { loss, stats })
+    }
+
+    /// [`try_mined`](Self::try_mined), panicking with the error's message.
+    #[track_caller]
+    fn mined<N: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>, M: TripletMiner>(
+        &self,
+        miner: &M,
+        embeddings: Rows<N, D, Dev, T>,
+        labels: &[usize],
+    ) -> Mined<Tensor<Self::Output<usize>, f32, Dev, T>> {
+        unwrap_or_panic(self.try_mined(miner, embeddings, labels))
     }
 }
 
@@ -334,12 +463,18 @@ pub trait PairCriterion: Sized {
     ///
     /// Errors: an empty batch, batch sizes that differ, a label count that is
     /// not the batch size.
-    fn try_forward<B: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
+    fn try_forward<B, const D: usize, Dev, T, TB>(
         &self,
         a: Rows<B, D, Dev, T>,
-        b: Rows<B, D, Dev, T>,
+        b: Rows<B, D, Dev, TB>,
         labels: &PairLabels,
-    ) -> Result<Tensor<Self::Output<B>, f32, Dev, T>, MetricLossError> {
+    ) -> Result<Tensor<Self::Output<B>, f32, Dev, T>, MetricLossError>
+    where
+        B: Dim,
+        Dev: MetricDevice,
+        T: Tape<f32, Dev> + Merge<TB>,
+        TB: Tape<f32, Dev>,
+    {
         let n = check_rows("a", &a)?;
         check_same("a", n, "b", check_rows("b", &b)?)?;
         if labels.len() != n {
@@ -353,6 +488,10 @@ pub trait PairCriterion: Sized {
         let dev = a.device().clone();
         let run = || -> Result<_, Dev::Err> {
             let y = dev.try_tensor_from_vec(labels.dissimilar_flags().to_vec(), (rows,))?;
+            let (b, b_tape) = b.split_tape();
+            let (a, a_tape) = a.split_tape();
+            let a = a.put_tape(a_tape.merge(b_tape));
+            let b = own_id(b.retaped::<T>())?;
             let d = Self::try_distance(Self::try_embed(a)?, Self::try_embed(b)?)?;
             Self::try_from_distances(margin, d, y)
         };
@@ -361,13 +500,72 @@ pub trait PairCriterion: Sized {
 
     /// [`try_forward`](Self::try_forward), panicking with the error's message.
     #[track_caller]
-    fn forward<B: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
+    fn forward<B, const D: usize, Dev, T, TB>(
         &self,
         a: Rows<B, D, Dev, T>,
-        b: Rows<B, D, Dev, T>,
+        b: Rows<B, D, Dev, TB>,
         labels: &PairLabels,
-    ) -> Tensor<Self::Output<B>, f32, Dev, T> {
+    ) -> Tensor<Self::Output<B>, f32, Dev, T>
+    where
+        B: Dim,
+        Dev: MetricDevice,
+        T: Tape<f32, Dev> + Merge<TB>,
+        TB: Tape<f32, Dev>,
+    {
         unwrap_or_panic(self.try_forward(a, b, labels))
+    }
+
+    /// The loss of the pairs `miner` finds in one batch of embeddings with
+    /// class labels (pairs of equal labels are similar), gathered from one
+    /// distance matrix on the tape.
+    ///
+    /// A batch where nothing can be mined gives a zero loss whose gradient is
+    /// zeros. Errors: an empty batch, a label count that is not the batch size.
+    fn try_mined<N: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>, M: PairMiner>(
+        &self,
+        miner: &M,
+        embeddings: Rows<N, D, Dev, T>,
+        labels: &[usize],
+    ) -> Result<Mined<Tensor<Self::Output<usize>, f32, Dev, T>>, MetricLossError> {
+        let n = check_rows("embeddings", &embeddings)?;
+        if labels.len() != n {
+            return Err(MetricLossError::LabelCount {
+                labels: labels.len(),
+                batch: n,
+            });
+        }
+        let margin = check_margin(self.margin())?;
+        let dev = embeddings.device().clone();
+        let dist = Self::try_embed(embeddings)
+            .and_then(Self::try_distance_matrix)
+            .map_err(MetricLossError::device)?;
+        let host = host_matrix(&dist)?;
+        let pairs: Vec<IndexPair> =
+            miner.try_mine_pairs(&host, labels, Self::SPEC.pos_margin, margin)?;
+        let stats =
+            MinerStats::try_for_pairs(&host, labels, &pairs, Self::SPEC.pos_margin, margin)?;
+        let run = || -> Result<_, Dev::Err> {
+            let flags: Vec<f32> = pairs
+                .iter()
+                .map(|p| if p.similar { 0.0 } else { 1.0 })
+                .collect();
+            let y = dev.try_tensor_from_vec(flags, (pairs.len(),))?;
+            let d = gather_entries(dist, pairs.iter().map(|p| (p.a, p.b)))?;
+            Self::try_from_distances(margin, d, y)
+        };
+        let loss = run().map_err(MetricLossError::device)?;
+        Ok(Mined { loss, stats })
+    }
+
+    /// [`try_mined`](Self::try_mined), panicking with the error's message.
+    #[track_caller]
+    fn mined<N: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>, M: PairMiner>(
+        &self,
+        miner: &M,
+        embeddings: Rows<N, D, Dev, T>,
+        labels: &[usize],
+    ) -> Mined<Tensor<Self::Output<usize>, f32, Dev, T>> {
+        unwrap_or_panic(self.try_mined(miner, embeddings, labels))
     }
 }
 
