@@ -164,9 +164,7 @@ fn matrices_agree_with_rows() {
         dot(a, b).unwrap().as_vec()
     });
     check(
-        matrix_by_rows(x.clone(), |a, b| manhattan(a, b))
-            .unwrap()
-            .as_vec(),
+        matrix_by_rows(x.clone(), manhattan).unwrap().as_vec(),
         &|a, b| manhattan(a, b).unwrap().as_vec(),
     );
 }

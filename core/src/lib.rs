@@ -6,6 +6,8 @@
 //! `#[metric_loss]` macro.
 
 #![warn(missing_docs)]
+// dfdx tensor types (shape, dtype, device, tape) are long by nature.
+#![allow(clippy::type_complexity)]
 
 pub mod data;
 pub mod error;

@@ -131,6 +131,7 @@ pub fn expand(spec: &Spec, item: &syn::ItemStruct) -> TokenStream {
     };
 
     quote! {
+        #[allow(clippy::all, clippy::pedantic)]
         impl #k::loss::#trait_name for #name {
             type Output<B: #dfdx::shapes::Dim> = #output;
             const SPEC: #k::loss::LossSpec = #k::loss::LossSpec {
