@@ -36,8 +36,37 @@ pub trait MetricDevice: Device<f32> + 'static {
         generic_safe_sqrt(x)
     }
 
-    /// Whether this device has the fused CPU kernels of [`crate::fused`].
-    const FUSED: bool = false;
+    /// Batch-hard mining and the mined Euclidean distances in one pass:
+    /// `(d(A,P), d(A,N), triplets, host matrix)` on the tape, with an
+    /// analytic `O(N·D)` backward. `None` gives the embeddings back where the
+    /// device has no fused kernel (the caller then takes the generic path).
+    #[doc(hidden)]
+    fn try_batch_hard_euclidean<N: Dim, const D: usize, T: Tape<f32, Self>>(
+        x: Tensor<(N, Const<D>), f32, Self, T>,
+        _labels: &[usize],
+        _squared: bool,
+    ) -> Result<FusedBatchHard<N, D, Self, T>, crate::MetricLossError> {
+        Ok(FusedBatchHard::Unavailable(x))
+    }
+}
+
+/// What [`MetricDevice::try_batch_hard_euclidean`] gives back.
+#[doc(hidden)]
+pub enum FusedBatchHard<N: Dim, const D: usize, Dev: Device<f32>, T> {
+    /// The fused kernel ran.
+    Done {
+        /// Hardest-positive distance per kept anchor, on the tape.
+        d_ap: Tensor<(usize,), f32, Dev, T>,
+        /// Hardest-negative distance per kept anchor (tape-less; its backward
+        /// is registered with `d_ap`'s).
+        d_an: Tensor<(usize,), f32, Dev, T>,
+        /// The mined triplets.
+        triplets: Vec<crate::miners::Triplet>,
+        /// The detached distance matrix, for statistics.
+        host: crate::miners::DistanceMatrix,
+    },
+    /// No fused kernel on this device: the embeddings, untouched.
+    Unavailable(Tensor<(N, Const<D>), f32, Dev, T>),
 }
 
 /// The generic `safe_sqrt`: `(sqrt(x + z) - z) * (1 - z)` with `z = [x <= 0]`
@@ -61,7 +90,13 @@ pub fn generic_safe_sqrt<S: Shape, Dev: Device<f32>, T: Tape<f32, Dev>>(
 }
 
 impl MetricDevice for Cpu {
-    const FUSED: bool = true;
+    fn try_batch_hard_euclidean<N: Dim, const D: usize, T: Tape<f32, Self>>(
+        x: Tensor<(N, Const<D>), f32, Self, T>,
+        labels: &[usize],
+        squared: bool,
+    ) -> Result<FusedBatchHard<N, D, Self, T>, crate::MetricLossError> {
+        crate::fused::batch_hard_euclidean_cpu(x, labels, squared)
+    }
 
     fn try_safe_sqrt<S: Shape, T: Tape<f32, Self>>(
         x: Tensor<S, f32, Self, T>,

@@ -43,3 +43,100 @@ pub(crate) fn safe_sqrt_cpu<S: Shape, T: Tape<f32, Cpu>>(
     }
     Ok(out.put_tape(tape))
 }
+
+/// Fused batch-hard on the CPU: one GEMM for the Gram matrix, mining on the
+/// host matrix, then the hardest distances with a backward that touches only
+/// the `O(N·D)` rows involved: for `d = ‖x_a − x_b‖`,
+/// `∂d/∂x_a = (x_a − x_b)/d = −∂d/∂x_b` (0 where `d = 0`); squared,
+/// `∂d²/∂x_a = 2(x_a − x_b)`. Differences are taken from the rows
+/// themselves, not from the Gram matrix, so gradients are exact.
+pub(crate) fn batch_hard_euclidean_cpu<N: Dim, const D: usize, T: Tape<f32, Cpu>>(
+    x: Tensor<(N, Const<D>), f32, Cpu, T>,
+    labels: &[usize],
+    squared: bool,
+) -> Result<crate::device::FusedBatchHard<N, D, Cpu, T>, crate::MetricLossError> {
+    use crate::miners::{BatchHard, DistanceMatrix, TripletMiner};
+    let dev_err = crate::MetricLossError::device;
+    let dev = x.device().clone();
+    let n = x.shape().0.size();
+    let (x, mut tape) = x.try_contiguous().map_err(dev_err)?.split_tape();
+    let xs = read(&x);
+    let gram = x
+        .clone()
+        .try_matmul(
+            x.clone()
+                .try_permute::<(Const<D>, N), Axes2<1, 0>>()
+                .map_err(dev_err)?,
+        )
+        .map_err(dev_err)?;
+    let mut m = read(&gram);
+    drop(gram);
+    let sq: Vec<f32> = (0..n).map(|i| m[i * n + i]).collect();
+    for i in 0..n {
+        let row = &mut m[i * n..(i + 1) * n];
+        for (j, v) in row.iter_mut().enumerate() {
+            let d2 = if i == j {
+                0.0
+            } else {
+                (sq[i] + sq[j] - 2.0 * *v).max(0.0)
+            };
+            *v = if squared { d2 } else { d2.sqrt() };
+        }
+    }
+    let host = DistanceMatrix::new(n, m)?;
+    let triplets = BatchHard.try_mine(&host, labels, 0.0)?;
+    let k = triplets.len();
+    let d_ap: Vec<f32> = triplets
+        .iter()
+        .map(|t| host.get(t.anchor, t.positive))
+        .collect();
+    let d_an: Vec<f32> = triplets
+        .iter()
+        .map(|t| host.get(t.anchor, t.negative))
+        .collect();
+    let d_ap_t = dev
+        .try_tensor_from_vec(d_ap.clone(), (k,))
+        .map_err(dev_err)?;
+    let d_an_t = dev
+        .try_tensor_from_vec(d_an.clone(), (k,))
+        .map_err(dev_err)?;
+    if T::OWNS_TAPE {
+        let (g_ap, g_an) = (d_ap_t.clone(), d_an_t.clone());
+        let pairs = triplets.clone();
+        tape.add_backward_op(move |grads| {
+            grads.try_alloc_for(&g_ap)?;
+            grads.try_alloc_for(&g_an)?;
+            let up_ap = read(&grads.get(&g_ap));
+            let up_an = read(&grads.get(&g_an));
+            let gx = grads.get_or_alloc_mut(&x)?;
+            let mut add = |a: usize, b: usize, d: f32, up: f32| {
+                if up == 0.0 {
+                    return;
+                }
+                let scale = if squared {
+                    2.0 * up
+                } else if d > 0.0 {
+                    up / d
+                } else {
+                    return;
+                };
+                for c in 0..D {
+                    let diff = scale * (xs[a * D + c] - xs[b * D + c]);
+                    gx[a * D + c] += diff;
+                    gx[b * D + c] -= diff;
+                }
+            };
+            for (t, trip) in pairs.iter().enumerate() {
+                add(trip.anchor, trip.positive, d_ap[t], up_ap[t]);
+                add(trip.anchor, trip.negative, d_an[t], up_an[t]);
+            }
+            Ok(())
+        });
+    }
+    Ok(crate::device::FusedBatchHard::Done {
+        d_ap: d_ap_t.put_tape(tape),
+        d_an: d_an_t.retaped::<T>(),
+        triplets,
+        host,
+    })
+}

@@ -35,7 +35,13 @@ pub mod prelude {
     pub use crate::loss::{Margined, PairCriterion, TripletCriterion};
     pub use crate::losses::*;
     pub use crate::metric_loss;
+    pub use crate::miners::{
+        AllPairs, BatchAll, BatchHard, DistanceMatrix, HardPairs, MinerStats, PairMiner, SemiHard,
+        SemiHardFallback, TripletMiner,
+    };
     pub use crate::nets::{Siamese, TripletNet};
+    pub use crate::sampler::PkSampler;
+    pub use dfdx::optim::{Adam, AdamConfig, Sgd, SgdConfig};
     pub use dfdx::prelude::*;
 }
 

@@ -26,7 +26,7 @@
 //! `[·]+` stops pushing once the gap is there, so easy pairs and triplets cost
 //! nothing and the gradient goes to the hard ones.
 
-use crate::device::MetricDevice;
+use crate::device::{FusedBatchHard, MetricDevice};
 use crate::error::{unwrap_or_panic, MetricLossError};
 use crate::labels::PairLabels;
 use crate::miners::{DistanceMatrix, IndexPair, MinerStats, PairMiner, TripletMiner};
@@ -158,18 +158,34 @@ fn check_same(
 pub mod reduce {
     use dfdx::prelude::*;
 
+    /// The loss of no items: 0, carrying `x`'s tape so that backward still
+    /// runs and gives zero gradients (dfdx's reductions divide by zero on an
+    /// empty tensor).
+    fn zero<B: Dim, Dev: Device<f32>, T: Tape<f32, Dev>>(
+        x: Tensor<(B,), f32, Dev, T>,
+    ) -> Result<Tensor<(), f32, Dev, T>, Dev::Err> {
+        let (x, tape) = x.split_tape();
+        Ok(x.device().try_zeros::<()>()?.put_tape(tape))
+    }
+
     /// Mean over items; 0 for none.
     pub fn mean<B: Dim, Dev: Device<f32>, T: Tape<f32, Dev>>(
         x: Tensor<(B,), f32, Dev, T>,
     ) -> Result<Tensor<(), f32, Dev, T>, Dev::Err> {
-        let n = x.shape().0.size().max(1) as f32;
-        x.try_sum()?.try_div(n)
+        let n = x.shape().0.size();
+        if n == 0 {
+            return zero(x);
+        }
+        x.try_sum()?.try_div(n as f32)
     }
 
     /// Sum over items.
     pub fn sum<B: Dim, Dev: Device<f32>, T: Tape<f32, Dev>>(
         x: Tensor<(B,), f32, Dev, T>,
     ) -> Result<Tensor<(), f32, Dev, T>, Dev::Err> {
+        if x.shape().0.size() == 0 {
+            return zero(x);
+        }
         x.try_sum()
     }
 
@@ -184,6 +200,9 @@ pub mod reduce {
     pub fn mean_nonzero<B: Dim, Dev: Device<f32>, T: Tape<f32, Dev>>(
         x: Tensor<(B,), f32, Dev, T>,
     ) -> Result<Tensor<(), f32, Dev, T>, Dev::Err> {
+        if x.shape().0.size() == 0 {
+            return zero(x);
+        }
         let positive = x.as_vec().iter().filter(|&&v| v > 0.0).count().max(1) as f32;
         x.try_sum()?.try_div(positive)
     }
@@ -193,6 +212,9 @@ pub mod reduce {
     pub fn softplus<B: Dim, Dev: Device<f32>, T: Tape<f32, Dev>>(
         x: Tensor<(B,), f32, Dev, T>,
     ) -> Result<Tensor<(B,), f32, Dev, T>, Dev::Err> {
+        if x.shape().0.size() == 0 {
+            return Ok(x);
+        }
         let zeros = x.device().try_zeros_like(x.shape())?.retaped::<T>();
         [x, zeros].try_stack()?.try_logsumexp::<(B,), Axis<0>>()
     }
@@ -223,6 +245,11 @@ fn gather_entries<N: Dim, Dev: MetricDevice, T: Tape<f32, Dev>>(
     let dev = m.device().clone();
     let idx: Vec<usize> = rows.map(|(i, j)| i * n + j).collect();
     let k = idx.len();
+    if k == 0 {
+        // dfdx's kernels reject empty tensors: an empty result carrying the tape.
+        let (_, tape) = m.split_tape();
+        return Ok(dev.try_zeros_like(&(0,))?.put_tape(tape));
+    }
     let idx = dev.try_tensor_from_vec(idx, (k,))?;
     m.try_reshape_like(&(n * n,))?.try_gather(idx)
 }
@@ -367,9 +394,28 @@ pub trait TripletCriterion: Sized {
             });
         }
         let margin = check_margin(self.margin())?;
-        let dist = Self::try_embed(embeddings)
-            .and_then(Self::try_distance_matrix)
-            .map_err(MetricLossError::device)?;
+        let embeddings = Self::try_embed(embeddings).map_err(MetricLossError::device)?;
+        let embeddings = match Self::SPEC.distance {
+            "euclidean" if miner.is_batch_hard() && !Self::SPEC.swap => {
+                let squared = Self::SPEC.squared;
+                match Dev::try_batch_hard_euclidean(embeddings, labels, squared)? {
+                    FusedBatchHard::Done {
+                        d_ap,
+                        d_an,
+                        triplets,
+                        host,
+                    } => {
+                        let stats = MinerStats::try_new(&host, labels, &triplets, margin)?;
+                        let loss = Self::try_from_distances(margin, d_ap, d_an, None)
+                            .map_err(MetricLossError::device)?;
+                        return Ok(Mined { loss, stats });
+                    }
+                    FusedBatchHard::Unavailable(x) => x,
+                }
+            }
+            _ => embeddings,
+        };
+        let dist = Self::try_distance_matrix(embeddings).map_err(MetricLossError::device)?;
         let host = host_matrix(&dist)?;
         let triplets = miner.try_mine(&host, labels, margin)?;
         let stats = MinerStats::try_new(&host, labels, &triplets, margin)?;

@@ -86,6 +86,11 @@ pub fn expand(spec: &Spec, item: &syn::ItemStruct) -> TokenStream {
                     d_pn: ::core::option::Option<#dfdx::tensor::Tensor<(B,), f32, Dev, T>>,
                 ) -> ::core::result::Result<#dfdx::tensor::Tensor<Self::Output<B>, f32, Dev, T>, Dev::Err> {
                     use #dfdx::prelude::*;
+                    if d_ap.shape().0.size() == 0 {
+                        // Nothing mined: dfdx's elementwise kernels reject
+                        // empty tensors, so no formula; zero, with the tape.
+                        return #k::loss::reduce::#reduce_fn(d_ap);
+                    }
                     #d_an
                     let per_item = #hinge;
                     #k::loss::reduce::#reduce_fn(per_item)
@@ -120,6 +125,9 @@ pub fn expand(spec: &Spec, item: &syn::ItemStruct) -> TokenStream {
                     dissimilar: #dfdx::tensor::Tensor<(B,), f32, Dev>,
                 ) -> ::core::result::Result<#dfdx::tensor::Tensor<Self::Output<B>, f32, Dev, T>, Dev::Err> {
                     use #dfdx::prelude::*;
+                    if d.shape().0.size() == 0 {
+                        return #k::loss::reduce::#reduce_fn(d);
+                    }
                     let (d, tape) = d.split_tape();
                     let similar = dissimilar.clone().try_negate()?.try_add(1.0)?;
                     let per_item = (#similar).try_mul(similar)?

@@ -77,6 +77,10 @@ impl TripletMiner for BatchHard {
         Ok(out)
     }
 
+    fn is_batch_hard(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &'static str {
         "batch-hard"
     }

@@ -260,6 +260,12 @@ pub trait TripletMiner {
 
     /// A short name for logs (`"batch-hard"`, ...).
     fn name(&self) -> &'static str;
+
+    /// Whether this miner is exactly [`BatchHard`], which devices with fused
+    /// kernels (the CPU) compute in one pass with an `O(N·D)` backward.
+    fn is_batch_hard(&self) -> bool {
+        false
+    }
 }
 
 /// A miner of pairs for contrastive losses, whose positive pairs are
