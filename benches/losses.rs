@@ -1,1 +1,74 @@
-fn main() {}
+//! Loss forward + backward timings, matching `../shared/bench/reference.py
+//! losses` (N in {64, 256, 1024}, D = 128, P x K labels with K = 4).
+//!
+//! `cargo bench --bench losses` ; set `RAYON_NUM_THREADS` / `OMP_NUM_THREADS`
+//! alike when comparing with the reference.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use metric_loss::distance::euclidean_matrix;
+use metric_loss::miners::{BatchAll, BatchHard, SemiHard};
+use metric_loss::prelude::*;
+
+const D: usize = 128;
+type Emb<T = NoneTape> = Tensor<(usize, Const<D>), f32, Cpu, T>;
+
+fn losses(c: &mut Criterion) {
+    let dev = Cpu::seed_from_u64(0);
+    for n in [64usize, 256, 1024] {
+        let x: Emb = dev.sample_normal_like(&(n, Const));
+        let labels: Vec<usize> = (0..n).map(|i| i / 4).collect();
+        let mut g = c.benchmark_group("losses");
+        g.sample_size(20);
+        g.bench_with_input(BenchmarkId::new("distance_matrix", n), &n, |b, _| {
+            b.iter(|| euclidean_matrix(x.clone()).unwrap())
+        });
+        g.bench_with_input(BenchmarkId::new("batch_hard", n), &n, |b, _| {
+            b.iter(|| {
+                TripletLoss
+                    .mined(&BatchHard, x.leaky_trace(), &labels)
+                    .loss
+                    .backward()
+            })
+        });
+        if n <= 256 {
+            g.bench_with_input(BenchmarkId::new("batch_all", n), &n, |b, _| {
+                b.iter(|| {
+                    TripletLoss
+                        .mined(&BatchAll::default(), x.leaky_trace(), &labels)
+                        .loss
+                        .backward()
+                })
+            });
+            g.bench_with_input(BenchmarkId::new("semi_hard", n), &n, |b, _| {
+                b.iter(|| {
+                    TripletLoss
+                        .mined(&SemiHard::default(), x.leaky_trace(), &labels)
+                        .loss
+                        .backward()
+                })
+            });
+        }
+        let a: Emb = dev.sample_normal_like(&(n, Const));
+        let p: Emb = dev.sample_normal_like(&(n, Const));
+        let q: Emb = dev.sample_normal_like(&(n, Const));
+        let y = PairLabels::from_dissimilar(&(0..n).map(|i| i % 2 == 0).collect::<Vec<_>>());
+        g.bench_with_input(BenchmarkId::new("triplet_explicit", n), &n, |b, _| {
+            b.iter(|| {
+                TripletLoss
+                    .forward(a.leaky_trace(), p.clone(), q.clone())
+                    .backward()
+            })
+        });
+        g.bench_with_input(BenchmarkId::new("contrastive_pairs", n), &n, |b, _| {
+            b.iter(|| {
+                ContrastiveLoss
+                    .forward(a.leaky_trace(), p.clone(), &y)
+                    .backward()
+            })
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(benches, losses);
+criterion_main!(benches);

@@ -2,6 +2,8 @@
 //! mined triplets, the fused CPU batch-hard path equals the generic one (value
 //! and gradient, 1e-5), finite-difference checks, and the edge cases.
 
+#![allow(clippy::type_complexity)]
+
 use metric_loss::miners::{Triplet, TripletMiner};
 use metric_loss::prelude::*;
 use rand::{rngs::StdRng, Rng, SeedableRng};
