@@ -73,12 +73,14 @@ use proc_macro::TokenStream;
 /// #[metric_loss(triplet, distance = self::mean_squared, margin = 0.5)]
 /// pub struct MyLoss;
 ///
-/// let dev = Cpu::default();
-/// let a = dev.tensor([[0.0f32, 0.0]]);
-/// let p = dev.tensor([[1.0f32, 1.0]]);
-/// let n = dev.tensor([[2.0f32, 0.0]]);
-/// // [1 - 2 + 0.5]+ = 0
-/// assert_eq!(MyLoss.forward(a, p, n).array(), 0.0);
+/// fn main() {
+///     let dev = Cpu::default();
+///     let a = dev.tensor([[0.0f32, 0.0]]);
+///     let p = dev.tensor([[1.0f32, 1.0]]);
+///     let n = dev.tensor([[2.0f32, 0.0]]);
+///     // [1 - 2 + 0.5]+ = 0
+///     assert_eq!(MyLoss.forward(a, p, n).array(), 0.0);
+/// }
 /// ```
 ///
 /// Specs that make no sense do not compile, and the error points at the token:
