@@ -395,6 +395,7 @@ pub fn parse_spec(args: TokenStream) -> Result<Spec, syn::Error> {
     }
 
     // Cross-key rules.
+    let arity_span = arity.map_or_else(Span::call_site, |(_, s)| s);
     let arity = match arity {
         Some((a, _)) => Some(a),
         None => {
@@ -431,7 +432,7 @@ pub fn parse_spec(args: TokenStream) -> Result<Spec, syn::Error> {
         let margin_required = !(arity == Arity::Triplet && has("soft").is_some());
         if margin_required && margin.is_none() && !attempted.contains(&"margin") {
             errs.spanned(
-                Span::call_site(),
+                arity_span,
                 match arity {
                     Arity::Pair => "a `pair` loss needs `margin = <number>`: how far apart dissimilar pairs must be",
                     Arity::Triplet => {
