@@ -16,11 +16,17 @@ fn main() -> common::Result<()> {
         println!("last batch: {stats}");
     }
     println!("loss curve: {}", args.out.join("triplet_mnist_loss.png").display());
+    let n = s.retrieval_normalized.as_ref().expect("triplet run evaluates unit-length embeddings");
+    // Raw encoder outputs first (the protocol), then the unit-length
+    // embeddings the `normalize` loss actually compares.
     println!(
-        "result p_at_1={:.4} map_at_r={:.4} r_precision={:.4} ms_per_step={:.2} steps={}",
+        "result p_at_1={:.4} map_at_r={:.4} r_precision={:.4} unit_p_at_1={:.4} unit_map_at_r={:.4} unit_r_precision={:.4} ms_per_step={:.2} steps={}",
         s.retrieval.precision_at_1,
         s.retrieval.map_at_r,
         s.retrieval.r_precision,
+        n.precision_at_1,
+        n.map_at_r,
+        n.r_precision,
         s.training.ms_per_step,
         s.training.steps
     );

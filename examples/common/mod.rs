@@ -274,7 +274,7 @@ where
 }
 
 /// Queries `TRAIN..` against references `..TRAIN`, Euclidean.
-pub fn retrieval<const D: usize>(embeddings: &[f32], labels: &[usize]) -> Result<RetrievalMetrics> {
+pub fn evaluate_retrieval<const D: usize>(embeddings: &[f32], labels: &[usize]) -> Result<RetrievalMetrics> {
     let (refs, queries) = embeddings.split_at(TRAIN * D);
     let (ref_labels, query_labels) = labels.split_at(TRAIN);
     Ok(retrieval_metrics(
@@ -321,6 +321,18 @@ pub fn verification<const D: usize>(
         eer(&scores, &same)?,
         kfold_accuracy(&scores, &same, 10)?.mean,
     ))
+}
+
+/// Each row of width `D` scaled to unit length (a zero row stays zero).
+pub fn l2_normalized<const D: usize>(e: &[f32]) -> Vec<f32> {
+    let mut out = e.to_vec();
+    for row in out.chunks_mut(D) {
+        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+        if norm > 0.0 {
+            row.iter_mut().for_each(|v| *v /= norm);
+        }
+    }
+    out
 }
 
 fn euclid(a: &[f32], b: &[f32]) -> f32 {
@@ -429,6 +441,8 @@ pub struct NormalizedTriplet;
 pub struct TripletSummary {
     pub training: Training,
     pub retrieval: RetrievalMetrics,
+    /// The same on unit-length embeddings (what a `normalize` loss compares).
+    pub retrieval_normalized: Option<RetrievalMetrics>,
 }
 
 pub fn run_triplet(args: &Args) -> Result<TripletSummary> {
@@ -444,11 +458,13 @@ pub fn run_triplet(args: &Args) -> Result<TripletSummary> {
         &TripletStep(loss, metric_loss::miners::BatchHard),
     )?;
     let e = embed_all::<128, _>(&dev, &mnist, net.encoder());
-    let retrieval = retrieval::<128>(&e, &mnist.labels)?;
+    let retrieval = evaluate_retrieval::<128>(&e, &mnist.labels)?;
+    let retrieval_normalized = evaluate_retrieval::<128>(&l2_normalized::<128>(&e), &mnist.labels)?;
     plot_losses(&out_file(&args.out, "triplet_mnist_loss.png")?, &training.losses)?;
     Ok(TripletSummary {
         training,
         retrieval,
+        retrieval_normalized: Some(retrieval_normalized),
     })
 }
 
@@ -475,7 +491,7 @@ pub fn run_siamese(args: &Args) -> Result<SiameseSummary> {
         &PairStep(loss, metric_loss::miners::AllPairs),
     )?;
     let e = embed_all::<128, _>(&dev, &mnist, net.encoder());
-    let retrieval = retrieval::<128>(&e, &mnist.labels)?;
+    let retrieval = evaluate_retrieval::<128>(&e, &mnist.labels)?;
     let pairs = verification_pairs(&mnist.labels, 2000, args.seed);
     let (roc_auc, eer, accuracy) = verification::<128>(&e, &pairs)?;
     Ok(SiameseSummary {
@@ -519,10 +535,12 @@ pub fn run_custom(args: &Args) -> Result<TripletSummary> {
         &TripletStep(loss, metric_loss::miners::SemiHard::default()),
     )?;
     let e = embed_all::<128, _>(&dev, &mnist, &net);
-    let retrieval = retrieval::<128>(&e, &mnist.labels)?;
+    let retrieval = evaluate_retrieval::<128>(&e, &mnist.labels)?;
+    let retrieval_normalized = evaluate_retrieval::<128>(&l2_normalized::<128>(&e), &mnist.labels)?;
     Ok(TripletSummary {
         training,
         retrieval,
+        retrieval_normalized: Some(retrieval_normalized),
     })
 }
 
@@ -547,7 +565,7 @@ pub fn run_embed_2d(args: &Args) -> Result<Embed2dSummary> {
         &PairStep(loss, metric_loss::miners::AllPairs),
     )?;
     let e = embed_all::<2, _>(&dev, &mnist, &net);
-    let retrieval = retrieval::<2>(&e, &mnist.labels)?;
+    let retrieval = evaluate_retrieval::<2>(&e, &mnist.labels)?;
     let png = out_file(&args.out, "embed_2d.png")?;
     plot_scatter(&png, &e[TRAIN * 2..], &mnist.labels[TRAIN..])?;
     Ok(Embed2dSummary {
