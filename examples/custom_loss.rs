@@ -13,7 +13,10 @@ use metric_loss::prelude::*;
 
 fn main() -> common::Result<()> {
     let args = common::Args::parse();
-    println!("loss spec: {:?}", <common::SmoothTriplet as TripletCriterion>::SPEC);
+    println!(
+        "loss spec: {:?}",
+        <common::SmoothTriplet as TripletCriterion>::SPEC
+    );
     let s = common::run_custom(&args)?;
     if let Some(stats) = s.training.last_stats {
         println!("last batch: {stats}");

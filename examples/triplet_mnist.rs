@@ -15,8 +15,14 @@ fn main() -> common::Result<()> {
     if let Some(stats) = s.training.last_stats {
         println!("last batch: {stats}");
     }
-    println!("loss curve: {}", args.out.join("triplet_mnist_loss.png").display());
-    let n = s.retrieval_normalized.as_ref().expect("triplet run evaluates unit-length embeddings");
+    println!(
+        "loss curve: {}",
+        args.out.join("triplet_mnist_loss.png").display()
+    );
+    let n = s
+        .retrieval_normalized
+        .as_ref()
+        .expect("triplet run evaluates unit-length embeddings");
     // Raw encoder outputs first (the protocol), then the unit-length
     // embeddings the `normalize` loss actually compares.
     println!(

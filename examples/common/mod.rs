@@ -126,8 +126,10 @@ fn progress(args: &Args, total: usize) -> ProgressBar {
     }
     let bar = ProgressBar::new(total as u64);
     bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
-            .expect("valid template"),
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+        )
+        .expect("valid template"),
     );
     bar
 }
@@ -252,7 +254,11 @@ where
         losses,
         last_stats,
         steps,
-        ms_per_step: if steps == 0 { 0.0 } else { 1e3 * elapsed / steps as f64 },
+        ms_per_step: if steps == 0 {
+            0.0
+        } else {
+            1e3 * elapsed / steps as f64
+        },
     })
 }
 
@@ -274,7 +280,10 @@ where
 }
 
 /// Queries `TRAIN..` against references `..TRAIN`, Euclidean.
-pub fn evaluate_retrieval<const D: usize>(embeddings: &[f32], labels: &[usize]) -> Result<RetrievalMetrics> {
+pub fn evaluate_retrieval<const D: usize>(
+    embeddings: &[f32],
+    labels: &[usize],
+) -> Result<RetrievalMetrics> {
     let (refs, queries) = embeddings.split_at(TRAIN * D);
     let (ref_labels, query_labels) = labels.split_at(TRAIN);
     Ok(retrieval_metrics(
@@ -313,7 +322,12 @@ pub fn verification<const D: usize>(
 ) -> Result<(f64, f64, f64)> {
     let scores: Vec<f32> = pairs
         .iter()
-        .map(|&(a, b, _)| -euclid(&embeddings[a * D..(a + 1) * D], &embeddings[b * D..(b + 1) * D]))
+        .map(|&(a, b, _)| {
+            -euclid(
+                &embeddings[a * D..(a + 1) * D],
+                &embeddings[b * D..(b + 1) * D],
+            )
+        })
         .collect();
     let same: Vec<bool> = pairs.iter().map(|p| p.2).collect();
     Ok((
@@ -336,7 +350,11 @@ pub fn l2_normalized<const D: usize>(e: &[f32]) -> Vec<f32> {
 }
 
 fn euclid(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>().sqrt()
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y) * (x - y))
+        .sum::<f32>()
+        .sqrt()
 }
 
 /// A seeded CPU device.
@@ -460,7 +478,10 @@ pub fn run_triplet(args: &Args) -> Result<TripletSummary> {
     let e = embed_all::<128, _>(&dev, &mnist, net.encoder());
     let retrieval = evaluate_retrieval::<128>(&e, &mnist.labels)?;
     let retrieval_normalized = evaluate_retrieval::<128>(&l2_normalized::<128>(&e), &mnist.labels)?;
-    plot_losses(&out_file(&args.out, "triplet_mnist_loss.png")?, &training.losses)?;
+    plot_losses(
+        &out_file(&args.out, "triplet_mnist_loss.png")?,
+        &training.losses,
+    )?;
     Ok(TripletSummary {
         training,
         retrieval,
