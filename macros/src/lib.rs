@@ -9,6 +9,8 @@
 extern crate proc_macro;
 
 mod expand;
+#[cfg(test)]
+mod fuzz;
 mod spec;
 
 use proc_macro::TokenStream;

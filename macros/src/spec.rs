@@ -127,28 +127,49 @@ fn parse_entries(input: ParseStream) -> syn::Result<Vec<Entry>> {
     Ok(entries)
 }
 
-/// Levenshtein distance, for did-you-mean suggestions.
+/// Edit distance counting an adjacent transposition as one edit (optimal
+/// string alignment), for did-you-mean suggestions: `marign` is 1 from `margin`.
 fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
+    // d[i][j]: distance between a[..i] and b[..j].
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
     }
-    prev[b.len()]
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
 }
 
-fn did_you_mean(word: &str, candidates: &[&str]) -> String {
+/// The closest candidate, if close enough: one edit per three letters, at
+/// least one (so `foo` does not suggest `dot`).
+fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
     candidates
         .iter()
         .map(|c| (edit_distance(word, c), *c))
-        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .filter(|(d, c)| *d <= 1.max(c.chars().count() / 3))
         .min()
-        .map(|(_, c)| format!("; did you mean `{c}`?"))
+        .map(|(_, c)| c)
+}
+
+/// `"; did you mean `x`?"`, or nothing when no candidate is close.
+pub(crate) fn did_you_mean(word: &str, candidates: &[&str]) -> String {
+    closest(word, candidates)
+        .map(|c| format!("; did you mean `{c}`?"))
         .unwrap_or_default()
 }
 
@@ -176,7 +197,12 @@ fn parse_number(key: &Ident, tokens: &TokenStream) -> syn::Result<f32> {
         syn::Expr::Lit(syn::ExprLit {
             lit: syn::Lit::Int(i),
             ..
-        }) => i.base10_parse::<u64>()? as f64,
+        }) => i.base10_digits().parse::<f64>().map_err(|_| {
+            syn::Error::new_spanned(
+                tokens,
+                format!("`{key}` must be a number, such as `{key} = 0.2`"),
+            )
+        })?,
         _ => {
             return Err(syn::Error::new_spanned(
                 tokens,
@@ -249,6 +275,9 @@ pub fn parse_spec(args: TokenStream) -> Result<Spec, syn::Error> {
     let mut pos_margin: Option<(f32, Span)> = None;
     let mut reduction = Reduction::Mean;
     let mut krate: Option<syn::Path> = None;
+    // Keys written but unusable (bad value, or an unknown key close to them):
+    // their own error says enough, so they are not also reported missing.
+    let mut attempted: Vec<&'static str> = Vec::new();
 
     for Entry { key, value } in entries {
         let name = key.to_string();
@@ -262,10 +291,11 @@ pub fn parse_spec(args: TokenStream) -> Result<Spec, syn::Error> {
         let is_flag = FLAGS.contains(&name.as_str());
         let is_valued = VALUED.contains(&name.as_str());
         if !is_flag && !is_valued {
+            attempted.extend(closest(&name, &KEYS));
             errs.spanned(
                 span,
                 format!(
-                    "unknown key `{name}`{}; expected one of: {}",
+                    "unknown key `{name}`{} (the keys are: {})",
                     did_you_mean(&name, &KEYS),
                     KEYS.join(", ")
                 ),
@@ -303,11 +333,15 @@ pub fn parse_spec(args: TokenStream) -> Result<Spec, syn::Error> {
                         Some(id) if id == "manhattan" => Some(Distance::Manhattan),
                         Some(id) if id == "dot" => Some(Distance::Dot),
                         Some(id) => {
+                            let hint = match closest(&id, &Distance::BUILTIN) {
+                                Some(_) => String::new(),
+                                None => format!(", such as `self::{id}`"),
+                            };
                             errs.spanned(
                                 path.span(),
                                 format!(
-                                    "unknown distance `{id}`{}; expected euclidean, cosine, manhattan, dot, \
-                                     or a path to your own distance function such as `self::{id}`",
+                                    "unknown distance `{id}`{} (the distances are euclidean, cosine, manhattan, dot, \
+                                     or a path with `::` to your own function{hint})",
                                     did_you_mean(&id, &Distance::BUILTIN)
                                 ),
                             );
@@ -326,7 +360,10 @@ pub fn parse_spec(args: TokenStream) -> Result<Spec, syn::Error> {
             },
             ("margin", Some(v)) => match parse_number(&key, &v) {
                 Ok(m) => margin = Some((m, span)),
-                Err(e) => errs.push(e),
+                Err(e) => {
+                    attempted.push("margin");
+                    errs.push(e)
+                }
             },
             ("pos_margin", Some(v)) => match parse_number(&key, &v) {
                 Ok(m) => pos_margin = Some((m, span)),
@@ -358,13 +395,16 @@ pub fn parse_spec(args: TokenStream) -> Result<Spec, syn::Error> {
     }
 
     // Cross-key rules.
+    let arity_span = arity.map_or_else(Span::call_site, |(_, s)| s);
     let arity = match arity {
         Some((a, _)) => Some(a),
         None => {
-            errs.spanned(
-                Span::call_site(),
-                "a loss needs its arity: add `pair` (contrastive) or `triplet`",
-            );
+            if !attempted.contains(&"pair") && !attempted.contains(&"triplet") {
+                errs.spanned(
+                    Span::call_site(),
+                    "a loss needs its arity: add `pair` (contrastive) or `triplet`",
+                );
+            }
             None
         }
     };
@@ -390,9 +430,9 @@ pub fn parse_spec(args: TokenStream) -> Result<Spec, syn::Error> {
             }
         }
         let margin_required = !(arity == Arity::Triplet && has("soft").is_some());
-        if margin_required && margin.is_none() {
+        if margin_required && margin.is_none() && !attempted.contains(&"margin") {
             errs.spanned(
-                Span::call_site(),
+                arity_span,
                 match arity {
                     Arity::Pair => "a `pair` loss needs `margin = <number>`: how far apart dissimilar pairs must be",
                     Arity::Triplet => {

@@ -1,0 +1,6 @@
+use metric_loss::prelude::*;
+
+#[metric_loss(pair, swap, margin = -1.0)]
+pub struct TwoMistakes;
+
+fn main() {}
