@@ -301,7 +301,7 @@ pub fn evaluate_retrieval<const D: usize>(
 /// `count` pairs of held-out digits (`TRAIN..`), the first half of the same
 /// class, the second half of different classes, seeded.
 pub fn verification_pairs(labels: &[usize], count: usize, seed: u64) -> Vec<(usize, usize, bool)> {
-    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_0f_9a125);
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x05ee_d0f9_a125);
     let held_out: Vec<usize> = (TRAIN..labels.len()).collect();
     let mut pairs = Vec::with_capacity(count);
     while pairs.len() < count {
