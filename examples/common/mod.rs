@@ -62,6 +62,9 @@ pub struct Args {
     /// Where PNGs go.
     #[arg(long, default_value = "out")]
     pub out: PathBuf,
+    /// The triplet loss of `triplet_mnist` (the other examples ignore it).
+    #[arg(long, value_enum, default_value_t = TripletChoice::Normalized)]
+    pub loss: TripletChoice,
     /// Stop after this many optimiser steps (for smoke tests).
     #[arg(long)]
     pub max_steps: Option<usize>,
@@ -79,6 +82,7 @@ impl Args {
             margin: None,
             data: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/data")),
             out: std::env::temp_dir().join("metric-loss-examples-test"),
+            loss: TripletChoice::Normalized,
             max_steps: Some(max_steps),
             quiet: true,
         }
@@ -454,6 +458,32 @@ pub fn plot_scatter(path: &Path, points: &[f32], labels: &[usize]) -> Result<()>
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NormalizedTriplet;
 
+/// Hermans et al.'s soft margin on unit-length embeddings.
+#[metric_loss(triplet, normalize, soft)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NormalizedSoftTriplet;
+
+/// pytorch-metric-learning's default reduction: the mean over active triplets.
+#[metric_loss(triplet, normalize, margin = 0.2, reduction = mean_nonzero)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NormalizedNonzeroTriplet;
+
+/// Which triplet loss `triplet_mnist` trains with batch-hard mining.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TripletChoice {
+    /// `[d(A,P) - d(A,N) + m]+` on L2-normalized embeddings, m = 0.2.
+    #[default]
+    Normalized,
+    /// `TripletLoss`: raw embeddings, m = 0.2 (collapses easily under batch-hard).
+    Plain,
+    /// `SoftMarginTriplet` (Hermans et al. 2017): softplus, raw embeddings.
+    Soft,
+    /// Softplus on L2-normalized embeddings.
+    SoftNormalized,
+    /// Every valid triplet (batch-all), mean over the active ones, normalized, m = 0.2.
+    AllNonzero,
+}
+
 /// Result of `triplet_mnist`.
 #[derive(Debug, Clone)]
 pub struct TripletSummary {
@@ -467,14 +497,30 @@ pub fn run_triplet(args: &Args) -> Result<TripletSummary> {
     let mnist = load(args)?;
     let dev = device(args.seed);
     let mut net = build::<TripletNet<Encoder>>(&dev);
-    let loss = NormalizedTriplet.with_margin(args.margin.unwrap_or(0.2))?;
-    let training = train::<128, _, _>(
-        args,
-        &dev,
-        &mnist,
-        &mut net,
-        &TripletStep(loss, metric_loss::miners::BatchHard),
-    )?;
+    let hard = metric_loss::miners::BatchHard;
+    let training = match args.loss {
+        TripletChoice::Normalized => {
+            let loss = NormalizedTriplet.with_margin(args.margin.unwrap_or(0.2))?;
+            train::<128, _, _>(args, &dev, &mnist, &mut net, &TripletStep(loss, hard))?
+        }
+        TripletChoice::Plain => {
+            let loss = TripletLoss.with_margin(args.margin.unwrap_or(0.2))?;
+            train::<128, _, _>(args, &dev, &mnist, &mut net, &TripletStep(loss, hard))?
+        }
+        TripletChoice::Soft => {
+            let loss = SoftMarginTriplet.with_margin(args.margin.unwrap_or(0.0))?;
+            train::<128, _, _>(args, &dev, &mnist, &mut net, &TripletStep(loss, hard))?
+        }
+        TripletChoice::AllNonzero => {
+            let loss = NormalizedNonzeroTriplet.with_margin(args.margin.unwrap_or(0.2))?;
+            let all = metric_loss::miners::BatchAll::default();
+            train::<128, _, _>(args, &dev, &mnist, &mut net, &TripletStep(loss, all))?
+        }
+        TripletChoice::SoftNormalized => {
+            let loss = NormalizedSoftTriplet.with_margin(args.margin.unwrap_or(0.0))?;
+            train::<128, _, _>(args, &dev, &mnist, &mut net, &TripletStep(loss, hard))?
+        }
+    };
     let e = embed_all::<128, _>(&dev, &mnist, net.encoder());
     let retrieval = evaluate_retrieval::<128>(&e, &mnist.labels)?;
     let retrieval_normalized = evaluate_retrieval::<128>(&l2_normalized::<128>(&e), &mnist.labels)?;

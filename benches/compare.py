@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Side-by-side speed: ../shared/bench/reference.py (PyTorch, PML) and this
+project's criterion benches, in one run, same thread count. Prints one
+markdown table with ratios (project time / reference time).
+
+    python3 benches/compare.py [--python ../ref-venv/bin/python] [--threads 2]
+
+The reference needs torch and pytorch-metric-learning (see reference.py's
+set-up line); it is a large download, so this is never run in CI.
+"""
+import argparse, datetime, json, os, platform, re, subprocess, sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(cmd, env):
+    print("+", " ".join(cmd), file=sys.stderr, flush=True)
+    return subprocess.run(cmd, env=env, cwd=ROOT, check=True, capture_output=True, text=True).stdout
+
+
+def criterion_us(group, name, n=None):
+    path = ROOT / "target" / "criterion" / group / name
+    if n is not None:
+        path = path / str(n)
+    est = json.loads((path / "new" / "estimates.json").read_text())
+    return est["median"]["point_estimate"] / 1e3
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--python", default=str(ROOT.parent / "ref-venv" / "bin" / "python"))
+    ap.add_argument("--reference", default=str(ROOT.parent / "shared" / "bench" / "reference.py"))
+    ap.add_argument("--threads", default="2")
+    ap.add_argument("--mnist-epochs", default="2")
+    args = ap.parse_args()
+    env = dict(os.environ, OMP_NUM_THREADS=args.threads, MKL_NUM_THREADS=args.threads,
+               RAYON_NUM_THREADS=args.threads)
+
+    ref = {}
+    out = run([args.python, args.reference, "losses"], env)
+    out += run([args.python, args.reference, "mnist", str(ROOT / "data"), args.mnist_epochs], env)
+    for line in out.splitlines():
+        m = re.match(r"ref (\S+) (.*)", line)
+        if m:
+            kv = dict(p.split("=") for p in m.group(2).split())
+            ref[(m.group(1), kv.get("n"))] = kv
+
+    run(["cargo", "bench", "--bench", "losses", "--", "--noplot"], env)
+
+    rows = []
+    for n in ["64", "256", "1024"]:
+        ours = criterion_us("losses", "batch_hard", n)
+        rows.append((f"batch-hard N={n}", ours, "PyTorch", float(ref[("batch_hard_torch", n)]["us"])))
+        rows.append((f"batch-hard N={n}", ours, "PML", float(ref[("batch_hard_pml", n)]["us"])))
+        rows.append((f"explicit triplet N={n}", criterion_us("losses", "triplet_explicit", n),
+                     "PyTorch", float(ref[("triplet_explicit_torch", n)]["us"])))
+        rows.append((f"contrastive pairs N={n}", criterion_us("losses", "contrastive_pairs", n),
+                     "PyTorch", float(ref[("contrastive_pairs_torch", n)]["us"])))
+    step = criterion_us("train_step", "80")
+    pml_step = float(ref[("mnist_triplet_batch_hard", None)]["ms_per_step"]) * 1e3
+    rows.append(("MNIST training step (batch 80)", step, "PML", pml_step))
+
+    print(f"Measured {datetime.date.today()} on {platform.machine()}, {os.cpu_count()} cores, "
+          f"{args.threads} threads each side.\n")
+    print("| work | metric-loss (us) | reference | reference (us) | ratio |")
+    print("|---|---:|---|---:|---:|")
+    for work, ours, who, theirs in rows:
+        print(f"| {work} | {ours:.1f} | {who} | {theirs:.1f} | {ours / theirs:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
