@@ -61,28 +61,7 @@ pub(crate) fn batch_hard_euclidean_cpu<N: Dim, const D: usize, T: Tape<f32, Cpu>
     let n = x.shape().0.size();
     let (x, mut tape) = x.try_contiguous().map_err(dev_err)?.split_tape();
     let xs = read(&x);
-    let gram = x
-        .clone()
-        .try_matmul(
-            x.clone()
-                .try_permute::<(Const<D>, N), Axes2<1, 0>>()
-                .map_err(dev_err)?,
-        )
-        .map_err(dev_err)?;
-    let mut m = read(&gram);
-    drop(gram);
-    let sq: Vec<f32> = (0..n).map(|i| m[i * n + i]).collect();
-    for i in 0..n {
-        let row = &mut m[i * n..(i + 1) * n];
-        for (j, v) in row.iter_mut().enumerate() {
-            let d2 = if i == j {
-                0.0
-            } else {
-                (sq[i] + sq[j] - 2.0 * *v).max(0.0)
-            };
-            *v = if squared { d2 } else { d2.sqrt() };
-        }
-    }
+    let m = euclidean_matrix_host(&xs, n, D, squared);
     let host = DistanceMatrix::new(n, m)?;
     let triplets = BatchHard.try_mine(&host, labels, 0.0)?;
     let k = triplets.len();
@@ -139,4 +118,100 @@ pub(crate) fn batch_hard_euclidean_cpu<N: Dim, const D: usize, T: Tape<f32, Cpu>
         triplets,
         host,
     })
+}
+
+/// The full `N x N` Gram matrix `X Xᵀ` of row-major `xs` (`n x d`), computing
+/// only the blocks on and above the diagonal (about half the flops of a plain
+/// GEMM) and mirroring them.
+pub(crate) fn gram_symmetric(xs: &[f32], n: usize, d: usize) -> Vec<f32> {
+    assert_eq!(xs.len(), n * d, "gram_symmetric: {} values for {n} x {d}", xs.len());
+    let mut g = vec![0.0f32; n * n];
+    if n == 0 || d == 0 {
+        return g;
+    }
+    const BLOCK: usize = 64;
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    let parallelism = if n * n * d >= 1 << 20 && threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    for r in (0..n).step_by(BLOCK) {
+        let rows = BLOCK.min(n - r);
+        let cols = n - r;
+        // SAFETY: dst is the `rows x cols` block of `g` at (r, r), row stride n,
+        // inside `g` (r + rows <= n, r + cols = n). lhs is rows r..r+rows of
+        // xs (row stride d), rhs is the transpose of rows r..n (column j at
+        // xs[(r + j) * d], stride d between columns, 1 between rows): all in
+        // bounds of `xs`, which has n * d values.
+        unsafe {
+            gemm::gemm(
+                rows,
+                cols,
+                d,
+                g.as_mut_ptr().add(r * n + r),
+                1,
+                n as isize,
+                false,
+                xs.as_ptr().add(r * d),
+                1,
+                d as isize,
+                xs.as_ptr().add(r * d),
+                d as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism,
+            );
+        }
+    }
+    for i in 0..n {
+        for j in 0..i {
+            g[i * n + j] = g[j * n + i];
+        }
+    }
+    g
+}
+
+/// The `N x N` (squared) Euclidean distances of row-major `xs` on the host:
+/// `‖x_i‖² + ‖x_j‖² − 2⟨x_i, x_j⟩` from [`gram_symmetric`], clamped at 0,
+/// exact 0 on the diagonal, then the square root unless `squared`.
+pub(crate) fn euclidean_matrix_host(xs: &[f32], n: usize, d: usize, squared: bool) -> Vec<f32> {
+    let mut m = gram_symmetric(xs, n, d);
+    let sq: Vec<f32> = (0..n).map(|i| m[i * n + i]).collect();
+    for i in 0..n {
+        let row = &mut m[i * n..(i + 1) * n];
+        for (j, v) in row.iter_mut().enumerate() {
+            let d2 = (sq[i] + sq[j] - 2.0 * *v).max(0.0);
+            *v = if squared { d2 } else { d2.sqrt() };
+        }
+        row[i] = 0.0;
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symmetric_gram_equals_naive_products() {
+        for (n, d) in [(1, 3), (5, 2), (70, 9), (130, 4)] {
+            let xs: Vec<f32> = (0..n * d).map(|i| ((i * 7919) % 23) as f32 / 7.0 - 1.5).collect();
+            let g = gram_symmetric(&xs, n, d);
+            for i in 0..n {
+                for j in 0..n {
+                    let want: f32 = (0..d).map(|c| xs[i * d + c] * xs[j * d + c]).sum();
+                    assert!((g[i * n + j] - want).abs() < 1e-4, "({i},{j}) {} vs {want}", g[i * n + j]);
+                }
+            }
+            let m = euclidean_matrix_host(&xs, n, d, false);
+            for i in 0..n {
+                assert_eq!(m[i * n + i], 0.0);
+            }
+        }
+    }
 }
