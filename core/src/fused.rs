@@ -23,7 +23,13 @@ pub(crate) fn safe_sqrt_cpu<S: Shape, T: Tape<f32, Cpu>>(
     let (x, mut tape) = x.try_contiguous()?.split_tape();
     let mut out = read(&x);
     for v in out.iter_mut() {
-        *v = if *v > 0.0 { v.sqrt() } else { 0.0 };
+        // NaN stays NaN (as in the generic twin): a non-finite embedding must
+        // not become a silent distance of 0.
+        *v = if *v > 0.0 || v.is_nan() {
+            v.sqrt()
+        } else {
+            0.0
+        };
     }
     let y = out.clone();
     let out = dev.try_tensor_from_vec(out, *x.shape())?;
@@ -61,6 +67,16 @@ pub(crate) fn batch_hard_euclidean_cpu<N: Dim, const D: usize, T: Tape<f32, Cpu>
     let n = x.shape().0.size();
     let (x, mut tape) = x.try_contiguous().map_err(dev_err)?.split_tape();
     let xs = read(&x);
+    // The rows are on the host anyway: reject NaN/inf here, where the Gram
+    // expansion below (`max(0.0)` and the zero diagonal) would hide them.
+    if let Some(pos) = xs.iter().position(|v| !v.is_finite()) {
+        return Err(crate::MetricLossError::NonFinite {
+            what: "embeddings",
+            row: pos / D,
+            column: pos % D,
+            value: xs[pos],
+        });
+    }
     let gram = x
         .clone()
         .try_matmul(
@@ -78,7 +94,13 @@ pub(crate) fn batch_hard_euclidean_cpu<N: Dim, const D: usize, T: Tape<f32, Cpu>
             let d2 = if i == j {
                 0.0
             } else {
-                (sq[i] + sq[j] - 2.0 * *v).max(0.0)
+                // not `f32::max`, which maps NaN to 0
+                let d2 = sq[i] + sq[j] - 2.0 * *v;
+                if d2 < 0.0 {
+                    0.0
+                } else {
+                    d2
+                }
             };
             *v = if squared { d2 } else { d2.sqrt() };
         }
