@@ -462,7 +462,7 @@ fn zero_vectors_under_the_cosine_distance_are_at_distance_one() {
 fn identical_case<L: TripletCriterion<Output<usize> = ()>>(loss: &L, name: &str) {
     let dev = Cpu::default();
     for value in [0.0f32, 0.7] {
-        let x = rows(&dev, &vec![value; 3 * D]);
+        let x = rows(&dev, &[value; 3 * D]);
         // explicit: one tensor three times, traced once
         let l = loss.forward(x.leaky_trace(), x.clone(), x.clone());
         assert!(l.array().is_finite(), "{name} at {value}");
