@@ -507,7 +507,8 @@ fn identical_embeddings_give_finite_gradients_for_every_distance() {
 
 #[test]
 fn bad_run_time_margins_are_typed_errors() {
-    // 30-33: on triplet, pair, and an already margined loss
+    // 30-33: negative (twice), NaN, infinite (both signs); each on a triplet
+    // loss, a pair loss and an already margined loss
     for m in [-1.0f32, -0.0001, f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
         let e = TripletLoss.with_margin(m).unwrap_err();
         assert!(

@@ -490,7 +490,9 @@ pub trait TripletCriterion: Sized {
     /// intermediate).
     ///
     /// A batch where nothing can be mined (one class, no positives) gives a
-    /// zero loss whose gradient is zeros. Errors: an empty batch, a label count
+    /// zero loss whose gradient is zeros (with `reduction = none`: a `(0,)`
+    /// tensor; note that dfdx's `as_vec` panics on an empty tensor, so check
+    /// `loss.shape().0` first). Errors: an empty batch, a label count
     /// that is not the batch size, and [`MetricLossError::NonFinite`] (with
     /// `what = "distances"`, row and column of the first bad entry of the
     /// distance matrix) when an embedding holds a NaN or an infinite value:
