@@ -23,7 +23,13 @@ pub(crate) fn safe_sqrt_cpu<S: Shape, T: Tape<f32, Cpu>>(
     let (x, mut tape) = x.try_contiguous()?.split_tape();
     let mut out = read(&x);
     for v in out.iter_mut() {
-        *v = if *v > 0.0 { v.sqrt() } else { 0.0 };
+        // NaN stays NaN (as in the generic twin): a non-finite embedding must
+        // not become a silent distance of 0.
+        *v = if *v > 0.0 || v.is_nan() {
+            v.sqrt()
+        } else {
+            0.0
+        };
     }
     let y = out.clone();
     let out = dev.try_tensor_from_vec(out, *x.shape())?;
@@ -61,6 +67,16 @@ pub(crate) fn batch_hard_euclidean_cpu<N: Dim, const D: usize, T: Tape<f32, Cpu>
     let n = x.shape().0.size();
     let (x, mut tape) = x.try_contiguous().map_err(dev_err)?.split_tape();
     let xs = read(&x);
+    // The rows are on the host anyway: reject NaN/inf here, where the Gram
+    // expansion (the clamp at 0 and the zero diagonal) would hide them.
+    if let Some(pos) = xs.iter().position(|v| !v.is_finite()) {
+        return Err(crate::MetricLossError::NonFinite {
+            what: "embeddings",
+            row: pos / D,
+            column: pos % D,
+            value: xs[pos],
+        });
+    }
     let m = euclidean_matrix_host(&xs, n, D, squared);
     let host = DistanceMatrix::new(n, m)?;
     let triplets = BatchHard.try_mine(&host, labels, 0.0)?;
@@ -124,7 +140,12 @@ pub(crate) fn batch_hard_euclidean_cpu<N: Dim, const D: usize, T: Tape<f32, Cpu>
 /// only the blocks on and above the diagonal (about half the flops of a plain
 /// GEMM) and mirroring them.
 pub(crate) fn gram_symmetric(xs: &[f32], n: usize, d: usize) -> Vec<f32> {
-    assert_eq!(xs.len(), n * d, "gram_symmetric: {} values for {n} x {d}", xs.len());
+    assert_eq!(
+        xs.len(),
+        n * d,
+        "gram_symmetric: {} values for {n} x {d}",
+        xs.len()
+    );
     let mut g = vec![0.0f32; n * n];
     if n == 0 || d == 0 {
         return g;
@@ -185,7 +206,9 @@ pub(crate) fn euclidean_matrix_host(xs: &[f32], n: usize, d: usize, squared: boo
     for i in 0..n {
         let row = &mut m[i * n..(i + 1) * n];
         for (j, v) in row.iter_mut().enumerate() {
-            let d2 = (sq[i] + sq[j] - 2.0 * *v).max(0.0);
+            // not `f32::max`, which maps NaN (from overflow) to 0
+            let d2 = sq[i] + sq[j] - 2.0 * *v;
+            let d2 = if d2 < 0.0 { 0.0 } else { d2 };
             *v = if squared { d2 } else { d2.sqrt() };
         }
         row[i] = 0.0;
@@ -200,12 +223,18 @@ mod tests {
     #[test]
     fn symmetric_gram_equals_naive_products() {
         for (n, d) in [(1, 3), (5, 2), (70, 9), (130, 4)] {
-            let xs: Vec<f32> = (0..n * d).map(|i| ((i * 7919) % 23) as f32 / 7.0 - 1.5).collect();
+            let xs: Vec<f32> = (0..n * d)
+                .map(|i| ((i * 7919) % 23) as f32 / 7.0 - 1.5)
+                .collect();
             let g = gram_symmetric(&xs, n, d);
             for i in 0..n {
                 for j in 0..n {
                     let want: f32 = (0..d).map(|c| xs[i * d + c] * xs[j * d + c]).sum();
-                    assert!((g[i * n + j] - want).abs() < 1e-4, "({i},{j}) {} vs {want}", g[i * n + j]);
+                    assert!(
+                        (g[i * n + j] - want).abs() < 1e-4,
+                        "({i},{j}) {} vs {want}",
+                        g[i * n + j]
+                    );
                 }
             }
             let m = euclidean_matrix_host(&xs, n, d, false);

@@ -112,6 +112,52 @@ pub fn check_margin(margin: f32) -> Result<f32, MetricLossError> {
     }
 }
 
+/// Checks that every entry of `t` is finite.
+///
+/// Returns [`MetricLossError::NonFinite`] for the first NaN or infinite
+/// value, with `row` and `column` computed from its flat (row-major) index
+/// and the size of the last dimension (a tensor of rank 0 or 1 reports
+/// row 0). This copies the tensor to the host and scans it: `O(N·D)`, which
+/// is why the loss traits' `try_forward` does not call it and
+/// `try_forward_checked` does.
+///
+/// ```
+/// use metric_loss_core::loss::check_finite;
+/// use metric_loss_core::prelude::*;
+/// let dev = Cpu::default();
+/// let x = dev.tensor([[0.0f32, 1.0], [2.0, f32::NAN]]);
+/// assert!(matches!(
+///     check_finite("x", &x),
+///     Err(MetricLossError::NonFinite { what: "x", row: 1, column: 1, .. })
+/// ));
+/// assert!(check_finite("x", &dev.tensor([1.0f32, 2.0])).is_ok());
+/// ```
+pub fn check_finite<S: Shape, Dev: Device<f32>, T>(
+    what: &'static str,
+    t: &Tensor<S, f32, Dev, T>,
+) -> Result<(), MetricLossError> {
+    let dims = t.shape().concrete();
+    let columns = if S::NUM_DIMS >= 2 {
+        dims.into_iter().last().unwrap_or(1).max(1)
+    } else {
+        usize::MAX
+    };
+    if t.shape().num_elements() == 0 {
+        // dfdx's `as_vec` indexes out of bounds on an empty tensor.
+        return Ok(());
+    }
+    let values = t.as_vec();
+    match values.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(pos) => Err(MetricLossError::NonFinite {
+            what,
+            row: pos / columns,
+            column: pos % columns,
+            value: values[pos],
+        }),
+    }
+}
+
 fn check_rows<S: Shape, Dev: Device<f32>, T>(
     what: &'static str,
     t: &Tensor<S, f32, Dev, T>,
@@ -207,6 +253,25 @@ pub mod reduce {
         x.try_sum()?.try_div(positive)
     }
 
+    /// The hinge `[x]+ = max(x, 0)`, with relu's gradient, that keeps NaN.
+    ///
+    /// dfdx's `relu` computes `x.max(0)`, which maps NaN to 0: a NaN
+    /// embedding would then give a finite, silently wrong loss. Here a NaN
+    /// item stays NaN (two extra elementwise ops on a `(B,)` vector, off the
+    /// tape).
+    pub fn hinge<B: Dim, Dev: Device<f32>, T: Tape<f32, Dev>>(
+        x: Tensor<(B,), f32, Dev, T>,
+    ) -> Result<Tensor<(B,), f32, Dev, T>, Dev::Err> {
+        if x.shape().0.size() == 0 {
+            return Ok(x);
+        }
+        let plain = x.retaped::<NoneTape>();
+        let is_nan = plain.try_ne(&plain)?;
+        let zeros = plain.device().try_zeros_like(plain.shape())?;
+        let nans = is_nan.try_choose(plain, zeros)?;
+        x.try_relu()?.try_add(nans)
+    }
+
     /// `softplus(x) = ln(1 + eᕽ)`, stable for large `|x|` and with the exact
     /// derivative `σ(x)` everywhere (0.5 at 0), as `logsumexp([x, 0])`.
     pub fn softplus<B: Dim, Dev: Device<f32>, T: Tape<f32, Dev>>(
@@ -259,6 +324,17 @@ fn gather_entries<N: Dim, Dev: MetricDevice, T: Tape<f32, Dev>>(
 /// The macro implements the `try_embed`, `try_distance`, `try_distance_matrix`
 /// and `try_from_distances` items from the spec; the other methods are
 /// provided. Bring it into scope with `use metric_loss::prelude::*`.
+///
+/// # Non-finite embeddings
+///
+/// [`try_forward`](Self::try_forward) does **not** look at the values of its
+/// arguments: a NaN or infinite embedding gives a NaN loss, not an error.
+/// Scanning every entry would cost an `O(N·D)` host copy on the hot path of
+/// every training step. Call [`try_forward_checked`](Self::try_forward_checked)
+/// (or [`check_finite`]) to get [`MetricLossError::NonFinite`] instead, e.g.
+/// while debugging a diverging run. The mined path
+/// ([`try_mined`](Self::try_mined)) always rejects them, for free: it reads
+/// the distance matrix on the host anyway.
 pub trait TripletCriterion: Sized {
     /// `()` for a reduced loss, `(B,)` for `reduction = none`.
     type Output<B: Dim>: Shape;
@@ -372,14 +448,60 @@ pub trait TripletCriterion: Sized {
         unwrap_or_panic(self.try_forward(anchor, positive, negative))
     }
 
+    /// [`try_forward`](Self::try_forward) after checking that every entry of
+    /// every argument is finite ([`check_finite`]): a NaN or infinite value is
+    /// [`MetricLossError::NonFinite`] naming the argument (`"anchor"`,
+    /// `"positive"`, `"negative"`), its row and column. Costs one `O(N·D)`
+    /// host scan per argument.
+    ///
+    /// ```
+    /// use metric_loss_core::prelude::*;
+    /// let dev = Cpu::default();
+    /// let a = dev.tensor([[0.0f32, 0.0]]);
+    /// let p = dev.tensor([[1.0f32, f32::INFINITY]]);
+    /// let n = dev.tensor([[0.0f32, 1.0]]);
+    /// assert!(matches!(
+    ///     TripletLoss.try_forward_checked(a, p, n),
+    ///     Err(MetricLossError::NonFinite { what: "positive", row: 0, column: 1, .. })
+    /// ));
+    /// ```
+    fn try_forward_checked<B, const D: usize, Dev, T, TP, TN>(
+        &self,
+        anchor: Rows<B, D, Dev, T>,
+        positive: Rows<B, D, Dev, TP>,
+        negative: Rows<B, D, Dev, TN>,
+    ) -> Result<Tensor<Self::Output<B>, f32, Dev, T>, MetricLossError>
+    where
+        B: Dim,
+        Dev: MetricDevice,
+        T: Tape<f32, Dev> + Merge<TP> + Merge<TN>,
+        TP: Tape<f32, Dev>,
+        TN: Tape<f32, Dev>,
+    {
+        check_finite("anchor", &anchor)?;
+        check_finite("positive", &positive)?;
+        check_finite("negative", &negative)?;
+        self.try_forward(anchor, positive, negative)
+    }
+
     /// The loss of the triplets `miner` finds in one batch of embeddings with
     /// class labels: one distance matrix on the tape, mining on a detached
     /// copy, then the mined distances gathered from the matrix (no `N x N x D`
     /// intermediate).
     ///
     /// A batch where nothing can be mined (one class, no positives) gives a
-    /// zero loss whose gradient is zeros. Errors: an empty batch, a label count
-    /// that is not the batch size.
+    /// zero loss whose gradient is zeros (with `reduction = none`: a `(0,)`
+    /// tensor; note that dfdx's `as_vec` panics on an empty tensor, so check
+    /// `loss.shape().0` first). Errors: an empty batch, a label count
+    /// that is not the batch size, and [`MetricLossError::NonFinite`] (with
+    /// `what = "distances"`, row and column of the first bad entry of the
+    /// distance matrix) when an embedding holds a NaN or an infinite value:
+    /// the miners read a host copy of the matrix, which
+    /// [`DistanceMatrix::new`] checks, so no separate scan of the embeddings
+    /// is needed (`tests/reliability.rs` checks this for every distance and
+    /// miner). The fused CPU batch-hard Euclidean path reads the embeddings
+    /// on the host anyway and reports `what = "embeddings"` with the row and
+    /// column of the bad value.
     fn try_mined<N: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>, M: TripletMiner>(
         &self,
         miner: &M,
@@ -462,6 +584,14 @@ pub trait TripletCriterion: Sized {
 /// Labels are [`PairLabels`], built from words (`Pair::Similar`,
 /// `from_similar`, `from_dissimilar`, `from_classes`), never a bare 0/1 whose
 /// meaning could be flipped silently.
+///
+/// # Non-finite embeddings
+///
+/// As for [`TripletCriterion`]: [`try_forward`](Self::try_forward) does not
+/// scan its arguments (no `O(N·D)` host copy on the hot path), so a NaN
+/// embedding gives a NaN loss; [`try_forward_checked`](Self::try_forward_checked)
+/// returns [`MetricLossError::NonFinite`] instead, and
+/// [`try_mined`](Self::try_mined) always does.
 pub trait PairCriterion: Sized {
     /// `()` for a reduced loss, `(B,)` for `reduction = none`.
     type Output<B: Dim>: Shape;
@@ -561,12 +691,48 @@ pub trait PairCriterion: Sized {
         unwrap_or_panic(self.try_forward(a, b, labels))
     }
 
+    /// [`try_forward`](Self::try_forward) after checking that every entry of
+    /// `a` and `b` is finite ([`check_finite`]): a NaN or infinite value is
+    /// [`MetricLossError::NonFinite`] naming the argument (`"a"` or `"b"`),
+    /// its row and column. Costs one `O(N·D)` host scan per argument.
+    ///
+    /// ```
+    /// use metric_loss_core::prelude::*;
+    /// let dev = Cpu::default();
+    /// let a = dev.tensor([[0.0f32, 0.0], [f32::NAN, 1.0]]);
+    /// let b = dev.tensor([[1.0f32, 0.0], [0.0, 1.0]]);
+    /// let y = PairLabels::from_similar(&[true, false]);
+    /// assert!(matches!(
+    ///     ContrastiveLoss.try_forward_checked(a, b, &y),
+    ///     Err(MetricLossError::NonFinite { what: "a", row: 1, column: 0, .. })
+    /// ));
+    /// ```
+    fn try_forward_checked<B, const D: usize, Dev, T, TB>(
+        &self,
+        a: Rows<B, D, Dev, T>,
+        b: Rows<B, D, Dev, TB>,
+        labels: &PairLabels,
+    ) -> Result<Tensor<Self::Output<B>, f32, Dev, T>, MetricLossError>
+    where
+        B: Dim,
+        Dev: MetricDevice,
+        T: Tape<f32, Dev> + Merge<TB>,
+        TB: Tape<f32, Dev>,
+    {
+        check_finite("a", &a)?;
+        check_finite("b", &b)?;
+        self.try_forward(a, b, labels)
+    }
+
     /// The loss of the pairs `miner` finds in one batch of embeddings with
     /// class labels (pairs of equal labels are similar), gathered from one
     /// distance matrix on the tape.
     ///
     /// A batch where nothing can be mined gives a zero loss whose gradient is
-    /// zeros. Errors: an empty batch, a label count that is not the batch size.
+    /// zeros. Errors: an empty batch, a label count that is not the batch
+    /// size, and [`MetricLossError::NonFinite`] (`what = "distances"`) when an
+    /// embedding holds a NaN or an infinite value, found by
+    /// [`DistanceMatrix::new`] on the host copy the miners read.
     fn try_mined<N: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>, M: PairMiner>(
         &self,
         miner: &M,

@@ -76,7 +76,7 @@ pub fn expand(spec: &Spec, item: &syn::ItemStruct) -> TokenStream {
             let hinge = if spec.soft {
                 quote!(#k::loss::reduce::softplus(d_ap.try_sub(d_an)?.try_add(margin)?)?)
             } else {
-                quote!(d_ap.try_sub(d_an)?.try_add(margin)?.try_relu()?)
+                quote!(#k::loss::reduce::hinge(d_ap.try_sub(d_an)?.try_add(margin)?)?)
             };
             quote! {
                 fn try_from_distances<B: #dfdx::shapes::Dim, Dev: #k::device::MetricDevice, T: #dfdx::tensor::Tape<f32, Dev>>(
@@ -111,13 +111,11 @@ pub fn expand(spec: &Spec, item: &syn::ItemStruct) -> TokenStream {
             {
                 p2(quote!(d.clone().put_tape(tape)))
             } else {
-                p2(quote!(d.clone().put_tape(tape).try_sub(#pos_margin)?.try_relu()?))
+                p2(quote!(#k::loss::reduce::hinge(d.clone().put_tape(tape).try_sub(#pos_margin)?)?))
             };
-            let dissimilar = p2(quote!(d
-                .retaped::<T>()
-                .try_negate()?
-                .try_add(margin)?
-                .try_relu()?));
+            let dissimilar = p2(quote!(#k::loss::reduce::hinge(
+                d.retaped::<T>().try_negate()?.try_add(margin)?
+            )?));
             quote! {
                 fn try_from_distances<B: #dfdx::shapes::Dim, Dev: #k::device::MetricDevice, T: #dfdx::tensor::Tape<f32, Dev>>(
                     margin: f32,
