@@ -20,7 +20,9 @@ def run(cmd, env):
 
 
 def criterion_us(group, name, n=None):
-    path = ROOT / "target" / "criterion" / group / name
+    path = ROOT / "target" / "criterion" / group
+    if name:
+        path = path / name
     if n is not None:
         path = path / str(n)
     est = json.loads((path / "new" / "estimates.json").read_text())
@@ -40,6 +42,7 @@ def main():
     ref = {}
     out = run([args.python, args.reference, "losses"], env)
     out += run([args.python, args.reference, "mnist", str(ROOT / "data"), args.mnist_epochs], env)
+    print(out, file=sys.stderr)
     for line in out.splitlines():
         m = re.match(r"ref (\S+) (.*)", line)
         if m:
@@ -57,7 +60,7 @@ def main():
                      "PyTorch", float(ref[("triplet_explicit_torch", n)]["us"])))
         rows.append((f"contrastive pairs N={n}", criterion_us("losses", "contrastive_pairs", n),
                      "PyTorch", float(ref[("contrastive_pairs_torch", n)]["us"])))
-    step = criterion_us("train_step", "80")
+    step = criterion_us("train_step_80", "")
     pml_step = float(ref[("mnist_triplet_batch_hard", None)]["ms_per_step"]) * 1e3
     rows.append(("MNIST training step (batch 80)", step, "PML", pml_step))
 

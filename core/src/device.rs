@@ -37,7 +37,7 @@ pub trait MetricDevice: Device<f32> + 'static {
     }
 
     /// Batch-hard mining and the mined Euclidean distances in one pass:
-    /// `(d(A,P), d(A,N), triplets, host matrix)` on the tape, with an
+    /// `(d(A,P), d(A,N), triplets, statistics)` on the tape, with an
     /// analytic `O(N·D)` backward. `None` gives the embeddings back where the
     /// device has no fused kernel (the caller then takes the generic path).
     #[doc(hidden)]
@@ -45,6 +45,7 @@ pub trait MetricDevice: Device<f32> + 'static {
         x: Tensor<(N, Const<D>), f32, Self, T>,
         _labels: &[usize],
         _squared: bool,
+        _margin: f32,
     ) -> Result<FusedBatchHard<N, D, Self, T>, crate::MetricLossError> {
         Ok(FusedBatchHard::Unavailable(x))
     }
@@ -62,8 +63,8 @@ pub enum FusedBatchHard<N: Dim, const D: usize, Dev: Device<f32>, T> {
         d_an: Tensor<(usize,), f32, Dev, T>,
         /// The mined triplets.
         triplets: Vec<crate::miners::Triplet>,
-        /// The detached distance matrix, for statistics.
-        host: crate::miners::DistanceMatrix,
+        /// Miner statistics, computed in the same pass.
+        stats: crate::miners::MinerStats,
     },
     /// No fused kernel on this device: the embeddings, untouched.
     Unavailable(Tensor<(N, Const<D>), f32, Dev, T>),
@@ -94,8 +95,9 @@ impl MetricDevice for Cpu {
         x: Tensor<(N, Const<D>), f32, Self, T>,
         labels: &[usize],
         squared: bool,
+        margin: f32,
     ) -> Result<FusedBatchHard<N, D, Self, T>, crate::MetricLossError> {
-        crate::fused::batch_hard_euclidean_cpu(x, labels, squared)
+        crate::fused::batch_hard_euclidean_cpu(x, labels, squared, margin)
     }
 
     fn try_safe_sqrt<S: Shape, T: Tape<f32, Self>>(

@@ -50,21 +50,32 @@ pub(crate) fn safe_sqrt_cpu<S: Shape, T: Tape<f32, Cpu>>(
     Ok(out.put_tape(tape))
 }
 
-/// Fused batch-hard on the CPU: one GEMM for the Gram matrix, mining on the
-/// host matrix, then the hardest distances with a backward that touches only
-/// the `O(N·D)` rows involved: for `d = ‖x_a − x_b‖`,
+/// Fused batch-hard on the CPU, in one pass over the distance matrix and
+/// never holding all of it: rows of the Gram matrix come from the `gemm`
+/// crate a block at a time, become distances, and are mined (farthest
+/// positive, closest negative, lowest index on ties — exactly
+/// [`BatchHard`](crate::miners::BatchHard)'s rule) and summarised for
+/// [`MinerStats`](crate::miners::MinerStats) on the spot. The backward
+/// touches only the `O(N·D)` rows involved: for `d = ‖x_a − x_b‖`,
 /// `∂d/∂x_a = (x_a − x_b)/d = −∂d/∂x_b` (0 where `d = 0`); squared,
-/// `∂d²/∂x_a = 2(x_a − x_b)`. Differences are taken from the rows
-/// themselves, not from the Gram matrix, so gradients are exact.
+/// `∂d²/∂x_a = 2(x_a − x_b)`. Differences are taken from the rows themselves,
+/// not from the Gram matrix, so gradients are exact.
 pub(crate) fn batch_hard_euclidean_cpu<N: Dim, const D: usize, T: Tape<f32, Cpu>>(
     x: Tensor<(N, Const<D>), f32, Cpu, T>,
     labels: &[usize],
     squared: bool,
+    margin: f32,
 ) -> Result<crate::device::FusedBatchHard<N, D, Cpu, T>, crate::MetricLossError> {
-    use crate::miners::{BatchHard, DistanceMatrix, TripletMiner};
+    use crate::miners::{MinerStats, Triplet};
     let dev_err = crate::MetricLossError::device;
     let dev = x.device().clone();
     let n = x.shape().0.size();
+    if labels.len() != n {
+        return Err(crate::MetricLossError::LabelCount {
+            labels: labels.len(),
+            batch: n,
+        });
+    }
     let (x, mut tape) = x.try_contiguous().map_err(dev_err)?.split_tape();
     let xs = read(&x);
     // The rows are on the host anyway: reject NaN/inf here, where the Gram
@@ -77,18 +88,85 @@ pub(crate) fn batch_hard_euclidean_cpu<N: Dim, const D: usize, T: Tape<f32, Cpu>
             value: xs[pos],
         });
     }
-    let m = euclidean_matrix_host(&xs, n, D, squared);
-    let host = DistanceMatrix::new(n, m)?;
-    let triplets = BatchHard.try_mine(&host, labels, 0.0)?;
+    let sq: Vec<f32> = xs
+        .chunks(D.max(1))
+        .map(|r| r.iter().map(|v| v * v).sum())
+        .collect();
+    let mut triplets = Vec::with_capacity(n);
+    let (mut d_ap, mut d_an) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut sum_all = 0.0f64;
+    const BLOCK: usize = 128;
+    let mut block = vec![0.0f32; BLOCK.min(n) * n];
+    for r in (0..n).step_by(BLOCK) {
+        let rows = BLOCK.min(n - r);
+        gram_rows(&xs, n, D, r, rows, &mut block[..rows * n]);
+        for (bi, row) in block[..rows * n].chunks_mut(n).enumerate() {
+            let i = r + bi;
+            // distances first (a branch-free, vectorisable loop) ...
+            let mut row_sum = 0.0f32;
+            for (v, &sq_j) in row.iter_mut().zip(&sq) {
+                let d2 = sq[i] + sq_j - 2.0 * *v;
+                let d2 = if d2 < 0.0 { 0.0 } else { d2 };
+                *v = if squared { d2 } else { d2.sqrt() };
+                row_sum += *v;
+            }
+            row_sum -= row[i];
+            row[i] = 0.0;
+            if !row_sum.is_finite() {
+                return Err(crate::MetricLossError::NonFinite {
+                    what: "distances",
+                    row: i,
+                    column: 0,
+                    value: row_sum,
+                });
+            }
+            sum_all += f64::from(row_sum);
+            // ... then the hardest positive and negative.
+            let (li, mut pos, mut neg) = (labels[i], None::<(usize, f32)>, None::<(usize, f32)>);
+            for (j, (&d, &lj)) in row.iter().zip(labels).enumerate() {
+                if lj == li {
+                    if j != i && pos.map_or(true, |(_, p)| d > p) {
+                        pos = Some((j, d));
+                    }
+                } else if neg.map_or(true, |(_, q)| d < q) {
+                    neg = Some((j, d));
+                }
+            }
+            if let (Some((p, dp)), Some((q, dq))) = (pos, neg) {
+                triplets.push(Triplet {
+                    anchor: i,
+                    positive: p,
+                    negative: q,
+                });
+                d_ap.push(dp);
+                d_an.push(dq);
+            }
+        }
+    }
+    drop(block);
     let k = triplets.len();
-    let d_ap: Vec<f32> = triplets
+    let active = d_ap
         .iter()
-        .map(|t| host.get(t.anchor, t.positive))
-        .collect();
-    let d_an: Vec<f32> = triplets
-        .iter()
-        .map(|t| host.get(t.anchor, t.negative))
-        .collect();
+        .zip(&d_an)
+        .filter(|(p, q)| *p - *q + margin > 0.0)
+        .count();
+    let mean = |v: &[f32]| {
+        (k > 0).then(|| (v.iter().map(|&x| f64::from(x)).sum::<f64>() / k as f64) as f32)
+    };
+    let spread = if n > 1 {
+        (sum_all / (n * (n - 1)) as f64) as f32
+    } else {
+        0.0
+    };
+    let stats = MinerStats {
+        triplets: k,
+        pairs: 0,
+        active_fraction: if k > 0 { active as f32 / k as f32 } else { 0.0 },
+        mean_hardest_positive: mean(&d_ap),
+        mean_hardest_negative: mean(&d_an),
+        spread,
+        collapsed: n > 1 && spread < MinerStats::collapse_threshold(margin),
+    };
     let d_ap_t = dev
         .try_tensor_from_vec(d_ap.clone(), (k,))
         .map_err(dev_err)?;
@@ -128,92 +206,56 @@ pub(crate) fn batch_hard_euclidean_cpu<N: Dim, const D: usize, T: Tape<f32, Cpu>
             Ok(())
         });
     }
+    // With nothing mined the distances are empty but still carry the tape,
+    // so the zero loss has a (zero) gradient.
     Ok(crate::device::FusedBatchHard::Done {
         d_ap: d_ap_t.put_tape(tape),
         d_an: d_an_t.retaped::<T>(),
         triplets,
-        host,
+        stats,
     })
 }
 
-/// The full `N x N` Gram matrix `X Xᵀ` of row-major `xs` (`n x d`), computing
-/// only the blocks on and above the diagonal (about half the flops of a plain
-/// GEMM) and mirroring them.
-pub(crate) fn gram_symmetric(xs: &[f32], n: usize, d: usize) -> Vec<f32> {
-    assert_eq!(
-        xs.len(),
-        n * d,
-        "gram_symmetric: {} values for {n} x {d}",
-        xs.len()
-    );
-    let mut g = vec![0.0f32; n * n];
-    if n == 0 || d == 0 {
-        return g;
+/// Rows `r..r + rows` of the Gram matrix `X Xᵀ` of row-major `xs` (`n x d`),
+/// into `out` (`rows x n`, row-major), through the `gemm` crate.
+fn gram_rows(xs: &[f32], n: usize, d: usize, r: usize, rows: usize, out: &mut [f32]) {
+    assert!(r + rows <= n && xs.len() == n * d && out.len() == rows * n);
+    if rows == 0 || d == 0 {
+        out.fill(0.0);
+        return;
     }
-    const BLOCK: usize = 64;
     let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
-    let parallelism = if n * n * d >= 1 << 20 && threads > 1 {
+    let parallelism = if rows * n * d >= 1 << 18 && threads > 1 {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
     };
-    for r in (0..n).step_by(BLOCK) {
-        let rows = BLOCK.min(n - r);
-        let cols = n - r;
-        // SAFETY: dst is the `rows x cols` block of `g` at (r, r), row stride n,
-        // inside `g` (r + rows <= n, r + cols = n). lhs is rows r..r+rows of
-        // xs (row stride d), rhs is the transpose of rows r..n (column j at
-        // xs[(r + j) * d], stride d between columns, 1 between rows): all in
-        // bounds of `xs`, which has n * d values.
-        unsafe {
-            gemm::gemm(
-                rows,
-                cols,
-                d,
-                g.as_mut_ptr().add(r * n + r),
-                1,
-                n as isize,
-                false,
-                xs.as_ptr().add(r * d),
-                1,
-                d as isize,
-                xs.as_ptr().add(r * d),
-                d as isize,
-                1,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                parallelism,
-            );
-        }
+    // SAFETY: the asserts above keep every access in bounds: dst is `out`
+    // (rows x n, row stride n); lhs is rows r..r+rows of xs (row stride d);
+    // rhs is Xᵀ (d x n: column j at xs[j * d], stride d between columns).
+    unsafe {
+        gemm::gemm(
+            rows,
+            n,
+            d,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            xs.as_ptr().add(r * d),
+            1,
+            d as isize,
+            xs.as_ptr(),
+            d as isize,
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
     }
-    for i in 0..n {
-        for j in 0..i {
-            g[i * n + j] = g[j * n + i];
-        }
-    }
-    g
-}
-
-/// The `N x N` (squared) Euclidean distances of row-major `xs` on the host:
-/// `‖x_i‖² + ‖x_j‖² − 2⟨x_i, x_j⟩` from [`gram_symmetric`], clamped at 0,
-/// exact 0 on the diagonal, then the square root unless `squared`.
-pub(crate) fn euclidean_matrix_host(xs: &[f32], n: usize, d: usize, squared: bool) -> Vec<f32> {
-    let mut m = gram_symmetric(xs, n, d);
-    let sq: Vec<f32> = (0..n).map(|i| m[i * n + i]).collect();
-    for i in 0..n {
-        let row = &mut m[i * n..(i + 1) * n];
-        for (j, v) in row.iter_mut().enumerate() {
-            // not `f32::max`, which maps NaN (from overflow) to 0
-            let d2 = sq[i] + sq[j] - 2.0 * *v;
-            let d2 = if d2 < 0.0 { 0.0 } else { d2 };
-            *v = if squared { d2 } else { d2.sqrt() };
-        }
-        row[i] = 0.0;
-    }
-    m
 }
 
 #[cfg(test)]
@@ -221,25 +263,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn symmetric_gram_equals_naive_products() {
-        for (n, d) in [(1, 3), (5, 2), (70, 9), (130, 4)] {
+    fn gram_rows_equal_naive_products() {
+        for (n, d) in [(1, 3), (5, 2), (70, 9), (300, 4)] {
             let xs: Vec<f32> = (0..n * d)
                 .map(|i| ((i * 7919) % 23) as f32 / 7.0 - 1.5)
                 .collect();
-            let g = gram_symmetric(&xs, n, d);
-            for i in 0..n {
-                for j in 0..n {
-                    let want: f32 = (0..d).map(|c| xs[i * d + c] * xs[j * d + c]).sum();
-                    assert!(
-                        (g[i * n + j] - want).abs() < 1e-4,
-                        "({i},{j}) {} vs {want}",
-                        g[i * n + j]
-                    );
+            for (r, rows) in [(0, n), (n / 2, n - n / 2), (n - 1, 1)] {
+                let mut out = vec![f32::NAN; rows * n];
+                gram_rows(&xs, n, d, r, rows, &mut out);
+                for i in 0..rows {
+                    for j in 0..n {
+                        let want: f32 = (0..d).map(|c| xs[(r + i) * d + c] * xs[j * d + c]).sum();
+                        let got = out[i * n + j];
+                        assert!(
+                            (got - want).abs() < 1e-4,
+                            "({}, {j}) {got} vs {want}",
+                            r + i
+                        );
+                    }
                 }
-            }
-            let m = euclidean_matrix_host(&xs, n, d, false);
-            for i in 0..n {
-                assert_eq!(m[i * n + i], 0.0);
             }
         }
     }

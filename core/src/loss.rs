@@ -520,14 +520,10 @@ pub trait TripletCriterion: Sized {
         let embeddings = match Self::SPEC.distance {
             "euclidean" if miner.is_batch_hard() && !Self::SPEC.swap => {
                 let squared = Self::SPEC.squared;
-                match Dev::try_batch_hard_euclidean(embeddings, labels, squared)? {
+                match Dev::try_batch_hard_euclidean(embeddings, labels, squared, margin)? {
                     FusedBatchHard::Done {
-                        d_ap,
-                        d_an,
-                        triplets,
-                        host,
+                        d_ap, d_an, stats, ..
                     } => {
-                        let stats = MinerStats::try_new(&host, labels, &triplets, margin)?;
                         let loss = Self::try_from_distances(margin, d_ap, d_an, None)
                             .map_err(MetricLossError::device)?;
                         return Ok(Mined { loss, stats });
