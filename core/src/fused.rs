@@ -95,55 +95,66 @@ pub(crate) fn batch_hard_euclidean_cpu<N: Dim, const D: usize, T: Tape<f32, Cpu>
     let mut triplets = Vec::with_capacity(n);
     let (mut d_ap, mut d_an) = (Vec::with_capacity(n), Vec::with_capacity(n));
     let mut sum_all = 0.0f64;
-    const BLOCK: usize = 128;
-    let mut block = vec![0.0f32; BLOCK.min(n) * n];
-    for r in (0..n).step_by(BLOCK) {
-        let rows = BLOCK.min(n - r);
-        gram_rows(&xs, n, D, r, rows, &mut block[..rows * n]);
-        for (bi, row) in block[..rows * n].chunks_mut(n).enumerate() {
-            let i = r + bi;
-            // distances first (a branch-free, vectorisable loop) ...
-            let mut row_sum = 0.0f32;
+    // The whole matrix (N² floats: 64 MiB at N = 4096), half of it computed.
+    let mut matrix = gram_symmetric(&xs, n, D);
+    for (i, row) in matrix.chunks_mut(n.max(1)).enumerate().take(n) {
+        // distances first (a branch-free loop the compiler vectorises) ...
+        let sq_i = sq[i];
+        if squared {
             for (v, &sq_j) in row.iter_mut().zip(&sq) {
-                let d2 = sq[i] + sq_j - 2.0 * *v;
-                let d2 = if d2 < 0.0 { 0.0 } else { d2 };
-                *v = if squared { d2 } else { d2.sqrt() };
-                row_sum += *v;
+                let d2 = sq_i + sq_j - 2.0 * *v;
+                *v = if d2 < 0.0 { 0.0 } else { d2 };
             }
-            row_sum -= row[i];
-            row[i] = 0.0;
-            if !row_sum.is_finite() {
-                return Err(crate::MetricLossError::NonFinite {
-                    what: "distances",
-                    row: i,
-                    column: 0,
-                    value: row_sum,
-                });
-            }
-            sum_all += f64::from(row_sum);
-            // ... then the hardest positive and negative.
-            let (li, mut pos, mut neg) = (labels[i], None::<(usize, f32)>, None::<(usize, f32)>);
-            for (j, (&d, &lj)) in row.iter().zip(labels).enumerate() {
-                if lj == li {
-                    if j != i && pos.map_or(true, |(_, p)| d > p) {
-                        pos = Some((j, d));
-                    }
-                } else if neg.map_or(true, |(_, q)| d < q) {
-                    neg = Some((j, d));
-                }
-            }
-            if let (Some((p, dp)), Some((q, dq))) = (pos, neg) {
-                triplets.push(Triplet {
-                    anchor: i,
-                    positive: p,
-                    negative: q,
-                });
-                d_ap.push(dp);
-                d_an.push(dq);
+        } else {
+            for (v, &sq_j) in row.iter_mut().zip(&sq) {
+                let d2 = sq_i + sq_j - 2.0 * *v;
+                *v = if d2 < 0.0 { 0.0 } else { d2 }.sqrt();
             }
         }
+        row[i] = 0.0;
+        let mut lanes = [0.0f32; 8];
+        let mut chunks = row.chunks_exact(8);
+        for c in &mut chunks {
+            for (l, v) in lanes.iter_mut().zip(c) {
+                *l += v;
+            }
+        }
+        let row_sum: f32 = lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>();
+        if !row_sum.is_finite() {
+            return Err(crate::MetricLossError::NonFinite {
+                what: "distances",
+                row: i,
+                column: 0,
+                value: row_sum,
+            });
+        }
+        sum_all += f64::from(row_sum);
+        // ... then the hardest positive and negative.
+        let li = labels[i];
+        let (mut p, mut dp) = (usize::MAX, f32::NEG_INFINITY);
+        let (mut q, mut dq) = (usize::MAX, f32::INFINITY);
+        for (j, (&d, &lj)) in row.iter().zip(labels).enumerate() {
+            if lj == li {
+                if d > dp && j != i {
+                    p = j;
+                    dp = d;
+                }
+            } else if d < dq {
+                q = j;
+                dq = d;
+            }
+        }
+        if p != usize::MAX && q != usize::MAX {
+            triplets.push(Triplet {
+                anchor: i,
+                positive: p,
+                negative: q,
+            });
+            d_ap.push(dp);
+            d_an.push(dq);
+        }
     }
-    drop(block);
+    drop(matrix);
     let k = triplets.len();
     let active = d_ap
         .iter()
@@ -216,46 +227,62 @@ pub(crate) fn batch_hard_euclidean_cpu<N: Dim, const D: usize, T: Tape<f32, Cpu>
     })
 }
 
-/// Rows `r..r + rows` of the Gram matrix `X Xᵀ` of row-major `xs` (`n x d`),
-/// into `out` (`rows x n`, row-major), through the `gemm` crate.
-fn gram_rows(xs: &[f32], n: usize, d: usize, r: usize, rows: usize, out: &mut [f32]) {
-    assert!(r + rows <= n && xs.len() == n * d && out.len() == rows * n);
-    if rows == 0 || d == 0 {
-        out.fill(0.0);
-        return;
+/// The full `N x N` Gram matrix `X Xᵀ` of row-major `xs` (`n x d`), computing
+/// only the blocks on and above the diagonal (about half the flops of a plain
+/// GEMM) and mirroring them.
+pub(crate) fn gram_symmetric(xs: &[f32], n: usize, d: usize) -> Vec<f32> {
+    assert_eq!(
+        xs.len(),
+        n * d,
+        "gram_symmetric: {} values for {n} x {d}",
+        xs.len()
+    );
+    let mut g = vec![0.0f32; n * n];
+    if n == 0 || d == 0 {
+        return g;
     }
-    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
-    let parallelism = if rows * n * d >= 1 << 18 && threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: the asserts above keep every access in bounds: dst is `out`
-    // (rows x n, row stride n); lhs is rows r..r+rows of xs (row stride d);
-    // rhs is Xᵀ (d x n: column j at xs[j * d], stride d between columns).
-    unsafe {
-        gemm::gemm(
-            rows,
-            n,
-            d,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            xs.as_ptr().add(r * d),
-            1,
-            d as isize,
-            xs.as_ptr(),
-            d as isize,
-            1,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
+    const BLOCK: usize = 64;
+    // Single-threaded: on the 2-core machine this was measured on, gemm's
+    // rayon split was slower at every N tried (64 to 1024, D = 128).
+    let parallelism = gemm::Parallelism::None;
+    for r in (0..n).step_by(BLOCK) {
+        let rows = BLOCK.min(n - r);
+        let cols = n - r;
+        // SAFETY: dst is the `rows x cols` block of `g` at (r, r), row stride n,
+        // inside `g` (r + rows <= n, r + cols = n). lhs is rows r..r+rows of
+        // xs (row stride d), rhs is the transpose of rows r..n (column j at
+        // xs[(r + j) * d], stride d between columns, 1 between rows): all in
+        // bounds of `xs`, which has n * d values.
+        unsafe {
+            gemm::gemm(
+                rows,
+                cols,
+                d,
+                g.as_mut_ptr().add(r * n + r),
+                1,
+                n as isize,
+                false,
+                xs.as_ptr().add(r * d),
+                1,
+                d as isize,
+                xs.as_ptr().add(r * d),
+                d as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism,
+            );
+        }
     }
+    for i in 0..n {
+        for j in 0..i {
+            g[i * n + j] = g[j * n + i];
+        }
+    }
+    g
 }
 
 #[cfg(test)]
@@ -263,24 +290,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn gram_rows_equal_naive_products() {
+    fn symmetric_gram_equals_naive_products() {
         for (n, d) in [(1, 3), (5, 2), (70, 9), (300, 4)] {
             let xs: Vec<f32> = (0..n * d)
                 .map(|i| ((i * 7919) % 23) as f32 / 7.0 - 1.5)
                 .collect();
-            for (r, rows) in [(0, n), (n / 2, n - n / 2), (n - 1, 1)] {
-                let mut out = vec![f32::NAN; rows * n];
-                gram_rows(&xs, n, d, r, rows, &mut out);
-                for i in 0..rows {
-                    for j in 0..n {
-                        let want: f32 = (0..d).map(|c| xs[(r + i) * d + c] * xs[j * d + c]).sum();
-                        let got = out[i * n + j];
-                        assert!(
-                            (got - want).abs() < 1e-4,
-                            "({}, {j}) {got} vs {want}",
-                            r + i
-                        );
-                    }
+            let g = gram_symmetric(&xs, n, d);
+            for i in 0..n {
+                for j in 0..n {
+                    let want: f32 = (0..d).map(|c| xs[i * d + c] * xs[j * d + c]).sum();
+                    assert!(
+                        (g[i * n + j] - want).abs() < 1e-4,
+                        "({i},{j}) {} vs {want}",
+                        g[i * n + j]
+                    );
                 }
             }
         }
