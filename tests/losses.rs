@@ -371,3 +371,37 @@ fn gradient_at_zero_distance_is_zero_not_nan() {
     assert!(g.get(&x).as_vec().iter().all(|v| v.is_finite()));
     let _ = l.backward();
 }
+
+#[test]
+fn fused_cpu_kernels_equal_the_generic_tape_ops() {
+    use metric_loss::device::{generic_euclidean_rows, generic_safe_sqrt};
+    let dev = Cpu::default();
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut av: Vec<f32> = (0..6 * D).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    let bv: Vec<f32> = (0..6 * D).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    av[..D].copy_from_slice(&bv[..D]); // a zero distance in row 0
+    for squared in [false, true] {
+        let (a, b) = (rows(&dev, &av), rows(&dev, &bv));
+        let fused = Cpu::try_euclidean_rows(a.leaky_trace(), b.leaky_trace(), squared).unwrap();
+        let generic = generic_euclidean_rows(a.leaky_trace(), b.leaky_trace(), squared).unwrap();
+        let (fv, gv) = (fused.as_vec(), generic.as_vec());
+        for (f, g) in fv.iter().zip(&gv) {
+            assert!((f - g).abs() < 1e-6, "{f} vs {g}");
+        }
+        let gf = fused.sum().backward();
+        let gg = generic.sum().backward();
+        for (what, t) in [("a", &a), ("b", &b)] {
+            for (f, g) in gf.get(t).as_vec().iter().zip(gg.get(t).as_vec()) {
+                assert!((f - g).abs() < 1e-5, "{what}: {f} vs {g}");
+            }
+        }
+    }
+    let x = dev.tensor([0.0f32, 0.25, 4.0]);
+    let f = Cpu::try_safe_sqrt(x.leaky_trace()).unwrap();
+    let g = generic_safe_sqrt(x.leaky_trace()).unwrap();
+    assert_eq!(f.as_vec(), g.as_vec());
+    assert_eq!(
+        f.sum().backward().get(&x).as_vec(),
+        g.sum().backward().get(&x).as_vec()
+    );
+}

@@ -36,6 +36,21 @@ pub trait MetricDevice: Device<f32> + 'static {
         generic_safe_sqrt(x)
     }
 
+    /// Row-wise `‖a_i − b_i‖₂` (or its square), zero subgradient at 0.
+    /// The CPU runs it as one fused op whose backward also accepts `a` and
+    /// `b` being one tensor.
+    fn try_euclidean_rows<B: Dim, const D: usize, T: Tape<f32, Self>>(
+        a: Tensor<(B, Const<D>), f32, Self, T>,
+        b: Tensor<(B, Const<D>), f32, Self, T>,
+        squared: bool,
+    ) -> Result<Tensor<(B,), f32, Self, T>, Self::Err> {
+        generic_euclidean_rows(a, b, squared)
+    }
+
+    /// Whether [`try_euclidean_rows`](Self::try_euclidean_rows) is safe when
+    /// `a` and `b` are one tensor (dfdx's generic binary ops are not).
+    const EUCLIDEAN_ROWS_SAME_ID_SAFE: bool = false;
+
     /// Batch-hard mining and the mined Euclidean distances in one pass:
     /// `(d(A,P), d(A,N), triplets, statistics)` on the tape, with an
     /// analytic `O(N·D)` backward. `None` gives the embeddings back where the
@@ -70,6 +85,21 @@ pub enum FusedBatchHard<N: Dim, const D: usize, Dev: Device<f32>, T> {
     Unavailable(Tensor<(N, Const<D>), f32, Dev, T>),
 }
 
+/// The generic row-wise Euclidean distance: `sub`, `square`, `sum` and
+/// [`generic_safe_sqrt`] on the tape (what [`Cpu`] fuses into one op).
+pub fn generic_euclidean_rows<B: Dim, const D: usize, Dev: Device<f32>, T: Tape<f32, Dev>>(
+    a: Tensor<(B, Const<D>), f32, Dev, T>,
+    b: Tensor<(B, Const<D>), f32, Dev, T>,
+    squared: bool,
+) -> Result<Tensor<(B,), f32, Dev, T>, Dev::Err> {
+    let d2 = a.try_sub(b)?.try_square()?.try_sum::<(B,), Axis<1>>()?;
+    if squared {
+        Ok(d2)
+    } else {
+        generic_safe_sqrt(d2)
+    }
+}
+
 /// The generic `safe_sqrt`: `(sqrt(x + z) - z) * (1 - z)` with `z = [x <= 0]`
 /// held constant. Where `x > 0` this is exactly `sqrt(x)`; where `x <= 0` it
 /// is exactly 0 with derivative `0.5 * 0 = 0`.
@@ -91,6 +121,16 @@ pub fn generic_safe_sqrt<S: Shape, Dev: Device<f32>, T: Tape<f32, Dev>>(
 }
 
 impl MetricDevice for Cpu {
+    const EUCLIDEAN_ROWS_SAME_ID_SAFE: bool = true;
+
+    fn try_euclidean_rows<B: Dim, const D: usize, T: Tape<f32, Self>>(
+        a: Tensor<(B, Const<D>), f32, Self, T>,
+        b: Tensor<(B, Const<D>), f32, Self, T>,
+        squared: bool,
+    ) -> Result<Tensor<(B,), f32, Self, T>, Self::Err> {
+        crate::fused::euclidean_rows_cpu(a, b, squared)
+    }
+
     fn try_batch_hard_euclidean<N: Dim, const D: usize, T: Tape<f32, Self>>(
         x: Tensor<(N, Const<D>), f32, Self, T>,
         labels: &[usize],

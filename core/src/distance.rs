@@ -64,7 +64,7 @@ pub fn squared_euclidean<B: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32,
     a: Rows<B, D, Dev, T>,
     b: Rows<B, D, Dev, T>,
 ) -> Result<Col<B, Dev, T>, Dev::Err> {
-    a.try_sub(b)?.try_square()?.try_sum::<(B,), Axis<1>>()
+    Dev::try_euclidean_rows(a, b, true)
 }
 
 /// `‖a_i − b_i‖₂` for each row `i`, with a zero subgradient at distance 0.
@@ -81,7 +81,7 @@ pub fn euclidean<B: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
     a: Rows<B, D, Dev, T>,
     b: Rows<B, D, Dev, T>,
 ) -> Result<Col<B, Dev, T>, Dev::Err> {
-    Dev::try_safe_sqrt(squared_euclidean(a, b)?)
+    Dev::try_euclidean_rows(a, b, false)
 }
 
 /// `‖a_i − b_i‖₁` for each row `i` (subgradient 0 where `a_ij = b_ij`).

@@ -50,6 +50,77 @@ pub(crate) fn safe_sqrt_cpu<S: Shape, T: Tape<f32, Cpu>>(
     Ok(out.put_tape(tape))
 }
 
+/// Row-wise Euclidean distance (or its square) on the CPU in one pass each
+/// way: `∂d/∂a_i = (a_i − b_i)/d_i = −∂d/∂b_i` (0 where `d_i = 0`), squared
+/// `2(a_i − b_i)`. `a` and `b` may be one tensor (same id): the two gradient
+/// contributions are added one after the other.
+pub(crate) fn euclidean_rows_cpu<B: Dim, const D: usize, T: Tape<f32, Cpu>>(
+    a: Tensor<(B, Const<D>), f32, Cpu, T>,
+    b: Tensor<(B, Const<D>), f32, Cpu, T>,
+    squared: bool,
+) -> Result<Tensor<(B,), f32, Cpu, T>, CpuError> {
+    let dev = a.device().clone();
+    let rows = a.shape().0;
+    let (a, ta) = a.try_contiguous()?.split_tape();
+    let (b, tb) = b.try_contiguous()?.split_tape();
+    let mut tape = ta.merge(tb);
+    let (av, bv) = (read(&a), read(&b));
+    let n = rows.size();
+    let mut diff = vec![0.0f32; n * D];
+    let mut out = vec![0.0f32; n];
+    for i in 0..n {
+        let mut acc = 0.0f32;
+        for c in 0..D {
+            let d = av[i * D + c] - bv[i * D + c];
+            diff[i * D + c] = d;
+            acc += d * d;
+        }
+        out[i] = if squared || acc <= 0.0 {
+            acc.max(0.0)
+        } else {
+            acc.sqrt()
+        };
+        if acc.is_nan() {
+            out[i] = f32::NAN;
+        }
+    }
+    let y = out.clone();
+    let out = dev.try_tensor_from_vec(out, (rows,))?;
+    if T::OWNS_TAPE {
+        let out_ghost = out.clone();
+        tape.add_backward_op(move |grads| {
+            grads.try_alloc_for(&out_ghost)?;
+            let g = read(&grads.get(&out_ghost));
+            let scales: Vec<f32> = g
+                .iter()
+                .zip(&y)
+                .map(|(&g, &y)| {
+                    if squared {
+                        2.0 * g
+                    } else if y > 0.0 {
+                        g / y
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            for (t, sign) in [(&a, 1.0f32), (&b, -1.0f32)] {
+                let gx = grads.get_or_alloc_mut(t)?;
+                for i in 0..n {
+                    let s = sign * scales[i];
+                    if s != 0.0 {
+                        for c in 0..D {
+                            gx[i * D + c] += s * diff[i * D + c];
+                        }
+                    }
+                }
+            }
+            Ok(())
+        });
+    }
+    Ok(out.put_tape(tape))
+}
+
 /// Fused batch-hard on the CPU, in one pass over the distance matrix and
 /// never holding all of it: rows of the Gram matrix come from the `gemm`
 /// crate a block at a time, become distances, and are mined (farthest

@@ -172,10 +172,17 @@ fn check_rows<S: Shape, Dev: Device<f32>, T>(
 /// A caller may pass one tensor as two arguments (`loss.forward(x, x, x)`);
 /// dfdx's backward panics on a binary op with one id on both sides, so a
 /// tracked argument goes through an identity op that gives it its own id.
-fn own_id<S: Shape, Dev: Device<f32>, T: Tape<f32, Dev>>(
+///
+/// Not needed (and skipped) where the distance's own op tolerates one id on
+/// both sides or a fresh op comes first: `normalize`, or a device's fused
+/// Euclidean rows.
+fn own_id<S: Shape, Dev: MetricDevice, T: Tape<f32, Dev>>(
+    spec: &LossSpec,
     t: Tensor<S, f32, Dev, T>,
 ) -> Result<Tensor<S, f32, Dev, T>, Dev::Err> {
-    if T::OWNS_TAPE {
+    let safe = spec.normalize
+        || (Dev::EUCLIDEAN_ROWS_SAME_ID_SAFE && spec.distance.as_bytes() == b"euclidean");
+    if T::OWNS_TAPE && !safe {
         t.try_mul(1.0)
     } else {
         Ok(t)
@@ -410,8 +417,8 @@ pub trait TripletCriterion: Sized {
             let (anchor, a_tape) = anchor.split_tape();
             let anchor = anchor.put_tape(a_tape.merge(p_tape).merge(n_tape));
             let (a, a_tape) = Self::try_embed(anchor)?.split_tape();
-            let p = Self::try_embed(own_id(positive.retaped::<T>())?)?;
-            let n = Self::try_embed(own_id(negative.retaped::<T>())?)?;
+            let p = Self::try_embed(own_id(&Self::SPEC, positive.retaped::<T>())?)?;
+            let n = Self::try_embed(own_id(&Self::SPEC, negative.retaped::<T>())?)?;
             let a1 = a.clone().put_tape(a_tape);
             let a2 = a.retaped::<T>();
             if Self::SPEC.swap {
@@ -663,7 +670,7 @@ pub trait PairCriterion: Sized {
             let (b, b_tape) = b.split_tape();
             let (a, a_tape) = a.split_tape();
             let a = a.put_tape(a_tape.merge(b_tape));
-            let b = own_id(b.retaped::<T>())?;
+            let b = own_id(&Self::SPEC, b.retaped::<T>())?;
             let d = Self::try_distance(Self::try_embed(a)?, Self::try_embed(b)?)?;
             Self::try_from_distances(margin, d, y)
         };
