@@ -189,6 +189,21 @@ fn own_id<S: Shape, Dev: MetricDevice, T: Tape<f32, Dev>>(
     }
 }
 
+/// A batch for mining: at least one row, one label per row.
+fn check_labelled_batch<S: Shape, Dev: Device<f32>, T>(
+    embeddings: &Tensor<S, f32, Dev, T>,
+    labels: &[usize],
+) -> Result<usize, MetricLossError> {
+    let n = check_rows("embeddings", embeddings)?;
+    if labels.len() != n {
+        return Err(MetricLossError::LabelCount {
+            labels: labels.len(),
+            batch: n,
+        });
+    }
+    Ok(n)
+}
+
 fn check_same(
     left_name: &'static str,
     left: usize,
@@ -515,13 +530,7 @@ pub trait TripletCriterion: Sized {
         embeddings: Rows<N, D, Dev, T>,
         labels: &[usize],
     ) -> Result<Mined<Tensor<Self::Output<usize>, f32, Dev, T>>, MetricLossError> {
-        let n = check_rows("embeddings", &embeddings)?;
-        if labels.len() != n {
-            return Err(MetricLossError::LabelCount {
-                labels: labels.len(),
-                batch: n,
-            });
-        }
+        check_labelled_batch(&embeddings, labels)?;
         let margin = check_margin(self.margin())?;
         let embeddings = Self::try_embed(embeddings).map_err(MetricLossError::device)?;
         let embeddings = match Self::SPEC.distance {
@@ -742,13 +751,7 @@ pub trait PairCriterion: Sized {
         embeddings: Rows<N, D, Dev, T>,
         labels: &[usize],
     ) -> Result<Mined<Tensor<Self::Output<usize>, f32, Dev, T>>, MetricLossError> {
-        let n = check_rows("embeddings", &embeddings)?;
-        if labels.len() != n {
-            return Err(MetricLossError::LabelCount {
-                labels: labels.len(),
-                batch: n,
-            });
-        }
+        check_labelled_batch(&embeddings, labels)?;
         let margin = check_margin(self.margin())?;
         let dev = embeddings.device().clone();
         let dist = Self::try_embed(embeddings)
