@@ -204,7 +204,8 @@ fn check_labelled_batch<S: Shape, Dev: Device<f32>, T>(
     Ok(n)
 }
 
-fn check_same(
+/// Two batch sizes that must agree.
+pub(crate) fn check_same(
     left_name: &'static str,
     left: usize,
     right_name: &'static str,

@@ -99,25 +99,9 @@ use dfdx::nn::{BuildOnDevice, Module, ModuleMut, ModuleVisitor, TensorCollection
 use dfdx::prelude::*;
 use dfdx::tensor::Merge;
 
-type Rows<B, const N: usize, D, T> = Tensor<(B, Const<N>), f32, D, T>;
+use crate::loss::check_same;
 
-fn check_same(
-    left_name: &'static str,
-    left: usize,
-    right_name: &'static str,
-    right: usize,
-) -> Result<(), MetricLossError> {
-    if left == right {
-        Ok(())
-    } else {
-        Err(MetricLossError::BatchMismatch {
-            left_name,
-            left,
-            right_name,
-            right,
-        })
-    }
-}
+type Rows<B, const N: usize, D, T> = Tensor<(B, Const<N>), f32, D, T>;
 
 /// Runs one branch: puts `carried` (the tape of the previous branches) on
 /// `x`, merged with `x`'s own tape, and returns the output split from its tape.
