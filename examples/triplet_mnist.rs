@@ -1,5 +1,7 @@
-//! Triplet network on MNIST: batch-hard mining on 5 x 16 batches, a triplet
-//! loss on L2-normalized embeddings (margin 0.2), retrieval on held-out digits.
+//! Triplet network on MNIST: a triplet loss on L2-normalized embeddings
+//! (margin 0.2) on 5 x 16 P x K batches, mined batch-hard after a one-epoch
+//! batch-all warm-up (`--loss normalized` for batch-hard from the first
+//! step), retrieval on held-out digits.
 //!
 //! ```text
 //! cargo run --release --example triplet_mnist -- --epochs 10 --seed 0

@@ -63,7 +63,7 @@ pub struct Args {
     #[arg(long, default_value = "out")]
     pub out: PathBuf,
     /// The triplet loss of `triplet_mnist` (the other examples ignore it).
-    #[arg(long, value_enum, default_value_t = TripletChoice::Normalized)]
+    #[arg(long, value_enum, default_value_t = TripletChoice::Warmup)]
     pub loss: TripletChoice,
     /// Stop after this many optimiser steps (for smoke tests).
     #[arg(long)]
@@ -157,6 +157,37 @@ pub trait StepLoss<const D: usize> {
 pub struct TripletStep<L, M>(pub L, pub M);
 /// A pair loss with a pair miner.
 pub struct PairStep<L, M>(pub L, pub M);
+
+/// A triplet loss mined with `W` for the first `warmup` steps, then with `M`.
+pub struct WarmupStep<L, W, M> {
+    pub loss: L,
+    pub warm: W,
+    pub main: M,
+    pub warmup: usize,
+    pub taken: std::cell::Cell<usize>,
+}
+
+impl<const D: usize, L, W, M> StepLoss<D> for WarmupStep<L, W, M>
+where
+    L: TripletCriterion<Output<usize> = ()>,
+    W: TripletMiner,
+    M: TripletMiner,
+{
+    fn step(
+        &self,
+        e: Tensor<(usize, Const<D>), f32, Cpu, OwnedTape<f32, Cpu>>,
+        labels: &[usize],
+    ) -> (Tensor<(), f32, Cpu, OwnedTape<f32, Cpu>>, MinerStats) {
+        let t = self.taken.get();
+        self.taken.set(t + 1);
+        let mined = if t < self.warmup {
+            self.loss.mined(&self.warm, e, labels)
+        } else {
+            self.loss.mined(&self.main, e, labels)
+        };
+        (mined.loss, mined.stats)
+    }
+}
 
 impl<const D: usize, L, M> StepLoss<D> for TripletStep<L, M>
 where
@@ -471,9 +502,14 @@ pub struct NormalizedNonzeroTriplet;
 /// Which triplet loss `triplet_mnist` trains with batch-hard mining.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TripletChoice {
-    /// `[d(A,P) - d(A,N) + m]+` on L2-normalized embeddings, m = 0.2.
-    #[default]
+    /// `[d(A,P) - d(A,N) + m]+` on L2-normalized embeddings, m = 0.2,
+    /// batch-hard from the first step.
     Normalized,
+    /// The default: as `normalized`, but mined batch-all for the first 100
+    /// steps (one epoch) before batch-hard, which skips batch-hard's early
+    /// plateau at the margin.
+    #[default]
+    Warmup,
     /// `TripletLoss`: raw embeddings, m = 0.2 (collapses easily under batch-hard).
     Plain,
     /// `SoftMarginTriplet` (Hermans et al. 2017): softplus, raw embeddings.
@@ -502,6 +538,17 @@ pub fn run_triplet(args: &Args) -> Result<TripletSummary> {
         TripletChoice::Normalized => {
             let loss = NormalizedTriplet.with_margin(args.margin.unwrap_or(0.2))?;
             train::<128, _, _>(args, &dev, &mnist, &mut net, &TripletStep(loss, hard))?
+        }
+        TripletChoice::Warmup => {
+            let loss = NormalizedTriplet.with_margin(args.margin.unwrap_or(0.2))?;
+            let step = WarmupStep {
+                loss,
+                warm: metric_loss::miners::BatchAll::default(),
+                main: hard,
+                warmup: 100,
+                taken: std::cell::Cell::new(0),
+            };
+            train::<128, _, _>(args, &dev, &mnist, &mut net, &step)?
         }
         TripletChoice::Plain => {
             let loss = TripletLoss.with_margin(args.margin.unwrap_or(0.2))?;
