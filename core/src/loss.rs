@@ -342,11 +342,52 @@ fn gather_entries<N: Dim, Dev: MetricDevice, T: Tape<f32, Dev>>(
     m.try_reshape_like(&(n * n,))?.try_gather(idx)
 }
 
+/// The metric space a declared loss works in: how embeddings are prepared
+/// and the distance between them, row by row and as a batch's `N x N`
+/// matrix, in the units of the loss's formula (squared for a `squared`
+/// triplet loss). `#[metric_loss]` implements it from the spec; both loss
+/// traits build on it.
+pub trait MetricSpace {
+    /// Prepares embeddings before any distance (`normalize`, or nothing).
+    fn try_embed<B: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
+        x: Rows<B, D, Dev, T>,
+    ) -> Result<Rows<B, D, Dev, T>, Dev::Err>;
+
+    /// The distance, row by row.
+    fn try_distance<B: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
+        a: Rows<B, D, Dev, T>,
+        b: Rows<B, D, Dev, T>,
+    ) -> Result<Col<B, Dev, T>, Dev::Err>;
+
+    /// The distance between all rows of one (prepared) batch.
+    fn try_distance_matrix<N: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
+        x: Rows<N, D, Dev, T>,
+    ) -> Result<Square<N, Dev, T>, Dev::Err>;
+}
+
+impl<L: MetricSpace> MetricSpace for Margined<L> {
+    fn try_embed<B: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
+        x: Rows<B, D, Dev, T>,
+    ) -> Result<Rows<B, D, Dev, T>, Dev::Err> {
+        L::try_embed(x)
+    }
+    fn try_distance<B: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
+        a: Rows<B, D, Dev, T>,
+        b: Rows<B, D, Dev, T>,
+    ) -> Result<Col<B, Dev, T>, Dev::Err> {
+        L::try_distance(a, b)
+    }
+    fn try_distance_matrix<N: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
+        x: Rows<N, D, Dev, T>,
+    ) -> Result<Square<N, Dev, T>, Dev::Err> {
+        L::try_distance_matrix(x)
+    }
+}
+
 /// A triplet loss declared with `#[metric_loss(triplet, ...)]`.
 ///
-/// The macro implements the `try_embed`, `try_distance`, `try_distance_matrix`
-/// and `try_from_distances` items from the spec; the other methods are
-/// provided. Bring it into scope with `use metric_loss::prelude::*`.
+/// The macro implements [`MetricSpace`] and the `try_from_distances` item
+/// from the spec; the other methods are provided. Bring it into scope with `use metric_loss::prelude::*`.
 ///
 /// # Non-finite embeddings
 ///
@@ -358,7 +399,7 @@ fn gather_entries<N: Dim, Dev: MetricDevice, T: Tape<f32, Dev>>(
 /// while debugging a diverging run. The mined path
 /// ([`try_mined`](Self::try_mined)) always rejects them, for free: it reads
 /// the distance matrix on the host anyway.
-pub trait TripletCriterion: Sized {
+pub trait TripletCriterion: MetricSpace + Sized {
     /// `()` for a reduced loss, `(B,)` for `reduction = none`.
     type Output<B: Dim>: Shape;
     /// The declared spec.
@@ -368,23 +409,6 @@ pub trait TripletCriterion: Sized {
     fn margin(&self) -> f32 {
         Self::SPEC.margin
     }
-
-    /// Prepares embeddings before any distance (`normalize`, or nothing).
-    fn try_embed<B: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
-        x: Rows<B, D, Dev, T>,
-    ) -> Result<Rows<B, D, Dev, T>, Dev::Err>;
-
-    /// The loss's distance, row by row, in the units of its formula
-    /// (squared for a `squared` triplet loss).
-    fn try_distance<B: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
-        a: Rows<B, D, Dev, T>,
-        b: Rows<B, D, Dev, T>,
-    ) -> Result<Col<B, Dev, T>, Dev::Err>;
-
-    /// The loss's distance between all rows of one (prepared) batch.
-    fn try_distance_matrix<N: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
-        x: Rows<N, D, Dev, T>,
-    ) -> Result<Square<N, Dev, T>, Dev::Err>;
 
     /// The formula and the reduction, from `d(A,P)`, `d(A,N)` and (for `swap`) `d(P,N)`.
     fn try_from_distances<B: Dim, Dev: MetricDevice, T: Tape<f32, Dev>>(
@@ -605,7 +629,7 @@ pub trait TripletCriterion: Sized {
 /// embedding gives a NaN loss; [`try_forward_checked`](Self::try_forward_checked)
 /// returns [`MetricLossError::NonFinite`] instead, and
 /// [`try_mined`](Self::try_mined) always does.
-pub trait PairCriterion: Sized {
+pub trait PairCriterion: MetricSpace + Sized {
     /// `()` for a reduced loss, `(B,)` for `reduction = none`.
     type Output<B: Dim>: Shape;
     /// The declared spec.
@@ -615,22 +639,6 @@ pub trait PairCriterion: Sized {
     fn margin(&self) -> f32 {
         Self::SPEC.margin
     }
-
-    /// Prepares embeddings before any distance (`normalize`, or nothing).
-    fn try_embed<B: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
-        x: Rows<B, D, Dev, T>,
-    ) -> Result<Rows<B, D, Dev, T>, Dev::Err>;
-
-    /// The loss's distance `D`, row by row.
-    fn try_distance<B: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
-        a: Rows<B, D, Dev, T>,
-        b: Rows<B, D, Dev, T>,
-    ) -> Result<Col<B, Dev, T>, Dev::Err>;
-
-    /// The loss's distance between all rows of one (prepared) batch.
-    fn try_distance_matrix<N: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
-        x: Rows<N, D, Dev, T>,
-    ) -> Result<Square<N, Dev, T>, Dev::Err>;
 
     /// The formula and the reduction, from distances and `Y` (1 = dissimilar).
     fn try_from_distances<B: Dim, Dev: MetricDevice, T: Tape<f32, Dev>>(
@@ -794,22 +802,6 @@ impl<L: TripletCriterion> TripletCriterion for Margined<L> {
     fn margin(&self) -> f32 {
         self.margin
     }
-    fn try_embed<B: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
-        x: Rows<B, D, Dev, T>,
-    ) -> Result<Rows<B, D, Dev, T>, Dev::Err> {
-        L::try_embed(x)
-    }
-    fn try_distance<B: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
-        a: Rows<B, D, Dev, T>,
-        b: Rows<B, D, Dev, T>,
-    ) -> Result<Col<B, Dev, T>, Dev::Err> {
-        L::try_distance(a, b)
-    }
-    fn try_distance_matrix<N: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
-        x: Rows<N, D, Dev, T>,
-    ) -> Result<Square<N, Dev, T>, Dev::Err> {
-        L::try_distance_matrix(x)
-    }
     fn try_from_distances<B: Dim, Dev: MetricDevice, T: Tape<f32, Dev>>(
         margin: f32,
         d_ap: Col<B, Dev, T>,
@@ -831,22 +823,6 @@ impl<L: PairCriterion> PairCriterion for Margined<L> {
     const SPEC: LossSpec = L::SPEC;
     fn margin(&self) -> f32 {
         self.margin
-    }
-    fn try_embed<B: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
-        x: Rows<B, D, Dev, T>,
-    ) -> Result<Rows<B, D, Dev, T>, Dev::Err> {
-        L::try_embed(x)
-    }
-    fn try_distance<B: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
-        a: Rows<B, D, Dev, T>,
-        b: Rows<B, D, Dev, T>,
-    ) -> Result<Col<B, Dev, T>, Dev::Err> {
-        L::try_distance(a, b)
-    }
-    fn try_distance_matrix<N: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
-        x: Rows<N, D, Dev, T>,
-    ) -> Result<Square<N, Dev, T>, Dev::Err> {
-        L::try_distance_matrix(x)
     }
     fn try_from_distances<B: Dim, Dev: MetricDevice, T: Tape<f32, Dev>>(
         margin: f32,

@@ -138,20 +138,7 @@ pub fn expand(spec: &Spec, item: &syn::ItemStruct) -> TokenStream {
 
     quote! {
         #[allow(clippy::all, clippy::pedantic)]
-        impl #k::loss::#trait_name for #name {
-            type Output<B: #dfdx::shapes::Dim> = #output;
-            const SPEC: #k::loss::LossSpec = #k::loss::LossSpec {
-                arity: #k::loss::Arity::#arity,
-                distance: #distance_name,
-                squared: #squared,
-                normalize: #normalize,
-                swap: #swap,
-                soft: #soft,
-                margin: #margin,
-                pos_margin: #pos_margin,
-                reduction: #k::loss::Reduction::#reduction,
-            };
-
+        impl #k::loss::MetricSpace for #name {
             fn try_embed<B: #dfdx::shapes::Dim, const D: usize, Dev: #k::device::MetricDevice, T: #dfdx::tensor::Tape<f32, Dev>>(
                 x: #dfdx::tensor::Tensor<(B, #dfdx::shapes::Const<D>), f32, Dev, T>,
             ) -> ::core::result::Result<#dfdx::tensor::Tensor<(B, #dfdx::shapes::Const<D>), f32, Dev, T>, Dev::Err> {
@@ -172,6 +159,22 @@ pub fn expand(spec: &Spec, item: &syn::ItemStruct) -> TokenStream {
                 use #dfdx::prelude::*;
                 #distance_matrix
             }
+        }
+
+        #[allow(clippy::all, clippy::pedantic)]
+        impl #k::loss::#trait_name for #name {
+            type Output<B: #dfdx::shapes::Dim> = #output;
+            const SPEC: #k::loss::LossSpec = #k::loss::LossSpec {
+                arity: #k::loss::Arity::#arity,
+                distance: #distance_name,
+                squared: #squared,
+                normalize: #normalize,
+                swap: #swap,
+                soft: #soft,
+                margin: #margin,
+                pos_margin: #pos_margin,
+                reduction: #k::loss::Reduction::#reduction,
+            };
 
             #formula
         }
