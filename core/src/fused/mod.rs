@@ -1,0 +1,127 @@
+//! CPU kernels with a hand-written backward registered on the dfdx tape.
+//!
+//! Each function here has a generic twin built from ordinary dfdx operations
+//! (in `device.rs` or the module that uses it); the tests check that both give
+//! the same values and gradients. Inputs are made contiguous first (a no-op
+//! for the output of an op, a copy recorded on the tape for a strided view),
+//! so that storage order is row-major order, forward and backward.
+
+use dfdx::prelude::*;
+
+mod batch_hard;
+mod gram;
+
+pub(crate) use batch_hard::batch_hard_euclidean_cpu;
+
+/// The elements of a contiguous CPU tensor, copied out with one `memcpy`.
+pub(crate) fn read<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Vec<f32> {
+    let mut buf = vec![0.0; t.shape().num_elements()];
+    t.copy_into(&mut buf);
+    buf
+}
+
+/// `safe_sqrt` on the CPU: one pass forward, one pass backward.
+pub(crate) fn safe_sqrt_cpu<S: Shape, T: Tape<f32, Cpu>>(
+    x: Tensor<S, f32, Cpu, T>,
+) -> Result<Tensor<S, f32, Cpu, T>, CpuError> {
+    let dev = x.device().clone();
+    let (x, mut tape) = x.try_contiguous()?.split_tape();
+    let mut out = read(&x);
+    for v in out.iter_mut() {
+        // NaN stays NaN (as in the generic twin): a non-finite embedding must
+        // not become a silent distance of 0.
+        *v = if *v > 0.0 || v.is_nan() {
+            v.sqrt()
+        } else {
+            0.0
+        };
+    }
+    let y = out.clone();
+    let out = dev.try_tensor_from_vec(out, *x.shape())?;
+    if T::OWNS_TAPE {
+        let out_ghost = out.clone();
+        tape.add_backward_op(move |grads| {
+            grads.try_alloc_for(&out_ghost)?;
+            let g = read(&grads.get(&out_ghost));
+            let gx = grads.get_or_alloc_mut(&x)?;
+            for ((gx, &g), &y) in gx.iter_mut().zip(&g).zip(&y) {
+                if y > 0.0 {
+                    *gx += g * 0.5 / y;
+                }
+            }
+            Ok(())
+        });
+    }
+    Ok(out.put_tape(tape))
+}
+
+/// Row-wise Euclidean distance (or its square) on the CPU in one pass each
+/// way: `∂d/∂a_i = (a_i − b_i)/d_i = −∂d/∂b_i` (0 where `d_i = 0`), squared
+/// `2(a_i − b_i)`. `a` and `b` may be one tensor (same id): the two gradient
+/// contributions are added one after the other.
+pub(crate) fn euclidean_rows_cpu<B: Dim, const D: usize, T: Tape<f32, Cpu>>(
+    a: Tensor<(B, Const<D>), f32, Cpu, T>,
+    b: Tensor<(B, Const<D>), f32, Cpu, T>,
+    squared: bool,
+) -> Result<Tensor<(B,), f32, Cpu, T>, CpuError> {
+    let dev = a.device().clone();
+    let rows = a.shape().0;
+    let (a, ta) = a.try_contiguous()?.split_tape();
+    let (b, tb) = b.try_contiguous()?.split_tape();
+    let mut tape = ta.merge(tb);
+    let (av, bv) = (read(&a), read(&b));
+    let n = rows.size();
+    let mut diff = vec![0.0f32; n * D];
+    let mut out = vec![0.0f32; n];
+    for i in 0..n {
+        let mut acc = 0.0f32;
+        for c in 0..D {
+            let d = av[i * D + c] - bv[i * D + c];
+            diff[i * D + c] = d;
+            acc += d * d;
+        }
+        out[i] = if squared || acc <= 0.0 {
+            acc.max(0.0)
+        } else {
+            acc.sqrt()
+        };
+        if acc.is_nan() {
+            out[i] = f32::NAN;
+        }
+    }
+    let y = out.clone();
+    let out = dev.try_tensor_from_vec(out, (rows,))?;
+    if T::OWNS_TAPE {
+        let out_ghost = out.clone();
+        tape.add_backward_op(move |grads| {
+            grads.try_alloc_for(&out_ghost)?;
+            let g = read(&grads.get(&out_ghost));
+            let scales: Vec<f32> = g
+                .iter()
+                .zip(&y)
+                .map(|(&g, &y)| {
+                    if squared {
+                        2.0 * g
+                    } else if y > 0.0 {
+                        g / y
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            for (t, sign) in [(&a, 1.0f32), (&b, -1.0f32)] {
+                let gx = grads.get_or_alloc_mut(t)?;
+                for i in 0..n {
+                    let s = sign * scales[i];
+                    if s != 0.0 {
+                        for c in 0..D {
+                            gx[i * D + c] += s * diff[i * D + c];
+                        }
+                    }
+                }
+            }
+            Ok(())
+        });
+    }
+    Ok(out.put_tape(tape))
+}
