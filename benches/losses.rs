@@ -72,30 +72,44 @@ fn losses(c: &mut Criterion) {
 
 /// One training step of the MNIST protocol: 784-256-ReLU-128 encoder on a
 /// batch of 80 (5 classes x 16), L2-normalized batch-hard triplet loss
-/// (margin 0.2), backward, Adam update.
+/// (margin 0.2), backward, Adam update. `train_step` has dfdx's `Linear` as
+/// the first layer, `train_step_input_linear` [`InputLinear`] (no gradient
+/// for the input pixels, as in PyTorch).
 fn train_step(c: &mut Criterion) {
-    #[metric_loss(triplet, normalize, margin = 0.2)]
-    struct NormalizedTriplet;
+    fn bench<M>(c: &mut Criterion, name: &str)
+    where
+        M: BuildOnDevice<Cpu, f32>,
+        M::Built: TensorCollection<f32, Cpu>
+            + ModuleMut<
+                Tensor<(usize, Const<784>), f32, Cpu, OwnedTape<f32, Cpu>>,
+                Output = Tensor<(usize, Const<128>), f32, Cpu, OwnedTape<f32, Cpu>>,
+            >,
+    {
+        #[metric_loss(triplet, normalize, margin = 0.2)]
+        struct NormalizedTriplet;
 
-    let dev = Cpu::seed_from_u64(0);
-    let mut net = dev.build_module::<(Linear<784, 256>, ReLU, Linear<256, 128>), f32>();
-    let mut opt = Adam::new(&net, AdamConfig::default());
-    let x: Tensor<(usize, Const<784>), f32, _> = dev.sample_uniform_like(&(80, Const));
-    let labels: Vec<usize> = (0..80).map(|i| i / 16).collect();
-    c.bench_function("train_step/80", |b| {
-        b.iter_custom(|iters| {
-            let mut grads = net.alloc_grads();
-            let start = std::time::Instant::now();
-            for _ in 0..iters {
-                let e = net.forward_mut(x.clone().traced(grads));
-                let loss = NormalizedTriplet.mined(&BatchHard, e, &labels).loss;
-                grads = loss.backward();
-                opt.update(&mut net, &grads).unwrap();
-                net.zero_grads(&mut grads);
-            }
-            start.elapsed()
-        })
-    });
+        let dev = Cpu::seed_from_u64(0);
+        let mut net = dev.build_module::<M, f32>();
+        let mut opt = Adam::new(&net, AdamConfig::default());
+        let x: Tensor<(usize, Const<784>), f32, _> = dev.sample_uniform_like(&(80, Const));
+        let labels: Vec<usize> = (0..80).map(|i| i / 16).collect();
+        c.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut grads = net.alloc_grads();
+                let start = std::time::Instant::now();
+                for _ in 0..iters {
+                    let e = net.forward_mut(x.clone().traced(grads));
+                    let loss = NormalizedTriplet.mined(&BatchHard, e, &labels).loss;
+                    grads = loss.backward();
+                    opt.update(&mut net, &grads).unwrap();
+                    net.zero_grads(&mut grads);
+                }
+                start.elapsed()
+            })
+        });
+    }
+    bench::<(Linear<784, 256>, ReLU, Linear<256, 128>)>(c, "train_step/80");
+    bench::<(InputLinear<784, 256>, ReLU, Linear<256, 128>)>(c, "train_step_input_linear/80");
 }
 
 criterion_group!(benches, losses, train_step);

@@ -64,6 +64,36 @@ pub trait MetricDevice: Device<f32> + 'static {
     ) -> Result<FusedBatchHard<N, D, Self, T>, crate::MetricLossError> {
         Ok(FusedBatchHard::Unavailable(x))
     }
+
+    /// The affine map of [`InputLinear`](crate::nets::InputLinear),
+    /// `x·Wᵀ + b`, on the tape of `x`. The CPU registers a backward for `W`
+    /// and `b` only (no gradient for `x`); the generic body is dfdx's
+    /// `Linear`, which also computes `x`'s.
+    fn try_input_linear<B: Dim, const I: usize, const O: usize, T: Tape<f32, Self>>(
+        x: Tensor<(B, Const<I>), f32, Self, T>,
+        weight: &Tensor<Rank2<O, I>, f32, Self>,
+        bias: &Tensor<Rank1<O>, f32, Self>,
+    ) -> Result<Tensor<(B, Const<O>), f32, Self, T>, Self::Err> {
+        generic_linear(x, weight, bias)
+    }
+}
+
+/// `x·Wᵀ + b` exactly as dfdx's `Linear` computes it: a matmul and a
+/// broadcast bias on the tape, with gradients for `x`, `W` and `b`.
+pub fn generic_linear<
+    B: Dim,
+    const I: usize,
+    const O: usize,
+    Dev: Device<f32>,
+    T: Tape<f32, Dev>,
+>(
+    x: Tensor<(B, Const<I>), f32, Dev, T>,
+    weight: &Tensor<Rank2<O, I>, f32, Dev>,
+    bias: &Tensor<Rank1<O>, f32, Dev>,
+) -> Result<Tensor<(B, Const<O>), f32, Dev, T>, Dev::Err> {
+    let y = x.try_matmul(weight.retaped::<T>().try_permute::<_, Axes2<1, 0>>()?)?;
+    let shape = *y.shape();
+    y.try_add(bias.retaped::<T>().try_broadcast_like(&shape)?)
 }
 
 /// What [`MetricDevice::try_batch_hard_euclidean`] gives back.
@@ -144,6 +174,14 @@ impl MetricDevice for Cpu {
         x: Tensor<S, f32, Self, T>,
     ) -> Result<Tensor<S, f32, Self, T>, Self::Err> {
         crate::fused::safe_sqrt_cpu(x)
+    }
+
+    fn try_input_linear<B: Dim, const I: usize, const O: usize, T: Tape<f32, Self>>(
+        x: Tensor<(B, Const<I>), f32, Self, T>,
+        weight: &Tensor<Rank2<O, I>, f32, Self>,
+        bias: &Tensor<Rank1<O>, f32, Self>,
+    ) -> Result<Tensor<(B, Const<O>), f32, Self, T>, Self::Err> {
+        crate::fused::input_linear_cpu(x, weight, bias)
     }
 }
 

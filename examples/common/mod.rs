@@ -39,10 +39,12 @@ pub const K: usize = 16;
 /// Image width.
 pub const PIXELS: usize = 784;
 
-/// The encoder of every example but `embed_2d`.
-pub type Encoder = (Linear<784, 256>, ReLU, Linear<256, 128>);
+/// The encoder of every example but `embed_2d`. The first layer is an
+/// [`InputLinear`]: dfdx's `Linear` without the gradient for the pixels,
+/// which nothing reads (the largest product of the backward otherwise).
+pub type Encoder = (InputLinear<784, 256>, ReLU, Linear<256, 128>);
 /// The DrLIM encoder: straight to the plane.
-pub type Encoder2d = (Linear<784, 256>, ReLU, Linear<256, 2>);
+pub type Encoder2d = (InputLinear<784, 256>, ReLU, Linear<256, 2>);
 
 /// The command line shared by the examples.
 #[derive(Parser, Debug, Clone)]

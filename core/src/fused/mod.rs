@@ -10,8 +10,10 @@ use dfdx::prelude::*;
 
 mod batch_hard;
 mod gram;
+mod input_linear;
 
 pub(crate) use batch_hard::batch_hard_euclidean_cpu;
+pub(crate) use input_linear::input_linear_cpu;
 
 /// The elements of a contiguous CPU tensor, copied out with one `memcpy`.
 pub(crate) fn read<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Vec<f32> {

@@ -94,6 +94,9 @@
 //! are a [`MetricLossError::BatchMismatch`] from the `try_` methods; the
 //! others panic with its message.
 
+mod input_linear;
+pub use input_linear::{builder, InputLinear};
+
 use crate::error::{unwrap_or_panic, MetricLossError};
 use dfdx::nn::{BuildOnDevice, Module, ModuleMut, ModuleVisitor, TensorCollection};
 use dfdx::prelude::*;

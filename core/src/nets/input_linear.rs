@@ -1,0 +1,283 @@
+//! [`InputLinear`]: dfdx's `Linear` for the first layer of a network, without
+//! the gradient nobody reads.
+
+use crate::device::MetricDevice;
+use dfdx::nn::modules::Linear as LinearModule;
+use dfdx::prelude::*;
+use rand_distr::Uniform;
+
+/// The builder of [`InputLinear`], as dfdx's `builder::Linear` is of `Linear`:
+/// `dev.build_module::<(builder::InputLinear<784, 256>, ReLU, Linear<256, 128>), f32>()`
+/// (the prelude exports it as `InputLinear`).
+pub mod builder {
+    /// Builds an [`InputLinear`](super::InputLinear) of `I` inputs and `O` outputs.
+    #[derive(Debug, Copy, Clone, Eq, PartialEq)]
+    pub struct InputLinear<const I: usize, const O: usize>;
+}
+
+/// A fully connected layer for the **first** layer of an encoder: the same
+/// parameters as dfdx's `Linear` (`weight: O × I`, `bias: O`, the same
+/// initialisation, the same names in a safetensors file), the same output
+/// `x·Wᵀ + b`, and the same gradients for `weight` and `bias` — but on the
+/// CPU it does not compute the gradient with respect to its input.
+///
+/// # Why
+///
+/// dfdx records a network on the tape of its input (`x.traced(grads)`), and
+/// its `Linear` backward computes the input's gradient `g·W` whether or not
+/// anything reads it. For the first layer nothing does: the input is raw
+/// data. That product is as large as the layer's forward GEMM — for the
+/// MNIST encoder `784 → 256 → 128` on a batch of 80, 16 M of the step's
+/// 56 M multiply-adds. PyTorch skips it because the input does not require
+/// a gradient; `InputLinear` is how to skip it in dfdx.
+///
+/// # Where
+///
+/// Only as the first layer, reading the network's input. Anywhere else the
+/// layers before it would get no gradient from it and silently stop
+/// learning. On the CPU the input gets no gradient at all (dfdx's
+/// `grads.get(&x)` panics for it, as for any tensor off the tape): use
+/// `Linear` where the input's gradient is wanted (saliency maps, adversarial
+/// examples). On other devices (CUDA) the layer computes exactly what
+/// `Linear` does, input gradient included. It takes batches `(B, I)`.
+///
+/// ```
+/// use dfdx::prelude::*;
+/// use metric_loss_core::prelude::InputLinear;
+///
+/// let dev = Cpu::seed_from_u64(0);
+/// let mut net = dev.build_module::<(InputLinear<4, 3>, ReLU, Linear<3, 2>), f32>();
+/// let x: Tensor<(usize, Const<4>), f32, _> = dev.sample_normal_like(&(5, Const));
+/// let grads = net.alloc_grads();
+/// let loss = net.forward_mut(x.trace(grads)).square().mean();
+/// let grads = loss.backward();
+/// // the parameters have their gradients, as with Linear
+/// assert!(grads.get(&net.0.weight).as_vec().iter().any(|&g| g != 0.0));
+/// ```
+#[derive(Debug, Clone)]
+pub struct InputLinear<const I: usize, const O: usize, E: Dtype, D: Storage<E>> {
+    /// `O × I`, as dfdx's `Linear::weight`.
+    pub weight: Tensor<Rank2<O, I>, E, D>,
+    /// `O`, as dfdx's `Linear::bias`.
+    pub bias: Tensor<Rank1<O>, E, D>,
+}
+
+impl<const I: usize, const O: usize, E: Dtype, D: Device<E>> BuildOnDevice<D, E>
+    for builder::InputLinear<I, O>
+where
+    InputLinear<I, O, E, D>: BuildModule<D, E>,
+{
+    type Built = InputLinear<I, O, E, D>;
+    fn try_build_on_device(device: &D) -> Result<Self::Built, D::Err> {
+        Self::Built::try_build(device)
+    }
+}
+
+impl<const I: usize, const O: usize, E: Dtype, D: Storage<E>> NonMutableModule
+    for InputLinear<I, O, E, D>
+{
+}
+
+/// `weight` and `bias`, initialised as dfdx's `Linear` (uniform in
+/// `±1/√I`) and named as its fields, so a file saved from one loads into
+/// the other.
+impl<const I: usize, const O: usize, E, D: Device<E>> TensorCollection<E, D>
+    for InputLinear<I, O, E, D>
+where
+    E: Dtype + num_traits::Float + rand_distr::uniform::SampleUniform,
+{
+    type To<E2: Dtype, D2: Device<E2>> = InputLinear<I, O, E2, D2>;
+
+    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
+        visitor: &mut V,
+    ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
+        visitor.visit_fields(
+            (
+                Self::tensor(
+                    "weight",
+                    |s| &s.weight,
+                    |s| &mut s.weight,
+                    TensorOptions::reset_with(|t| {
+                        let b = E::one() / E::from(I).unwrap().sqrt();
+                        t.try_fill_with_distr(Uniform::new(-b, b))
+                    }),
+                ),
+                Self::tensor(
+                    "bias",
+                    |s| &s.bias,
+                    |s| &mut s.bias,
+                    TensorOptions::reset_with(|t| {
+                        let b = E::one() / E::from(I).unwrap().sqrt();
+                        t.try_fill_with_distr(Uniform::new(-b, b))
+                    }),
+                ),
+            ),
+            |(weight, bias)| InputLinear { weight, bias },
+        )
+    }
+}
+
+impl<B: Dim, const I: usize, const O: usize, D: MetricDevice, T: Tape<f32, D>>
+    Module<Tensor<(B, Const<I>), f32, D, T>> for InputLinear<I, O, f32, D>
+{
+    type Output = Tensor<(B, Const<O>), f32, D, T>;
+    type Error = D::Err;
+
+    fn try_forward(&self, x: Tensor<(B, Const<I>), f32, D, T>) -> Result<Self::Output, D::Err> {
+        D::try_input_linear(x, &self.weight, &self.bias)
+    }
+}
+
+impl<const I: usize, const O: usize, E: Dtype, D: Storage<E>> From<LinearModule<I, O, E, D>>
+    for InputLinear<I, O, E, D>
+{
+    /// The same parameters, as the first layer.
+    fn from(l: LinearModule<I, O, E, D>) -> Self {
+        InputLinear {
+            weight: l.weight,
+            bias: l.bias,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::generic_linear;
+    use dfdx::optim::{Adam, AdamConfig};
+
+    fn close(a: &[f32], b: &[f32], what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}");
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!(
+                (x - y).abs() <= 1e-5 * (1.0 + y.abs()),
+                "{what}[{i}]: {x} vs {y}"
+            );
+        }
+    }
+
+    /// Values and parameter gradients equal dfdx's `Linear` (through a
+    /// nonlinear loss, several batch sizes, a strided
+    /// input); the input gets no gradient.
+    #[test]
+    fn equals_linear_except_the_input_gradient() {
+        let dev = Cpu::seed_from_u64(3);
+        let linear = dev.build_module::<Linear<7, 5>, f32>();
+        let first = InputLinear::from(linear.clone());
+        for b in [1usize, 3, 80] {
+            let x: Tensor<(usize, Const<7>), f32, _> = dev.sample_normal_like(&(b, Const));
+            let loss =
+                |y: Tensor<(usize, Const<5>), f32, _, OwnedTape<f32, Cpu>>| y.square().sin().sum();
+            let (y1, y2) = (
+                first.forward(x.leaky_trace()),
+                linear.forward(x.leaky_trace()),
+            );
+            close(&y1.as_vec(), &y2.as_vec(), "output");
+            let (g1, g2) = (loss(y1).backward(), loss(y2).backward());
+            close(
+                &g1.get(&first.weight).as_vec(),
+                &g2.get(&linear.weight).as_vec(),
+                "weight grad",
+            );
+            close(
+                &g1.get(&first.bias).as_vec(),
+                &g2.get(&linear.bias).as_vec(),
+                "bias grad",
+            );
+            // no gradient was even allocated for the input
+            let get = std::panic::AssertUnwindSafe(|| g1.get(&x));
+            assert!(std::panic::catch_unwind(get).is_err(), "input grad");
+            if b > 1 {
+                assert!(g2.get(&x).as_vec().iter().any(|&g| g != 0.0));
+            }
+        }
+        // a strided input (a transposed view) reads the same rows
+        let xt: Tensor<Rank2<7, 4>, f32, _> = dev.sample_normal();
+        let x = xt.clone().permute::<Rank2<4, 7>, _>();
+        let y1 = first.forward(x.clone().leaky_trace().realize::<(usize, Const<7>)>());
+        let y2 = generic_linear(
+            x.leaky_trace().realize::<(usize, Const<7>)>(),
+            &linear.weight,
+            &linear.bias,
+        )
+        .unwrap();
+        close(&y1.as_vec(), &y2.as_vec(), "strided output");
+        let (g1, g2) = (y1.sum().backward(), y2.sum().backward());
+        close(
+            &g1.get(&first.weight).as_vec(),
+            &g2.get(&linear.weight).as_vec(),
+            "strided weight grad",
+        );
+    }
+
+    /// In a network trained with an optimiser: identical parameters after
+    /// several Adam steps, and the gradient accumulates (adds to what is in
+    /// the buffer) like every dfdx op.
+    #[test]
+    fn trains_like_linear() {
+        let dev = Cpu::seed_from_u64(9);
+        let mut a = dev.build_module::<(Linear<6, 4>, ReLU, Linear<4, 2>), f32>();
+        let mut b = (InputLinear::from(a.0.clone()), a.1, a.2.clone());
+        let mut oa = Adam::new(&a, AdamConfig::default());
+        let mut ob = Adam::new(&b, AdamConfig::default());
+        let x: Tensor<(usize, Const<6>), f32, _> = dev.sample_normal_like(&(16, Const));
+        for _ in 0..5 {
+            let mut ga = a.alloc_grads();
+            let mut gb = b.alloc_grads();
+            for _ in 0..2 {
+                // two backward passes into one buffer
+                ga = a
+                    .forward_mut(x.clone().traced(ga))
+                    .square()
+                    .mean()
+                    .backward();
+                gb = b
+                    .forward_mut(x.clone().traced(gb))
+                    .square()
+                    .mean()
+                    .backward();
+            }
+            close(
+                &gb.get(&b.0.weight).as_vec(),
+                &ga.get(&a.0.weight).as_vec(),
+                "accumulated",
+            );
+            oa.update(&mut a, &ga).unwrap();
+            ob.update(&mut b, &gb).unwrap();
+        }
+        close(
+            &b.0.weight.as_vec(),
+            &a.0.weight.as_vec(),
+            "weight after Adam",
+        );
+        close(
+            &b.2.weight.as_vec(),
+            &a.2.weight.as_vec(),
+            "second layer after Adam",
+        );
+    }
+
+    /// Built, initialised and named like `Linear`: a safetensors file of one
+    /// loads into the other.
+    #[test]
+    fn parameters_and_names_match_linear() {
+        let dev = Cpu::seed_from_u64(1);
+        let l = dev.build_module::<Linear<9, 3>, f32>();
+        let mut il = dev.build_module::<builder::InputLinear<9, 3>, f32>();
+        let bound = 1.0 / 3.0;
+        assert!(il
+            .weight
+            .as_vec()
+            .iter()
+            .chain(&il.bias.as_vec())
+            .all(|v| v.abs() <= bound));
+        assert_eq!(il.num_trainable_params(), l.num_trainable_params());
+        let path =
+            std::env::temp_dir().join(format!("input_linear_{}.safetensors", std::process::id()));
+        l.save_safetensors(&path).unwrap();
+        il.load_safetensors(&path).unwrap();
+        std::fs::remove_file(&path).ok();
+        assert_eq!(il.weight.as_vec(), l.weight.as_vec());
+        assert_eq!(il.bias.as_vec(), l.bias.as_vec());
+    }
+}
