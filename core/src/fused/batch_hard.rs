@@ -3,11 +3,10 @@
 //! all of it, and an `O(N·D)` backward.
 
 use super::gram::{Panels, MR};
-use super::read;
+use super::{read, Scratch};
 use crate::miners::{MinerStats, Triplet};
 use crate::MetricLossError;
 use dfdx::prelude::*;
-use std::cell::Cell;
 use std::collections::HashMap;
 
 /// No candidate yet. Indices stay below 2³¹ so that SIMD lanes can compare
@@ -110,11 +109,6 @@ struct Batch<'a> {
     squared: bool,
 }
 
-thread_local! {
-    /// This thread's tile buffer, kept from one block (and call) to the next.
-    static TILE: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
-}
-
 /// Rows `i0..i0 + BLOCK` against columns `i0..n`: the diagonal block in full,
 /// the rest of the row band once, standing for its mirror image too. Each
 /// row is mined along the band (the row side); each column past the
@@ -124,10 +118,8 @@ fn block(b: &Batch, i0: usize, h: &mut Hardest) {
     let n = b.n;
     let rows = BLOCK.min(n - i0);
     let w = b.panels.padded_cols() - i0;
-    let mut buf = TILE.take();
-    if buf.len() < rows.div_ceil(MR) * MR * w {
-        buf.resize(rows.div_ceil(MR) * MR * w, 0.0);
-    }
+    // (a scratch buffer: the tile kernel writes every value read below)
+    let mut buf = Scratch::with_len(rows.div_ceil(MR) * MR * w, 0);
     b.panels
         .tile(i0, rows, i0, b.panels.padded_cols(), &mut buf, w);
     let valid = n - i0;
@@ -148,7 +140,6 @@ fn block(b: &Batch, i0: usize, h: &mut Hardest) {
     if diag < valid {
         column_side(&buf, w, rows, valid, labels, i0, h);
     }
-    TILE.set(buf);
 }
 
 /// Turns one row of Gram values (band columns `0..valid`, row `me` of the
@@ -499,9 +490,7 @@ pub(crate) fn batch_hard_euclidean_cpu<N: Dim, const D: usize, T: Tape<f32, Cpu>
     }
     let (x, mut tape) = x.try_contiguous().map_err(dev_err)?.split_tape();
     // Read with room for the kernel's padding rows: one copy in all.
-    let mut xs = Vec::with_capacity((n.div_ceil(MR) * MR * D).max(1));
-    xs.resize(n * D, 0.0);
-    x.copy_into(&mut xs);
+    let xs = Scratch::copy_with_capacity(&x, n.div_ceil(MR) * MR * D);
     // Labels as u32 lanes: as they are when they fit, renumbered otherwise.
     let mut dense: Vec<u32> = labels
         .iter()
@@ -678,7 +667,7 @@ mod tests {
     fn run(xs: &[f32], d: usize, labels: &[usize], parallel: bool) -> Hardest {
         let n = labels.len();
         let mut dense: Vec<u32> = labels.iter().map(|&l| l as u32).collect();
-        let panels = Panels::new(xs.to_vec(), n, d);
+        let panels = Panels::new(xs.to_vec().into(), n, d);
         dense.resize(panels.padded_cols(), NONE);
         mine(
             &Batch {

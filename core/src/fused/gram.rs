@@ -15,27 +15,22 @@
 //! only for the blocks it needs (half of a symmetric matrix), and it consumes
 //! each block while it is still in cache.
 
-use std::cell::Cell;
+use super::Scratch;
 
 /// Rows per micro-tile.
 pub(crate) const MR: usize = 6;
 /// Columns per micro-tile (the width of one packed panel).
 pub(crate) const NR: usize = 16;
 
-thread_local! {
-    /// The last panel buffer this thread packed, kept for the next.
-    static PANELS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
-}
-
 /// `X` packed for Gram tiles.
 pub(crate) struct Panels {
     n: usize,
     d: usize,
     /// `X`, row-major, with zero rows up to a multiple of `MR`.
-    rows: Vec<f32>,
+    rows: Scratch,
     /// `Xᵀ` in panels: value `(p, k, l)` at `(p·d + k)·NR + l` is
     /// `X[p·NR + l][k]`, zero past the last row.
-    panels: Vec<f32>,
+    panels: Scratch,
     /// `n` rounded up to a multiple of `NR`.
     cols: usize,
     /// `⟨x_i, x_i⟩` for every row (zero past `n`, `cols` values), summed in
@@ -46,11 +41,10 @@ pub(crate) struct Panels {
 
 impl Panels {
     /// Packs `X` from its `n × d` row-major values, padding `rows` in place
-    /// (so a `Vec` read with spare capacity is not copied again). The panels
-    /// go into this thread's scratch buffer, handed back by
-    /// [`into_rows`](Self::into_rows): a mining pass at the same size then
-    /// allocates nothing here (fresh pages cost as much as the packing).
-    pub(crate) fn new(mut rows: Vec<f32>, n: usize, d: usize) -> Self {
+    /// (so a buffer read with spare capacity is not copied again). Both
+    /// buffers are [`Scratch`]: a pass at a size seen before allocates
+    /// nothing here.
+    pub(crate) fn new(mut rows: Scratch, n: usize, d: usize) -> Self {
         assert_eq!(
             rows.len(),
             n * d,
@@ -58,9 +52,8 @@ impl Panels {
             rows.len()
         );
         let cols = n.div_ceil(NR) * NR;
-        let mut panels = PANELS.take();
-        panels.clear();
-        panels.resize(cols * d, 0.0);
+        let mut panels = Scratch::with_len(cols * d, 0);
+        panels.fill(0.0);
         for (p, panel) in panels.chunks_exact_mut((NR * d).max(1)).enumerate() {
             for l in 0..NR.min(n.saturating_sub(p * NR)) {
                 let row = &rows[(p * NR + l) * d..][..d];
@@ -69,7 +62,7 @@ impl Panels {
                 }
             }
         }
-        rows.resize(n.div_ceil(MR) * MR * d, 0.0);
+        rows.resize(n.div_ceil(MR) * MR * d);
         let mut sq = vec![0.0f32; cols];
         for (panel, sq) in panels
             .chunks_exact((NR * d).max(1))
@@ -100,15 +93,8 @@ impl Panels {
 
     /// The rows of `X` again (`n × d`), the panel buffer back to this
     /// thread's scratch.
-    pub(crate) fn into_rows(self) -> Vec<f32> {
-        let Panels {
-            n,
-            d,
-            mut rows,
-            panels,
-            ..
-        } = self;
-        PANELS.set(panels);
+    pub(crate) fn into_rows(self) -> Scratch {
+        let Panels { n, d, mut rows, .. } = self;
         rows.truncate(n * d);
         rows
     }
@@ -320,13 +306,13 @@ pub(crate) mod tests {
     fn tiles_equal_dot_products_here() {
         for (n, d) in [(1, 3), (5, 2), (17, 1), (70, 9), (100, 128), (33, 0)] {
             let xs = values(n, d);
-            let p = Panels::new(xs.clone(), n, d);
+            let p = Panels::new(xs.clone().into(), n, d);
             assert_eq!(p.padded_cols(), n.div_ceil(NR) * NR);
             check(&p, &xs, n, d, 0, n, 0, p.padded_cols());
             if n > 20 {
                 check(&p, &xs, n, d, 18, n - 18, 16, p.padded_cols());
             }
-            assert_eq!(p.into_rows(), xs);
+            assert_eq!(&*p.into_rows(), &xs[..]);
         }
     }
 
@@ -340,7 +326,7 @@ pub(crate) mod tests {
         let (n, d) = (40, 129);
         let mut xs = values(n, d);
         xs[7 * d] = 1e-3; // not a pattern the sums could share by luck
-        let p = Panels::new(xs.clone(), n, d);
+        let p = Panels::new(xs.clone().into(), n, d);
         let ld = p.padded_cols();
         let mut out = vec![0.0; n.div_ceil(MR) * MR * ld];
         p.tile(0, n, 0, ld, &mut out, ld);
@@ -354,7 +340,7 @@ pub(crate) mod tests {
     fn portable_kernel_equals_dot_products() {
         let (n, d) = (12, 37);
         let xs = values(n, d);
-        let p = Panels::new(xs.clone(), n, d);
+        let p = Panels::new(xs.clone().into(), n, d);
         let mut out = vec![0.0; MR * NR];
         micro_portable(&p.rows[6 * d..12 * d], &p.panels[..NR * d], d, &mut out, NR);
         for r in 0..MR {

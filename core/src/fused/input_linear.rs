@@ -1,7 +1,7 @@
 //! The first layer of a network, `y = x·Wᵀ + b`, with a backward for the
 //! parameters only.
 
-use super::read;
+use super::Scratch;
 use dfdx::prelude::*;
 
 /// `x·Wᵀ + b` on the tape of `x`, whose backward adds `gᵀ·x` to `W`'s
@@ -27,8 +27,8 @@ pub(crate) fn input_linear_cpu<B: Dim, const I: usize, const O: usize, T: Tape<f
         let (w, b, out) = (weight.clone(), bias.clone(), y.clone());
         tape.add_backward_op(move |grads| {
             grads.try_alloc_for(&out)?;
-            let g = read(&grads.get(&out));
-            let xs = read(&x.try_contiguous()?);
+            let g = Scratch::copy_of(&grads.get(&out));
+            let xs = Scratch::copy_of(&x.try_contiguous()?);
             let rows = shape.0.size();
             let gb = grads.get_or_alloc_mut(&b)?;
             for row in g.chunks_exact(O.max(1)).take(rows) {

@@ -11,6 +11,9 @@ use dfdx::prelude::*;
 mod batch_hard;
 mod gram;
 mod input_linear;
+mod scratch;
+
+use scratch::Scratch;
 
 pub(crate) use batch_hard::batch_hard_euclidean_cpu;
 pub(crate) use input_linear::input_linear_cpu;
@@ -38,15 +41,16 @@ pub(crate) fn safe_sqrt_cpu<S: Shape, T: Tape<f32, Cpu>>(
             0.0
         };
     }
-    let y = out.clone();
+    let mut y = Scratch::with_len(out.len(), 0);
+    y.copy_from_slice(&out);
     let out = dev.try_tensor_from_vec(out, *x.shape())?;
     if T::OWNS_TAPE {
         let out_ghost = out.clone();
         tape.add_backward_op(move |grads| {
             grads.try_alloc_for(&out_ghost)?;
-            let g = read(&grads.get(&out_ghost));
+            let g = Scratch::copy_of(&grads.get(&out_ghost));
             let gx = grads.get_or_alloc_mut(&x)?;
-            for ((gx, &g), &y) in gx.iter_mut().zip(&g).zip(&y) {
+            for ((gx, &g), &y) in gx.iter_mut().zip(g.iter()).zip(y.iter()) {
                 if y > 0.0 {
                     *gx += g * 0.5 / y;
                 }
@@ -71,25 +75,34 @@ pub(crate) fn euclidean_rows_cpu<B: Dim, const D: usize, T: Tape<f32, Cpu>>(
     let (a, ta) = a.try_contiguous()?.split_tape();
     let (b, tb) = b.try_contiguous()?.split_tape();
     let mut tape = ta.merge(tb);
-    let (av, bv) = (read(&a), read(&b));
     let n = rows.size();
-    let mut diff = vec![0.0f32; n * D];
-    let mut out = vec![0.0f32; n];
-    for i in 0..n {
-        let mut acc = 0.0f32;
-        for c in 0..D {
-            let d = av[i * D + c] - bv[i * D + c];
-            diff[i * D + c] = d;
-            acc += d * d;
+    // a − b in place of the copy of a (kept for the backward)
+    let mut diff = Scratch::copy_of(&a);
+    {
+        let bv = Scratch::copy_of(&b);
+        for (d, &v) in diff.iter_mut().zip(bv.iter()) {
+            *d -= v;
         }
-        out[i] = if squared || acc <= 0.0 {
+    }
+    let mut out = vec![0.0f32; n];
+    for (o, row) in out.iter_mut().zip(diff.chunks_exact(D.max(1))) {
+        // eight partial sums: a loop the compiler vectorises
+        let mut lanes = [0.0f32; 8];
+        let mut chunks = row.chunks_exact(8);
+        for c in &mut chunks {
+            for (l, &v) in lanes.iter_mut().zip(c) {
+                *l += v * v;
+            }
+        }
+        let acc: f32 =
+            lanes.iter().sum::<f32>() + chunks.remainder().iter().map(|v| v * v).sum::<f32>();
+        *o = if acc.is_nan() {
+            f32::NAN
+        } else if squared || acc <= 0.0 {
             acc.max(0.0)
         } else {
             acc.sqrt()
         };
-        if acc.is_nan() {
-            out[i] = f32::NAN;
-        }
     }
     let y = out.clone();
     let out = dev.try_tensor_from_vec(out, (rows,))?;
@@ -113,11 +126,14 @@ pub(crate) fn euclidean_rows_cpu<B: Dim, const D: usize, T: Tape<f32, Cpu>>(
                 .collect();
             for (t, sign) in [(&a, 1.0f32), (&b, -1.0f32)] {
                 let gx = grads.get_or_alloc_mut(t)?;
-                for i in 0..n {
-                    let s = sign * scales[i];
+                let rows = gx
+                    .chunks_exact_mut(D.max(1))
+                    .zip(diff.chunks_exact(D.max(1)));
+                for ((gx, d), &s) in rows.zip(&scales) {
+                    let s = sign * s;
                     if s != 0.0 {
-                        for c in 0..D {
-                            gx[i * D + c] += s * diff[i * D + c];
+                        for (g, &d) in gx.iter_mut().zip(d) {
+                            *g += s * d;
                         }
                     }
                 }

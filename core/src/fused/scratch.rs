@@ -1,0 +1,139 @@
+//! Host buffers reused from one call to the next.
+//!
+//! The fused kernels copy tensors to the host and keep some of those copies
+//! until the backward pass. Allocated fresh, a buffer of a few hundred KiB
+//! comes from `mmap` and costs a page fault per 4 KiB on first touch — on
+//! the machine these kernels were measured on, more than the arithmetic
+//! (a third of the explicit-triplet time at N = 1024). [`Scratch`] takes its
+//! buffer from a small per-thread free list instead, and gives it back when
+//! dropped (on whichever thread drops it).
+
+use dfdx::prelude::*;
+use std::cell::RefCell;
+use std::ops::{Deref, DerefMut};
+
+/// Buffers kept per thread.
+const KEEP: usize = 8;
+
+thread_local! {
+    static FREE: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A `Vec<f32>` borrowed from this thread's free list, returned on drop.
+#[derive(Debug, Default)]
+pub(crate) struct Scratch(Vec<f32>);
+
+impl Scratch {
+    /// `len` values of unspecified content (the caller overwrites them), and
+    /// room for `capacity` in all.
+    pub(crate) fn with_len(len: usize, capacity: usize) -> Self {
+        let capacity = capacity.max(len);
+        let mut v = FREE
+            .try_with(|free| {
+                let mut free = free.borrow_mut();
+                // the smallest buffer that is large enough
+                let best = (0..free.len())
+                    .filter(|&i| free[i].capacity() >= capacity)
+                    .min_by_key(|&i| free[i].capacity());
+                best.map(|i| free.swap_remove(i))
+            })
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| Vec::with_capacity(capacity));
+        if v.len() >= len {
+            v.truncate(len);
+        } else {
+            v.resize(len, 0.0);
+        }
+        Scratch(v)
+    }
+
+    /// The elements of a contiguous CPU tensor.
+    pub(crate) fn copy_of<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Self {
+        Self::copy_with_capacity(t, 0)
+    }
+
+    /// [`copy_of`](Self::copy_of) with room for `capacity` values.
+    pub(crate) fn copy_with_capacity<S: Shape, T>(
+        t: &Tensor<S, f32, Cpu, T>,
+        capacity: usize,
+    ) -> Self {
+        let mut s = Self::with_len(t.shape().num_elements(), capacity);
+        t.copy_into(&mut s);
+        s
+    }
+
+    /// Resizes, zero-filling what is added.
+    pub(crate) fn resize(&mut self, len: usize) {
+        self.0.resize(len, 0.0);
+    }
+
+    /// Shortens to `len` values.
+    pub(crate) fn truncate(&mut self, len: usize) {
+        self.0.truncate(len);
+    }
+}
+
+impl From<Vec<f32>> for Scratch {
+    /// Adopts a buffer (given to the free list when dropped).
+    fn from(v: Vec<f32>) -> Self {
+        Scratch(v)
+    }
+}
+
+impl Deref for Scratch {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.0
+    }
+}
+
+impl DerefMut for Scratch {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let v = std::mem::take(&mut self.0);
+        if v.capacity() == 0 {
+            return;
+        }
+        // During thread teardown the list may be gone: then just free.
+        let _ = FREE.try_with(|free| {
+            if let Ok(mut free) = free.try_borrow_mut() {
+                if free.len() < KEEP {
+                    free.push(v);
+                } else if let Some(small) = free.iter_mut().min_by_key(|b| b.capacity()) {
+                    // keep the larger of the two
+                    if small.capacity() < v.capacity() {
+                        *small = v;
+                    }
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_come_back_and_are_reused() {
+        let a = Scratch::with_len(1000, 0);
+        let ptr = a.as_ptr();
+        drop(a);
+        let mut b = Scratch::with_len(500, 0);
+        assert_eq!(b.as_ptr(), ptr, "the returned buffer is reused");
+        assert_eq!(b.len(), 500);
+        b.resize(700);
+        assert!(b[500..].iter().all(|&v| v == 0.0));
+        let c = Scratch::with_len(10, 5000);
+        assert_ne!(c.as_ptr(), ptr, "too small a buffer is not handed out");
+        let dev = Cpu::default();
+        let t = dev.tensor([[1.0f32, 2.0], [3.0, 4.0]]);
+        assert_eq!(&*Scratch::copy_of(&t), &[1.0, 2.0, 3.0, 4.0]);
+    }
+}
