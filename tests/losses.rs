@@ -396,6 +396,39 @@ fn fused_cpu_kernels_equal_the_generic_tape_ops() {
             }
         }
     }
+    // L2 normalisation: ordinary rows, a zero row, a row below the floor
+    // and one just above it (the two branches of the backward)
+    let mut xv: Vec<f32> = (0..5 * D).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    xv[D..2 * D].fill(0.0);
+    xv[2 * D..3 * D].fill(1e-10);
+    xv[3 * D..4 * D].fill(0.0);
+    xv[3 * D] = 2e-8;
+    let x = rows(&dev, &xv);
+    let weights = dev.tensor_from_vec(
+        (0..5 * D).map(|i| (i % 7) as f32 - 3.0).collect(),
+        (5, Const::<D>),
+    );
+    let f = Cpu::try_l2_normalize(x.leaky_trace()).unwrap();
+    let g = metric_loss::distance::generic_l2_normalize(x.leaky_trace()).unwrap();
+    for (a, b) in f.as_vec().iter().zip(g.as_vec()) {
+        assert!(
+            (a - b).abs() <= 1e-6 * (1.0 + b.abs()),
+            "normalize: {a} vs {b}"
+        );
+    }
+    let gf = (f * weights.clone()).sum().backward();
+    let gg = (g * weights).sum().backward();
+    for (a, b) in gf.get(&x).as_vec().iter().zip(gg.get(&x).as_vec()) {
+        assert!(
+            (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+            "normalize grad: {a} vs {b}"
+        );
+    }
+    // a NaN stays in its row
+    xv[4 * D] = f32::NAN;
+    let y = Cpu::try_l2_normalize(rows(&dev, &xv)).unwrap().as_vec();
+    assert!(y[4 * D..].iter().all(|v| v.is_nan()) && y[..4 * D].iter().all(|v| !v.is_nan()));
+
     let x = dev.tensor([0.0f32, 0.25, 4.0]);
     let f = Cpu::try_safe_sqrt(x.leaky_trace()).unwrap();
     let g = generic_safe_sqrt(x.leaky_trace()).unwrap();

@@ -65,6 +65,16 @@ pub trait MetricDevice: Device<f32> + 'static {
         Ok(FusedBatchHard::Unavailable(x))
     }
 
+    /// Each row divided by its norm floored at
+    /// [`NORM_EPS`](crate::distance::NORM_EPS): the body of
+    /// [`l2_normalize`](crate::distance::l2_normalize). The CPU runs it as
+    /// one op (one pass each way) instead of five.
+    fn try_l2_normalize<B: Dim, const D: usize, T: Tape<f32, Self>>(
+        x: Tensor<(B, Const<D>), f32, Self, T>,
+    ) -> Result<Tensor<(B, Const<D>), f32, Self, T>, Self::Err> {
+        crate::distance::generic_l2_normalize(x)
+    }
+
     /// The affine map of [`InputLinear`](crate::nets::InputLinear),
     /// `x·Wᵀ + b`, on the tape of `x`. The CPU registers a backward for `W`
     /// and `b` only (no gradient for `x`); the generic body is dfdx's
@@ -182,6 +192,12 @@ impl MetricDevice for Cpu {
         bias: &Tensor<Rank1<O>, f32, Self>,
     ) -> Result<Tensor<(B, Const<O>), f32, Self, T>, Self::Err> {
         crate::fused::input_linear_cpu(x, weight, bias)
+    }
+
+    fn try_l2_normalize<B: Dim, const D: usize, T: Tape<f32, Self>>(
+        x: Tensor<(B, Const<D>), f32, Self, T>,
+    ) -> Result<Tensor<(B, Const<D>), f32, Self, T>, Self::Err> {
+        crate::fused::l2_normalize_cpu(x)
     }
 }
 

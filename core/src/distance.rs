@@ -150,6 +150,14 @@ pub fn cosine<B: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
 pub fn l2_normalize<B: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
     x: Rows<B, D, Dev, T>,
 ) -> Result<Rows<B, D, Dev, T>, Dev::Err> {
+    Dev::try_l2_normalize(x)
+}
+
+/// The generic [`l2_normalize`]: `square`, `sum`, `safe_sqrt`, `clamp` and a
+/// broadcast `div` on the tape (what [`Cpu`] fuses into one op).
+pub fn generic_l2_normalize<B: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
+    x: Rows<B, D, Dev, T>,
+) -> Result<Rows<B, D, Dev, T>, Dev::Err> {
     let shape = *x.shape();
     let (x, tape) = x.split_tape();
     let norm = x.retaped::<T>().try_square()?.try_sum::<(B,), Axis<1>>()?;

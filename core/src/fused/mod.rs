@@ -143,3 +143,72 @@ pub(crate) fn euclidean_rows_cpu<B: Dim, const D: usize, T: Tape<f32, Cpu>>(
     }
     Ok(out.put_tape(tape))
 }
+
+/// Row-wise L2 normalisation on the CPU, `y = x / n` with
+/// `n = max(‖x‖, NORM_EPS)`, in one pass each way. Backward, as the generic
+/// twin's chain rule gives it: where the norm is used (`‖x‖ ≥ NORM_EPS`,
+/// the clamp's closed range), `∂/∂x = (g − y·(y·g)) / n`; where the floor
+/// is (a zero or tiny row), `n` is a constant and `∂/∂x = g / n`. A row
+/// holding a NaN stays NaN, forward and backward.
+pub(crate) fn l2_normalize_cpu<B: Dim, const D: usize, T: Tape<f32, Cpu>>(
+    x: Tensor<(B, Const<D>), f32, Cpu, T>,
+) -> Result<Tensor<(B, Const<D>), f32, Cpu, T>, CpuError> {
+    use crate::distance::NORM_EPS;
+    let dev = x.device().clone();
+    let shape = *x.shape();
+    let (x, mut tape) = x.try_contiguous()?.split_tape();
+    let xs = Scratch::copy_of(&x);
+    let width = D.max(1);
+    let mut out = vec![0.0f32; xs.len()];
+    // (n, whether the norm itself, not the floor, is n) per row
+    let mut norms = Vec::with_capacity(shape.0.size());
+    for (o, row) in out.chunks_exact_mut(width).zip(xs.chunks_exact(width)) {
+        let mut lanes = [0.0f32; 8];
+        let mut chunks = row.chunks_exact(8);
+        for c in &mut chunks {
+            for (l, &v) in lanes.iter_mut().zip(c) {
+                *l += v * v;
+            }
+        }
+        let s: f32 =
+            lanes.iter().sum::<f32>() + chunks.remainder().iter().map(|v| v * v).sum::<f32>();
+        let norm = if s > 0.0 || s.is_nan() { s.sqrt() } else { 0.0 };
+        // num_traits::clamp, as dfdx's: NaN stays NaN
+        let (n, through) = if norm < NORM_EPS {
+            (NORM_EPS, false)
+        } else {
+            (norm, !norm.is_nan())
+        };
+        norms.push((n, through));
+        for (o, &v) in o.iter_mut().zip(row) {
+            *o = v / n;
+        }
+    }
+    let mut y = Scratch::with_len(out.len(), 0);
+    y.copy_from_slice(&out);
+    let out = dev.try_tensor_from_vec(out, shape)?;
+    if T::OWNS_TAPE {
+        let out_ghost = out.clone();
+        tape.add_backward_op(move |grads| {
+            grads.try_alloc_for(&out_ghost)?;
+            let g = Scratch::copy_of(&grads.get(&out_ghost));
+            let gx = grads.get_or_alloc_mut(&x)?;
+            let rows = gx
+                .chunks_exact_mut(width)
+                .zip(g.chunks_exact(width))
+                .zip(y.chunks_exact(width));
+            for (((gx, g), y), &(n, through)) in rows.zip(&norms) {
+                let dot: f32 = if through {
+                    y.iter().zip(g).map(|(y, g)| y * g).sum()
+                } else {
+                    0.0
+                };
+                for ((gx, &g), &y) in gx.iter_mut().zip(g).zip(y) {
+                    *gx += (g - y * dot) / n;
+                }
+            }
+            Ok(())
+        });
+    }
+    Ok(out.put_tape(tape))
+}
