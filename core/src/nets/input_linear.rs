@@ -257,6 +257,36 @@ mod tests {
         );
     }
 
+    /// In a Siamese network both branches record on one tape: the shared
+    /// first layer's gradient is the sum of the two branches'.
+    #[test]
+    fn shared_across_branches_on_one_tape() {
+        use crate::nets::Siamese;
+        use dfdx::nn::builders::{Linear, Tanh};
+        let dev = Cpu::seed_from_u64(4);
+        let net =
+            dev.build_module::<Siamese<(builder::InputLinear<3, 5>, Tanh, Linear<5, 2>)>, f32>();
+        let a: Tensor<Rank2<4, 3>, f32, _> = dev.sample_normal();
+        let b: Tensor<Rank2<4, 3>, f32, _> = dev.sample_normal();
+        let (ea, eb) = net.forward_pair(a.leaky_trace(), b.clone());
+        let joint = (ea.square().sum() + eb.sin().sum()).backward();
+        let enc = net.encoder();
+        let ga = enc.forward(a.leaky_trace()).square().sum().backward();
+        let gb = enc.forward(b.leaky_trace()).sin().sum().backward();
+        let want: Vec<f32> = ga
+            .get(&enc.0.weight)
+            .as_vec()
+            .iter()
+            .zip(gb.get(&enc.0.weight).as_vec())
+            .map(|(x, y)| x + y)
+            .collect();
+        close(
+            &joint.get(&enc.0.weight).as_vec(),
+            &want,
+            "shared first-layer grad",
+        );
+    }
+
     /// Built, initialised and named like `Linear`: a safetensors file of one
     /// loads into the other.
     #[test]
