@@ -19,6 +19,22 @@ def run(cmd, env):
     return subprocess.run(cmd, env=env, cwd=ROOT, check=True, capture_output=True, text=True).stdout
 
 
+FLOOR = """
+import time, torch
+for n in (256, 1024):
+    x = torch.randn(n, 128)
+    for _ in range(20):
+        x @ x.T
+    best = []
+    for _ in range(3):
+        t = time.perf_counter()
+        for _ in range(200):
+            x @ x.T
+        best.append((time.perf_counter() - t) / 200 * 1e6)
+    print(n, sorted(best)[1])
+"""
+
+
 def criterion_us(group, name, n=None):
     path = ROOT / "target" / "criterion" / group
     if name:
@@ -49,6 +65,12 @@ def main():
             kv = dict(p.split("=") for p in m.group(2).split())
             ref[(m.group(1), kv.get("n"))] = kv
 
+    # The floor named in the issue: one N x N x D GEMM through torch.
+    floor = {}
+    for line in run([args.python, "-c", FLOOR], env).splitlines():
+        n, us = line.split()
+        floor[n] = float(us)
+
     run(["cargo", "bench", "--bench", "losses", "--", "--noplot"], env)
 
     rows = []
@@ -60,9 +82,11 @@ def main():
                      "PyTorch", float(ref[("triplet_explicit_torch", n)]["us"])))
         rows.append((f"contrastive pairs N={n}", criterion_us("losses", "contrastive_pairs", n),
                      "PyTorch", float(ref[("contrastive_pairs_torch", n)]["us"])))
-    step = criterion_us("train_step_80", "")
     pml_step = float(ref[("mnist_triplet_batch_hard", None)]["ms_per_step"]) * 1e3
-    rows.append(("MNIST training step (batch 80)", step, "PML", pml_step))
+    rows.append(("MNIST training step (batch 80), dfdx `Linear` first", criterion_us("train_step_80", ""),
+                 "PML", pml_step))
+    rows.append(("MNIST training step (batch 80), `InputLinear` first",
+                 criterion_us("train_step_input_linear_80", ""), "PML", pml_step))
 
     print(f"Measured {datetime.date.today()} on {platform.machine()}, {os.cpu_count()} cores, "
           f"{args.threads} threads each side.\n")
@@ -70,6 +94,11 @@ def main():
     print("|---|---:|---|---:|---:|")
     for work, ours, who, theirs in rows:
         print(f"| {work} | {ours:.1f} | {who} | {theirs:.1f} | {ours / theirs:.2f} |")
+    print()
+    for n in ["256", "1024"]:
+        ours = criterion_us("losses", "batch_hard", n)
+        print(f"Floor at N={n}: one {n} x {n} x 128 GEMM through torch takes {floor[n]:.1f} us; "
+              f"batch-hard forward + backward here takes {ours / floor[n]:.2f} x that.")
 
 
 if __name__ == "__main__":

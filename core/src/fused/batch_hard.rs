@@ -680,6 +680,28 @@ mod tests {
         )
     }
 
+    /// Two equal rows in different blocks are exactly 0 apart (the norms
+    /// are summed as the tiles are), on both kernels.
+    #[test]
+    fn equal_rows_are_exactly_zero_apart() {
+        let (n, d) = (100, 128);
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut xs: Vec<f32> = (0..n * d).map(|_| rng.gen_range(-3.0f32..3.0)).collect();
+        let copy: Vec<f32> = xs[3 * d..4 * d].to_vec();
+        xs[70 * d..71 * d].copy_from_slice(&copy);
+        let mut labels: Vec<usize> = (0..n).map(|i| 10 + i).collect();
+        labels[70] = labels[3];
+        for portable in [false, true] {
+            let h = if portable {
+                crate::fused::gram::tests::portable(|| run(&xs, d, &labels, false))
+            } else {
+                run(&xs, d, &labels, false)
+            };
+            assert_eq!((h.pos[3], h.pos_at[3]), (0.0, 70), "portable={portable}");
+            assert_eq!((h.pos[70], h.pos_at[70]), (0.0, 3), "portable={portable}");
+        }
+    }
+
     #[test]
     fn blocks_mine_what_the_definition_says_sequential_and_parallel() {
         let mut rng = StdRng::seed_from_u64(7);
