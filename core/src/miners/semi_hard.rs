@@ -71,10 +71,8 @@ impl TripletMiner for SemiHard {
         }
         let n = dist.n();
         let mut out = Vec::new();
-        // Negatives of the anchor sorted by (distance, index): the closest
-        // semi-hard negative of a positive at distance d is the first entry
-        // with distance > d, found by binary search. O(N^2 log N) overall.
         let mut negatives: Vec<(f32, usize)> = Vec::with_capacity(n);
+        let mut positives: Vec<usize> = Vec::with_capacity(n);
         for anchor in 0..n {
             let row = dist.row(anchor);
             let la = labels[anchor];
@@ -83,24 +81,46 @@ impl TripletMiner for SemiHard {
             if negatives.is_empty() {
                 continue;
             }
-            // Entries are finite (checked by DistanceMatrix::new).
-            negatives.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
-            let hardest = negatives[0].1;
-            let far = negatives[negatives.len() - 1].0;
-            // Lowest index among the farthest: first entry with distance == far.
-            let easiest = negatives[negatives.partition_point(|x| x.0 < far)].1;
-            for positive in (0..n).filter(|&j| j != anchor && labels[j] == la) {
+            positives.clear();
+            positives.extend((0..n).filter(|&j| j != anchor && labels[j] == la));
+            // The closest semi-hard negative of a positive at distance d is
+            // the least (distance, index) with distance > d. With few
+            // positives per anchor (K − 1 in a P × K batch) a scan per
+            // positive is cheapest, O(K·N); with many, sort the negatives
+            // once and binary-search, O(N log N). Same answers (entries are
+            // finite: checked by DistanceMatrix::new).
+            let by_distance =
+                |x: &(f32, usize), y: &(f32, usize)| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1));
+            let sorted = positives.len() > 16;
+            if sorted {
+                negatives.sort_by(by_distance);
+            }
+            let hardest = negatives
+                .iter()
+                .min_by(|x, y| by_distance(x, y))
+                .map(|x| x.1);
+            // lowest index among the farthest
+            let easiest = negatives
+                .iter()
+                .min_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)))
+                .map(|x| x.1);
+            for &positive in &positives {
                 let d_ap = row[positive];
-                let k = negatives.partition_point(|x| x.0 <= d_ap);
-                let negative = if k < negatives.len() {
-                    Some(negatives[k].1)
+                let semi_hard = if sorted {
+                    let k = negatives.partition_point(|x| x.0 <= d_ap);
+                    negatives.get(k).map(|x| x.1)
                 } else {
-                    match self.fallback {
-                        SemiHardFallback::Drop => None,
-                        SemiHardFallback::Hardest => Some(hardest),
-                        SemiHardFallback::Easiest => Some(easiest),
-                    }
+                    negatives
+                        .iter()
+                        .filter(|x| x.0 > d_ap)
+                        .min_by(|x, y| by_distance(x, y))
+                        .map(|x| x.1)
                 };
+                let negative = semi_hard.or(match self.fallback {
+                    SemiHardFallback::Drop => None,
+                    SemiHardFallback::Hardest => hardest,
+                    SemiHardFallback::Easiest => easiest,
+                });
                 if let Some(negative) = negative {
                     out.push(Triplet {
                         anchor,
@@ -184,7 +204,15 @@ mod tests {
 
     #[test]
     fn matches_reference_on_random_batches() {
-        for (dist, labels) in random_batches(33, 300) {
+        // Large classes too (more than 16 positives per anchor: the sorted
+        // path), on a 1-D integer grid full of ties.
+        let big: Vec<f32> = (0..70).map(|i| ((i * 37) % 11) as f32).collect();
+        let big_labels: Vec<usize> = (0..70).map(|i| i % 3).collect();
+        let big = (
+            DistanceMatrix::euclidean(&big, 1, false).unwrap(),
+            big_labels,
+        );
+        for (dist, labels) in random_batches(33, 300).into_iter().chain([big]) {
             for fallback in ALL {
                 let got = SemiHard { fallback }.try_mine(&dist, &labels, 0.2).unwrap();
                 assert_eq!(
