@@ -438,3 +438,62 @@ fn fused_cpu_kernels_equal_the_generic_tape_ops() {
         g.sum().backward().get(&x).as_vec()
     );
 }
+
+#[test]
+fn fused_distance_matrix_equals_the_generic_one() {
+    use metric_loss::distance::generic_squared_euclidean_matrix;
+    let dev = Cpu::default();
+    let mut rng = StdRng::seed_from_u64(21);
+    // one block, several, and enough rows for the parallel path
+    for n in [1usize, 5, 50, 333] {
+        let mut xv: Vec<f32> = (0..n * D).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let dup = (n > 3).then(|| {
+            // an equal pair of rows: exactly 0 apart on the fused path
+            let (i, j) = (1, n - 2);
+            let row = xv[i * D..(i + 1) * D].to_vec();
+            xv[j * D..(j + 1) * D].copy_from_slice(&row);
+            (i, j)
+        });
+        let x = rows(&dev, &xv);
+        let mut w: Vec<f32> = (0..n * n).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        if let Some((i, j)) = dup {
+            // The generic path's gradient at an equal pair is noise: a huge
+            // 1/d (d a rounding residue) times a difference of terms that
+            // should cancel. The fused path's is an exact 0 (the zero
+            // subgradient); compare everything else.
+            w[i * n + j] = 0.0;
+            w[j * n + i] = 0.0;
+        }
+        let w = dev.tensor_from_vec(w, (n, n));
+        for squared in [false, true] {
+            let fused = Cpu::try_euclidean_matrix(x.leaky_trace(), squared).unwrap();
+            let d2 = generic_squared_euclidean_matrix(x.leaky_trace()).unwrap();
+            let generic = if squared {
+                d2
+            } else {
+                Cpu::try_safe_sqrt(d2).unwrap()
+            };
+            let (fv, gv) = (fused.as_vec(), generic.as_vec());
+            for (k, (f, g)) in fv.iter().zip(&gv).enumerate() {
+                let (i, j) = (k / n, k % n);
+                if dup.is_some_and(|(a, b)| (i, j) == (a, b) || (i, j) == (b, a)) {
+                    assert_eq!(*f, 0.0, "equal rows");
+                    assert!(*g < 1e-2, "generic: {g}");
+                } else {
+                    assert!(
+                        (f - g).abs() <= 1e-4 * (1.0 + g.abs()),
+                        "n={n} ({i},{j}): {f} vs {g}"
+                    );
+                }
+            }
+            let gf = (fused * w.clone()).sum().backward();
+            let gg = (generic * w.clone()).sum().backward();
+            for (f, g) in gf.get(&x).as_vec().iter().zip(gg.get(&x).as_vec()) {
+                assert!(
+                    (f - g).abs() <= 1e-3 * (1.0 + g.abs()),
+                    "n={n} squared={squared} grad: {f} vs {g}"
+                );
+            }
+        }
+    }
+}

@@ -65,6 +65,23 @@ pub trait MetricDevice: Device<f32> + 'static {
         Ok(FusedBatchHard::Unavailable(x))
     }
 
+    /// The `N × N` Euclidean distance matrix of a batch (or its square):
+    /// the body of [`euclidean_matrix`](crate::distance::euclidean_matrix)
+    /// and [`squared_euclidean_matrix`](crate::distance::squared_euclidean_matrix).
+    /// The CPU runs it as one op each way (Gram tiles forward, one GEMM
+    /// backward) instead of eight over `N × N` tensors.
+    fn try_euclidean_matrix<N: Dim, const D: usize, T: Tape<f32, Self>>(
+        x: Tensor<(N, Const<D>), f32, Self, T>,
+        squared: bool,
+    ) -> Result<Tensor<(N, N), f32, Self, T>, Self::Err> {
+        let d2 = crate::distance::generic_squared_euclidean_matrix(x)?;
+        if squared {
+            Ok(d2)
+        } else {
+            Self::try_safe_sqrt(d2)
+        }
+    }
+
     /// Each row divided by its norm floored at
     /// [`NORM_EPS`](crate::distance::NORM_EPS): the body of
     /// [`l2_normalize`](crate::distance::l2_normalize). The CPU runs it as
@@ -198,6 +215,13 @@ impl MetricDevice for Cpu {
         x: Tensor<(B, Const<D>), f32, Self, T>,
     ) -> Result<Tensor<(B, Const<D>), f32, Self, T>, Self::Err> {
         crate::fused::l2_normalize_cpu(x)
+    }
+
+    fn try_euclidean_matrix<N: Dim, const D: usize, T: Tape<f32, Self>>(
+        x: Tensor<(N, Const<D>), f32, Self, T>,
+        squared: bool,
+    ) -> Result<Tensor<(N, N), f32, Self, T>, Self::Err> {
+        crate::fused::euclidean_matrix_cpu(x, squared)
     }
 }
 

@@ -200,6 +200,19 @@ fn off_diagonal<N: Dim, Dev: MetricDevice>(
 pub fn squared_euclidean_matrix<N: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
     x: Rows<N, D, Dev, T>,
 ) -> Result<Square<N, Dev, T>, Dev::Err> {
+    Dev::try_euclidean_matrix(x, true)
+}
+
+/// The generic [`squared_euclidean_matrix`]: a Gram matrix, broadcast norms,
+/// a clamp and a diagonal mask on the tape (what [`Cpu`] fuses into one op).
+pub fn generic_squared_euclidean_matrix<
+    N: Dim,
+    const D: usize,
+    Dev: MetricDevice,
+    T: Tape<f32, Dev>,
+>(
+    x: Rows<N, D, Dev, T>,
+) -> Result<Square<N, Dev, T>, Dev::Err> {
     let n = x.shape().0;
     let dev = x.device().clone();
     let (x, tape) = x.split_tape();
@@ -231,7 +244,7 @@ pub fn squared_euclidean_matrix<N: Dim, const D: usize, Dev: MetricDevice, T: Ta
 pub fn euclidean_matrix<N: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
     x: Rows<N, D, Dev, T>,
 ) -> Result<Square<N, Dev, T>, Dev::Err> {
-    Dev::try_safe_sqrt(squared_euclidean_matrix(x)?)
+    Dev::try_euclidean_matrix(x, false)
 }
 
 /// The `N x N` matrix of cosine distances of one batch, diagonal exactly 0

@@ -9,6 +9,7 @@
 use dfdx::prelude::*;
 
 mod batch_hard;
+mod euclidean_matrix;
 mod gram;
 mod input_linear;
 mod scratch;
@@ -16,6 +17,7 @@ mod scratch;
 use scratch::Scratch;
 
 pub(crate) use batch_hard::batch_hard_euclidean_cpu;
+pub(crate) use euclidean_matrix::euclidean_matrix_cpu;
 pub(crate) use input_linear::input_linear_cpu;
 
 /// The elements of a contiguous CPU tensor, copied out with one `memcpy`.
