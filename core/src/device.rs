@@ -7,7 +7,7 @@
 //! kernels that register a hand-written backward on the dfdx tape. Tests
 //! check that both paths give the same values and gradients.
 //!
-//! This file and `fused.rs` are where the tape juggling lives; the losses
+//! This file and `fused/` are where the tape juggling lives; the losses
 //! themselves read as their formulas.
 
 use dfdx::prelude::*;

@@ -1,9 +1,9 @@
 //! The `#[metric_loss(...)]` attribute macro of
 //! [metric-loss](https://docs.rs/metric-loss). Use it through that crate.
 //!
-//! Three rooms, as in `thiserror-impl` and `serde_derive`: [`spec`] parses the
+//! Three rooms, as in `thiserror-impl` and `serde_derive`: `spec.rs` parses the
 //! attribute into a plain `Spec` value and validates it, collecting every
-//! error with its span; [`expand`] turns a valid spec into dfdx tape code; on
+//! error with its span; `expand.rs` turns a valid spec into dfdx tape code; on
 //! error, the errors are emitted *with* the item, so the user sees one message.
 
 extern crate proc_macro;
