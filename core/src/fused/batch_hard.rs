@@ -338,6 +338,34 @@ mod avx2 {
         best
     }
 
+    /// Takes `(d, i)` into the running `(best, at)` in the `allowed` lanes
+    /// where it is `harder` (the caller's strict comparison) or as hard at a
+    /// lower index: the full tie rule, since a column meets candidates from
+    /// several blocks and threads.
+    ///
+    /// # Safety
+    /// The CPU has AVX2.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn keep_harder(
+        d: __m256,
+        i: __m256i,
+        harder: __m256,
+        allowed: __m256,
+        best: &mut __m256,
+        at: &mut __m256i,
+    ) {
+        let lower = _mm256_castsi256_ps(_mm256_cmpgt_epi32(*at, i));
+        let tie = _mm256_and_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(d, *best), lower);
+        let take = _mm256_and_ps(allowed, _mm256_or_ps(harder, tie));
+        *best = _mm256_blendv_ps(*best, d, take);
+        *at = _mm256_castps_si256(_mm256_blendv_ps(
+            _mm256_castsi256_ps(*at),
+            _mm256_castsi256_ps(i),
+            take,
+        ));
+    }
+
     /// [`super::column_side`], eight columns at a time, each column's
     /// running results held in registers down the block's rows. `val` and
     /// `at` are the positive and negative results from column `i0` on.
@@ -377,32 +405,24 @@ mod avx2 {
                 let same =
                     _mm256_castsi256_ps(_mm256_cmpeq_epi32(lab, _mm256_set1_epi32(label as i32)));
                 let i = _mm256_set1_epi32((i0 + r) as i32);
-                // The full tie rule (greater, or equal at a lower index):
-                // a column meets candidates from several blocks and threads.
-                let lower_p = _mm256_castsi256_ps(_mm256_cmpgt_epi32(pos_at, i));
-                let p = _mm256_or_ps(
-                    _mm256_cmp_ps::<_CMP_GT_OQ>(d, pos),
-                    _mm256_and_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(d, pos), lower_p),
+                let farther = _mm256_cmp_ps::<_CMP_GT_OQ>(d, pos);
+                keep_harder(
+                    d,
+                    i,
+                    farther,
+                    _mm256_and_ps(same, inside),
+                    &mut pos,
+                    &mut pos_at,
                 );
-                let p = _mm256_and_ps(_mm256_and_ps(same, inside), p);
-                pos = _mm256_blendv_ps(pos, d, p);
-                pos_at = _mm256_castps_si256(_mm256_blendv_ps(
-                    _mm256_castsi256_ps(pos_at),
-                    _mm256_castsi256_ps(i),
-                    p,
-                ));
-                let lower_q = _mm256_castsi256_ps(_mm256_cmpgt_epi32(neg_at, i));
-                let q = _mm256_or_ps(
-                    _mm256_cmp_ps::<_CMP_LT_OQ>(d, neg),
-                    _mm256_and_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(d, neg), lower_q),
+                let closer = _mm256_cmp_ps::<_CMP_LT_OQ>(d, neg);
+                keep_harder(
+                    d,
+                    i,
+                    closer,
+                    _mm256_andnot_ps(same, inside),
+                    &mut neg,
+                    &mut neg_at,
                 );
-                let q = _mm256_and_ps(_mm256_andnot_ps(same, inside), q);
-                neg = _mm256_blendv_ps(neg, d, q);
-                neg_at = _mm256_castps_si256(_mm256_blendv_ps(
-                    _mm256_castsi256_ps(neg_at),
-                    _mm256_castsi256_ps(i),
-                    q,
-                ));
             }
             _mm256_storeu_ps(pos_v.as_mut_ptr().add(c), pos);
             _mm256_storeu_si256(pos_i.as_mut_ptr().add(c) as *mut __m256i, pos_at);

@@ -27,6 +27,18 @@ pub(crate) fn read<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Vec<f32> {
     buf
 }
 
+/// `Σ v²` in eight partial sums: a loop the compiler vectorises.
+fn sum_of_squares(row: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let mut chunks = row.chunks_exact(8);
+    for c in &mut chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l += v * v;
+        }
+    }
+    lanes.iter().sum::<f32>() + chunks.remainder().iter().map(|v| v * v).sum::<f32>()
+}
+
 /// `safe_sqrt` on the CPU: one pass forward, one pass backward.
 pub(crate) fn safe_sqrt_cpu<S: Shape, T: Tape<f32, Cpu>>(
     x: Tensor<S, f32, Cpu, T>,
@@ -88,16 +100,7 @@ pub(crate) fn euclidean_rows_cpu<B: Dim, const D: usize, T: Tape<f32, Cpu>>(
     }
     let mut out = vec![0.0f32; n];
     for (o, row) in out.iter_mut().zip(diff.chunks_exact(D.max(1))) {
-        // eight partial sums: a loop the compiler vectorises
-        let mut lanes = [0.0f32; 8];
-        let mut chunks = row.chunks_exact(8);
-        for c in &mut chunks {
-            for (l, &v) in lanes.iter_mut().zip(c) {
-                *l += v * v;
-            }
-        }
-        let acc: f32 =
-            lanes.iter().sum::<f32>() + chunks.remainder().iter().map(|v| v * v).sum::<f32>();
+        let acc = sum_of_squares(row);
         *o = if acc.is_nan() {
             f32::NAN
         } else if squared || acc <= 0.0 {
@@ -165,15 +168,7 @@ pub(crate) fn l2_normalize_cpu<B: Dim, const D: usize, T: Tape<f32, Cpu>>(
     // (n, whether the norm itself, not the floor, is n) per row
     let mut norms = Vec::with_capacity(shape.0.size());
     for (o, row) in out.chunks_exact_mut(width).zip(xs.chunks_exact(width)) {
-        let mut lanes = [0.0f32; 8];
-        let mut chunks = row.chunks_exact(8);
-        for c in &mut chunks {
-            for (l, &v) in lanes.iter_mut().zip(c) {
-                *l += v * v;
-            }
-        }
-        let s: f32 =
-            lanes.iter().sum::<f32>() + chunks.remainder().iter().map(|v| v * v).sum::<f32>();
+        let s = sum_of_squares(row);
         let norm = if s > 0.0 || s.is_nan() { s.sqrt() } else { 0.0 };
         // num_traits::clamp, as dfdx's: NaN stays NaN
         let (n, through) = if norm < NORM_EPS {
