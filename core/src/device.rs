@@ -70,6 +70,19 @@ pub trait MetricDevice: Device<f32> + 'static {
     /// and [`squared_euclidean_matrix`](crate::distance::squared_euclidean_matrix).
     /// The CPU runs it as one op each way (Gram tiles forward, one GEMM
     /// backward) instead of eight over `N × N` tensors.
+    ///
+    /// ```
+    /// use dfdx::prelude::*;
+    /// use metric_loss_core::device::MetricDevice;
+    /// let dev = Cpu::default();
+    /// let x = dev.tensor([[0.0f32, 0.0], [3.0, 4.0], [3.0, 4.0]]);
+    /// let d = Cpu::try_euclidean_matrix(x.leaky_trace(), false).unwrap();
+    /// // equal rows are exactly 0 apart
+    /// assert_eq!(d.array(), [[0.0, 5.0, 5.0], [5.0, 0.0, 0.0], [5.0, 0.0, 0.0]]);
+    /// // Σ_ij d_ij counts each pair twice: ∂/∂x_0 = 2 Σ_j (x_0 − x_j)/d_0j
+    /// let g = d.sum().backward();
+    /// assert_eq!(g.get(&x).array(), [[-2.4, -3.2], [1.2, 1.6], [1.2, 1.6]]);
+    /// ```
     fn try_euclidean_matrix<N: Dim, const D: usize, T: Tape<f32, Self>>(
         x: Tensor<(N, Const<D>), f32, Self, T>,
         squared: bool,
@@ -86,6 +99,18 @@ pub trait MetricDevice: Device<f32> + 'static {
     /// [`NORM_EPS`](crate::distance::NORM_EPS): the body of
     /// [`l2_normalize`](crate::distance::l2_normalize). The CPU runs it as
     /// one op (one pass each way) instead of five.
+    ///
+    /// ```
+    /// use dfdx::prelude::*;
+    /// use metric_loss_core::device::MetricDevice;
+    /// let dev = Cpu::default();
+    /// let x = dev.tensor([[3.0f32, 4.0]]);
+    /// let y = Cpu::try_l2_normalize(x.leaky_trace()).unwrap();
+    /// assert_eq!(y.array(), [[0.6, 0.8]]);
+    /// // a unit vector's length does not change along the vector itself
+    /// let g = y.sum().backward().get(&x).array();
+    /// assert!((g[0][0] * 3.0 + g[0][1] * 4.0).abs() < 1e-6);
+    /// ```
     fn try_l2_normalize<B: Dim, const D: usize, T: Tape<f32, Self>>(
         x: Tensor<(B, Const<D>), f32, Self, T>,
     ) -> Result<Tensor<(B, Const<D>), f32, Self, T>, Self::Err> {
@@ -96,6 +121,20 @@ pub trait MetricDevice: Device<f32> + 'static {
     /// `x·Wᵀ + b`, on the tape of `x`. The CPU registers a backward for `W`
     /// and `b` only (no gradient for `x`); the generic body is dfdx's
     /// `Linear`, which also computes `x`'s.
+    ///
+    /// ```
+    /// use dfdx::prelude::*;
+    /// use metric_loss_core::device::MetricDevice;
+    /// let dev = Cpu::default();
+    /// let w = dev.tensor([[1.0f32, 2.0]]);
+    /// let b = dev.tensor([0.5f32]);
+    /// let x = dev.tensor([[1.0f32, 1.0], [2.0, 0.0]]);
+    /// let y = Cpu::try_input_linear(x.leaky_trace(), &w, &b).unwrap();
+    /// assert_eq!(y.array(), [[3.5], [2.5]]);
+    /// let g = y.sum().backward();
+    /// assert_eq!(g.get(&w).array(), [[3.0, 1.0]]);
+    /// assert_eq!(g.get(&b).array(), [2.0]);
+    /// ```
     fn try_input_linear<B: Dim, const I: usize, const O: usize, T: Tape<f32, Self>>(
         x: Tensor<(B, Const<I>), f32, Self, T>,
         weight: &Tensor<Rank2<O, I>, f32, Self>,
@@ -107,6 +146,19 @@ pub trait MetricDevice: Device<f32> + 'static {
 
 /// `x·Wᵀ + b` exactly as dfdx's `Linear` computes it: a matmul and a
 /// broadcast bias on the tape, with gradients for `x`, `W` and `b`.
+///
+/// ```
+/// use dfdx::prelude::*;
+/// use metric_loss_core::device::generic_linear;
+/// let dev = Cpu::default();
+/// let w = dev.tensor([[1.0f32, 2.0], [0.0, -1.0], [3.0, 0.0]]);
+/// let b = dev.tensor([0.5f32, 0.0, -1.0]);
+/// let x = dev.tensor([[1.0f32, 1.0]]);
+/// let y = generic_linear(x.leaky_trace(), &w, &b).unwrap();
+/// assert_eq!(y.array(), [[3.5, -1.0, 2.0]]);
+/// let g = y.sum().backward();
+/// assert_eq!(g.get(&x).array(), [[4.0, 1.0]]); // Linear's input gradient
+/// ```
 pub fn generic_linear<
     B: Dim,
     const I: usize,

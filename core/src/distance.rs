@@ -155,6 +155,16 @@ pub fn l2_normalize<B: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>
 
 /// The generic [`l2_normalize`]: `square`, `sum`, `safe_sqrt`, `clamp` and a
 /// broadcast `div` on the tape (what [`Cpu`] fuses into one op).
+///
+/// ```
+/// use dfdx::prelude::*;
+/// use metric_loss_core::distance::{generic_l2_normalize, l2_normalize};
+/// let dev = Cpu::default();
+/// let x = dev.tensor([[3.0f32, 4.0], [0.0, 0.0]]);
+/// let generic = generic_l2_normalize(x.clone()).unwrap().array();
+/// assert_eq!(generic, l2_normalize(x).unwrap().array());
+/// assert_eq!(generic, [[0.6, 0.8], [0.0, 0.0]]);
+/// ```
 pub fn generic_l2_normalize<B: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
     x: Rows<B, D, Dev, T>,
 ) -> Result<Rows<B, D, Dev, T>, Dev::Err> {
@@ -205,6 +215,15 @@ pub fn squared_euclidean_matrix<N: Dim, const D: usize, Dev: MetricDevice, T: Ta
 
 /// The generic [`squared_euclidean_matrix`]: a Gram matrix, broadcast norms,
 /// a clamp and a diagonal mask on the tape (what [`Cpu`] fuses into one op).
+///
+/// ```
+/// use dfdx::prelude::*;
+/// use metric_loss_core::distance::generic_squared_euclidean_matrix;
+/// let dev = Cpu::default();
+/// let x = dev.tensor([[0.0f32, 0.0], [3.0, 4.0]]);
+/// let d2 = generic_squared_euclidean_matrix(x).unwrap();
+/// assert_eq!(d2.array(), [[0.0, 25.0], [25.0, 0.0]]);
+/// ```
 pub fn generic_squared_euclidean_matrix<
     N: Dim,
     const D: usize,

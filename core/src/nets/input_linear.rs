@@ -11,6 +11,14 @@ use rand_distr::Uniform;
 /// (the prelude exports it as `InputLinear`).
 pub mod builder {
     /// Builds an [`InputLinear`](super::InputLinear) of `I` inputs and `O` outputs.
+    ///
+    /// ```
+    /// use dfdx::prelude::*;
+    /// use metric_loss_core::nets::builder;
+    /// let dev = Cpu::default();
+    /// let layer = dev.build_module::<builder::InputLinear<784, 256>, f32>();
+    /// assert_eq!(layer.weight.shape(), &(Const::<256>, Const::<784>));
+    /// ```
     #[derive(Debug, Copy, Clone, Eq, PartialEq)]
     pub struct InputLinear<const I: usize, const O: usize>;
 }
