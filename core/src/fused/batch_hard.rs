@@ -2,8 +2,8 @@
 //! statistics in one pass over half of the distance matrix, never holding
 //! all of it, and an `O(N·D)` backward.
 
-use super::gram::{Panels, MR};
-use super::{read, Scratch};
+use super::gram::{distance, parallel, Panels, BLOCK, MR};
+use super::{upstream, Scratch};
 use crate::miners::{MinerStats, Triplet};
 use crate::MetricLossError;
 use dfdx::prelude::*;
@@ -12,12 +12,6 @@ use std::collections::HashMap;
 /// No candidate yet. Indices stay below 2³¹ so that SIMD lanes can compare
 /// them as `i32`.
 const NONE: u32 = i32::MAX as u32;
-/// Rows per block: a multiple of the Gram kernel's row and panel widths, so
-/// that every block starts on a panel boundary.
-const BLOCK: usize = 48;
-/// From this many rows on, blocks are shared among rayon's threads (below
-/// it, waking a second thread costs more than it saves).
-const PARALLEL_MIN_ROWS: usize = 320;
 
 /// `v` at index `i` is a harder (farther) positive than `best` at `at`.
 /// Ties go to the lower index, so the result does not depend on the order
@@ -129,7 +123,7 @@ fn block(b: &Batch, i0: usize, h: &mut Hardest) {
     let global = |(v, at): (f32, u32)| (v, if at == NONE { NONE } else { at + i0 as u32 });
     for r in 0..rows {
         let row = &mut buf[r * w..(r + 1) * w];
-        let best = row_side(row, sq, labels, r, valid, diag, b.squared);
+        let best = row_side(b.panels.simd(), row, sq, labels, r, valid, diag, b.squared);
         h.offer(i0 + r, global(best.pos), global(best.neg));
         if !best.total.is_finite() {
             h.note_bad(i0 + r, best.total);
@@ -138,14 +132,16 @@ fn block(b: &Batch, i0: usize, h: &mut Hardest) {
         h.sum += 2.0 * f64::from(best.total) - f64::from(best.in_diag);
     }
     if diag < valid {
-        column_side(&buf, w, rows, valid, labels, i0, h);
+        column_side(b.panels.simd(), &buf, w, rows, valid, labels, i0, h);
     }
 }
 
 /// Turns one row of Gram values (band columns `0..valid`, row `me` of the
 /// block) into distances in place — `‖a‖² + ‖b‖² − 2⟨a, b⟩` clamped at 0,
 /// an exact 0 to itself, NaN kept — and mines it.
+#[allow(clippy::too_many_arguments)]
 fn row_side(
+    simd: bool,
     row: &mut [f32],
     sq: &[f32],
     labels: &[u32],
@@ -154,10 +150,13 @@ fn row_side(
     diag: usize,
     squared: bool,
 ) -> RowBest {
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = simd; // the portable loop below is all there is
     #[cfg(target_arch = "x86_64")]
-    if super::gram::simd() {
-        // SAFETY: AVX2 and FMA are present; the slices are padded like the
-        // panels, past `valid` rounded up to 8 (checked inside).
+    if simd {
+        // SAFETY: AVX2 and FMA are present (`simd`, from the panels); the
+        // slices are padded like the panels, past `valid` rounded up to 8
+        // (checked inside).
         return unsafe { avx2::row_side(row, sq, labels, me, valid, diag, squared) };
     }
     let mut best = RowBest {
@@ -168,14 +167,10 @@ fn row_side(
     };
     let (sq_me, label) = (sq[me], labels[me]);
     for c in 0..valid {
-        let d2 = sq_me + sq[c] - 2.0 * row[c];
-        let d2 = if d2 < 0.0 { 0.0 } else { d2 };
         let d = if c == me {
             0.0
-        } else if squared {
-            d2
         } else {
-            d2.sqrt()
+            distance(sq_me, sq[c], row[c], squared)
         };
         row[c] = d;
         best.total += d;
@@ -197,7 +192,9 @@ fn row_side(
 
 /// Columns past the diagonal block (`rows..valid` of the band), each mined
 /// down the block's rows.
+#[allow(clippy::too_many_arguments)]
 fn column_side(
+    simd: bool,
     buf: &[f32],
     w: usize,
     rows: usize,
@@ -206,10 +203,12 @@ fn column_side(
     i0: usize,
     h: &mut Hardest,
 ) {
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = simd; // the portable loop below is all there is
     #[cfg(target_arch = "x86_64")]
-    if super::gram::simd() {
-        // SAFETY: AVX2 and FMA are present; the buffer and the slices are
-        // padded like the panels (checked inside).
+    if simd {
+        // SAFETY: AVX2 and FMA are present (`simd`, from the panels); the
+        // buffer and the slices are padded like the panels (checked inside).
         unsafe {
             avx2::column_side(
                 buf,
@@ -556,7 +555,7 @@ pub(crate) fn batch_hard_euclidean_cpu<N: Dim, const D: usize, T: Tape<f32, Cpu>
             n,
             squared,
         },
-        n >= PARALLEL_MIN_ROWS && rayon::current_num_threads() > 1,
+        parallel(n),
     );
     let xs = panels.into_rows();
     if let Some((row, value)) = hardest.bad {
@@ -613,10 +612,8 @@ pub(crate) fn batch_hard_euclidean_cpu<N: Dim, const D: usize, T: Tape<f32, Cpu>
         let (g_ap, g_an) = (d_ap_t.clone(), d_an_t.clone());
         let pairs = triplets.clone();
         tape.add_backward_op(move |grads| {
-            grads.try_alloc_for(&g_ap)?;
-            grads.try_alloc_for(&g_an)?;
-            let up_ap = read(&grads.get(&g_ap));
-            let up_an = read(&grads.get(&g_an));
+            let up_ap = upstream(grads, &g_ap)?;
+            let up_an = upstream(grads, &g_an)?;
             let gx = grads.get_or_alloc_mut(&x)?;
             let scale = |d: f32, up: f32| {
                 if squared {

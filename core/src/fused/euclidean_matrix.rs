@@ -1,13 +1,8 @@
 //! The `N × N` Euclidean distance matrix of one batch, in one op each way.
 
-use super::gram::{Panels, MR};
-use super::Scratch;
+use super::gram::{distance, parallel, Panels, BLOCK, MR};
+use super::{upstream, Scratch};
 use dfdx::prelude::*;
-
-/// Rows per block of the forward pass (a multiple of the kernel's widths).
-const BLOCK: usize = 48;
-/// From this many rows on, rayon shares the forward blocks.
-const PARALLEL_MIN_ROWS: usize = 320;
 
 /// The distance matrix (or its square) from Gram tiles: `‖x_i‖² + ‖x_j‖² −
 /// 2⟨x_i, x_j⟩`, clamped at 0, times 0 on the diagonal (so a NaN stays NaN
@@ -33,7 +28,7 @@ pub(crate) fn euclidean_matrix_cpu<N: Dim, const D: usize, T: Tape<f32, Cpu>>(
     let mut out = vec![0.0f32; n * n];
     if n > 0 {
         let fill = |(b, dst): (usize, &mut [f32])| block(&panels, b * BLOCK, dst, n, squared);
-        if n >= PARALLEL_MIN_ROWS && rayon::current_num_threads() > 1 {
+        if parallel(n) {
             use rayon::prelude::*;
             out.par_chunks_mut(BLOCK * n).enumerate().for_each(fill);
         } else {
@@ -41,14 +36,12 @@ pub(crate) fn euclidean_matrix_cpu<N: Dim, const D: usize, T: Tape<f32, Cpu>>(
         }
     }
     let xs = panels.into_rows();
-    let mut y = Scratch::with_len(out.len(), 0);
-    y.copy_from_slice(&out);
+    let y = Scratch::copy_of_slice(&out);
     let out = dev.try_tensor_from_vec(out, (rows, rows))?;
     if T::OWNS_TAPE {
         let out_ghost = out.clone();
         tape.add_backward_op(move |grads| {
-            grads.try_alloc_for(&out_ghost)?;
-            let g = Scratch::copy_of(&grads.get(&out_ghost));
+            let g = upstream(grads, &out_ghost)?;
             // W, then S = W + Wᵀ in place, and its row sums
             let mut s = Scratch::with_len(n * n, 0);
             for ((s, &g), &y) in s.iter_mut().zip(g.iter()).zip(y.iter()) {
@@ -128,16 +121,7 @@ fn block(panels: &Panels, i0: usize, dst: &mut [f32], n: usize, squared: bool) {
         let i = i0 + r;
         let sq_i = sq[i];
         for ((o, &g), &sq_j) in out.iter_mut().zip(&buf[r * w..r * w + n]).zip(sq) {
-            let d2 = sq_i + sq_j - 2.0 * g;
-            // num_traits::clamp, as dfdx's: NaN stays NaN
-            let d2 = if d2 < 0.0 { 0.0 } else { d2 };
-            *o = if squared || d2.is_nan() {
-                d2
-            } else if d2 > 0.0 {
-                d2.sqrt()
-            } else {
-                0.0
-            };
+            *o = distance(sq_i, sq_j, g, squared);
         }
         out[i] *= 0.0;
     }

@@ -21,6 +21,31 @@ use super::Scratch;
 pub(crate) const MR: usize = 6;
 /// Columns per micro-tile (the width of one packed panel).
 pub(crate) const NR: usize = 16;
+/// Rows per block of a pass over the matrix: a multiple of [`MR`] and
+/// [`NR`], so that every block starts on a panel boundary.
+pub(crate) const BLOCK: usize = 48;
+/// From this many rows on, a pass shares its blocks among rayon's threads
+/// (below it, waking a second thread costs more than it saves: measured
+/// slower at N = 256, faster at N = 1024).
+const PARALLEL_MIN_ROWS: usize = 320;
+
+/// Whether a pass over `n` rows runs its blocks on rayon's threads.
+pub(crate) fn parallel(n: usize) -> bool {
+    n >= PARALLEL_MIN_ROWS && rayon::current_num_threads() > 1
+}
+
+/// `‖a‖² + ‖b‖² − 2⟨a, b⟩` clamped at 0 (rounding can take it below; a NaN
+/// stays NaN), square-rooted unless `squared`.
+#[inline(always)]
+pub(crate) fn distance(sq_a: f32, sq_b: f32, dot: f32, squared: bool) -> f32 {
+    let d2 = sq_a + sq_b - 2.0 * dot;
+    let d2 = if d2 < 0.0 { 0.0 } else { d2 };
+    if squared {
+        d2
+    } else {
+        d2.sqrt()
+    }
+}
 
 /// `X` packed for Gram tiles.
 pub(crate) struct Panels {
@@ -37,6 +62,9 @@ pub(crate) struct Panels {
     /// exactly the order and precision the tile kernel sums a dot product:
     /// so `G_ii + G_jj − 2G_ij` is exactly 0 when rows `i` and `j` are equal.
     sq: Vec<f32>,
+    /// Whether the AVX2 + FMA kernels run: decided once, so that the norms,
+    /// every tile and the callers' SIMD passes agree.
+    simd: bool,
 }
 
 impl Panels {
@@ -63,13 +91,14 @@ impl Panels {
             }
         }
         rows.resize(n.div_ceil(MR) * MR * d);
+        let simd = simd();
         let mut sq = vec![0.0f32; cols];
         for (panel, sq) in panels
             .chunks_exact((NR * d).max(1))
             .zip(sq.chunks_exact_mut(NR))
         {
             #[cfg(target_arch = "x86_64")]
-            if simd() {
+            if simd {
                 // SAFETY: AVX2 and FMA are present; `panel` holds d steps of
                 // NR values and `sq` NR values.
                 unsafe { avx2::norms(panel.as_ptr(), d, sq.as_mut_ptr()) };
@@ -88,7 +117,13 @@ impl Panels {
             panels,
             cols,
             sq,
+            simd,
         }
+    }
+
+    /// Whether the AVX2 + FMA kernels run (for this packing and its users).
+    pub(crate) fn simd(&self) -> bool {
+        self.simd
     }
 
     /// The rows of `X` again (`n × d`), the panel buffer back to this
@@ -136,45 +171,36 @@ impl Panels {
             "tile rows out of range"
         );
         assert!(ld >= j1 - j0 && out.len() >= (row_tiles * MR - 1) * ld + (j1 - j0));
-        if d == 0 {
-            for r in 0..row_tiles * MR {
-                out[r * ld..r * ld + (j1 - j0)].fill(0.0);
-            }
-            return;
-        }
-        #[cfg(target_arch = "x86_64")]
-        if simd() {
-            for p in (j0..j1).step_by(NR) {
-                let panel = &self.panels[p * d..(p + NR) * d];
-                for t in 0..row_tiles {
-                    let a = &self.rows[(i0 + t * MR) * d..(i0 + t * MR + MR) * d];
-                    let c = &mut out[t * MR * ld + (p - j0)..];
-                    // SAFETY: AVX2 and FMA were detected above; `a` holds MR
-                    // rows of d values, `panel` d steps of NR values, and `c`
-                    // reaches (MR - 1) * ld + NR values (asserted above).
-                    unsafe { avx2::micro(a.as_ptr(), panel.as_ptr(), d, c.as_mut_ptr(), ld) };
-                }
-            }
-            return;
-        }
         for p in (j0..j1).step_by(NR) {
             let panel = &self.panels[p * d..(p + NR) * d];
             for t in 0..row_tiles {
                 let a = &self.rows[(i0 + t * MR) * d..(i0 + t * MR + MR) * d];
-                micro_portable(a, panel, d, &mut out[t * MR * ld + (p - j0)..], ld);
+                let c = &mut out[t * MR * ld + (p - j0)..];
+                #[cfg(target_arch = "x86_64")]
+                if self.simd {
+                    // SAFETY: AVX2 and FMA were detected (`simd`); `a` holds
+                    // MR rows of d values, `panel` d steps of NR values, and
+                    // `c` reaches (MR - 1) * ld + NR values (asserted above).
+                    unsafe { avx2::micro(a.as_ptr(), panel.as_ptr(), d, c.as_mut_ptr(), ld) };
+                    continue;
+                }
+                micro_portable(a, panel, d, c, ld);
             }
         }
     }
 }
 
-/// Whether the AVX2 + FMA kernels run on this CPU (`std` caches the answer).
-#[cfg(target_arch = "x86_64")]
-pub(crate) fn simd() -> bool {
+/// Whether the AVX2 + FMA kernels can run on this CPU (`std` caches the
+/// answer); [`Panels::new`] asks once per packing.
+fn simd() -> bool {
     #[cfg(test)]
     if tests::PORTABLE.get() {
         return false;
     }
-    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    #[cfg(target_arch = "x86_64")]
+    return std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// The portable micro-kernel: `out[r·ld + l] = Σ_k a[r·d + k] · panel[k·NR + l]`.

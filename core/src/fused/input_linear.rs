@@ -1,7 +1,7 @@
 //! The first layer of a network, `y = x·Wᵀ + b`, with a backward for the
 //! parameters only.
 
-use super::Scratch;
+use super::{upstream, Scratch};
 use dfdx::prelude::*;
 
 /// `x·Wᵀ + b` on the tape of `x`, whose backward adds `gᵀ·x` to `W`'s
@@ -26,8 +26,7 @@ pub(crate) fn input_linear_cpu<B: Dim, const I: usize, const O: usize, T: Tape<f
     if T::OWNS_TAPE {
         let (w, b, out) = (weight.clone(), bias.clone(), y.clone());
         tape.add_backward_op(move |grads| {
-            grads.try_alloc_for(&out)?;
-            let g = Scratch::copy_of(&grads.get(&out));
+            let g = upstream(grads, &out)?;
             let xs = Scratch::copy_of(&x.try_contiguous()?);
             let rows = shape.0.size();
             let gb = grads.get_or_alloc_mut(&b)?;

@@ -27,6 +27,16 @@ pub(crate) fn read<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Vec<f32> {
     buf
 }
 
+/// The gradient flowing into an op's output `out` (zeros if none reached
+/// it), copied to the host: the first line of every backward here.
+fn upstream<S: Shape>(
+    grads: &mut Gradients<f32, Cpu>,
+    out: &Tensor<S, f32, Cpu>,
+) -> Result<Scratch, CpuError> {
+    grads.try_alloc_for(out)?;
+    Ok(Scratch::copy_of(&grads.get(out)))
+}
+
 /// `Σ v²` in eight partial sums: a loop the compiler vectorises.
 fn sum_of_squares(row: &[f32]) -> f32 {
     let mut lanes = [0.0f32; 8];
@@ -55,14 +65,12 @@ pub(crate) fn safe_sqrt_cpu<S: Shape, T: Tape<f32, Cpu>>(
             0.0
         };
     }
-    let mut y = Scratch::with_len(out.len(), 0);
-    y.copy_from_slice(&out);
+    let y = Scratch::copy_of_slice(&out);
     let out = dev.try_tensor_from_vec(out, *x.shape())?;
     if T::OWNS_TAPE {
         let out_ghost = out.clone();
         tape.add_backward_op(move |grads| {
-            grads.try_alloc_for(&out_ghost)?;
-            let g = Scratch::copy_of(&grads.get(&out_ghost));
+            let g = upstream(grads, &out_ghost)?;
             let gx = grads.get_or_alloc_mut(&x)?;
             for ((gx, &g), &y) in gx.iter_mut().zip(g.iter()).zip(y.iter()) {
                 if y > 0.0 {
@@ -114,8 +122,7 @@ pub(crate) fn euclidean_rows_cpu<B: Dim, const D: usize, T: Tape<f32, Cpu>>(
     if T::OWNS_TAPE {
         let out_ghost = out.clone();
         tape.add_backward_op(move |grads| {
-            grads.try_alloc_for(&out_ghost)?;
-            let g = read(&grads.get(&out_ghost));
+            let g = upstream(grads, &out_ghost)?;
             let scales: Vec<f32> = g
                 .iter()
                 .zip(&y)
@@ -181,14 +188,12 @@ pub(crate) fn l2_normalize_cpu<B: Dim, const D: usize, T: Tape<f32, Cpu>>(
             *o = v / n;
         }
     }
-    let mut y = Scratch::with_len(out.len(), 0);
-    y.copy_from_slice(&out);
+    let y = Scratch::copy_of_slice(&out);
     let out = dev.try_tensor_from_vec(out, shape)?;
     if T::OWNS_TAPE {
         let out_ghost = out.clone();
         tape.add_backward_op(move |grads| {
-            grads.try_alloc_for(&out_ghost)?;
-            let g = Scratch::copy_of(&grads.get(&out_ghost));
+            let g = upstream(grads, &out_ghost)?;
             let gx = grads.get_or_alloc_mut(&x)?;
             let rows = gx
                 .chunks_exact_mut(width)

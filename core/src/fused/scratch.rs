@@ -48,6 +48,13 @@ impl Scratch {
         Scratch(v)
     }
 
+    /// A copy of `values`.
+    pub(crate) fn copy_of_slice(values: &[f32]) -> Self {
+        let mut s = Self::with_len(values.len(), 0);
+        s.copy_from_slice(values);
+        s
+    }
+
     /// The elements of a contiguous CPU tensor.
     pub(crate) fn copy_of<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Self {
         Self::copy_with_capacity(t, 0)
