@@ -1,5 +1,6 @@
 //! The `N × N` Euclidean distance matrix of one batch, in one op each way.
 
+use super::gemm::{gemm, Operand};
 use super::gram::{distance, parallel, Panels, BLOCK, MR};
 use super::{upstream, Scratch};
 use dfdx::prelude::*;
@@ -13,7 +14,7 @@ use dfdx::prelude::*;
 /// `G_ij / d_ij` (not), and 0 wherever `d_ij = 0` (the diagonal, equal rows:
 /// the zero subgradient of the generic twin's `safe_sqrt`), and `S = W + Wᵀ`,
 /// `∂L/∂x_i = Σ_j S_ij (x_i − x_j)`, i.e. `diag(S·1) X − S X`: one `N × N × D`
-/// GEMM (the `gemm` crate, rayon-parallel as dfdx runs it) instead of the
+/// GEMM (the project's [`gemm`]) instead of the
 /// generic path's broadcasts, masks and two matmuls over `N × N` tensors.
 pub(crate) fn euclidean_matrix_cpu<N: Dim, const D: usize, T: Tape<f32, Cpu>>(
     x: Tensor<(N, Const<D>), f32, Cpu, T>,
@@ -64,34 +65,18 @@ pub(crate) fn euclidean_matrix_cpu<N: Dim, const D: usize, T: Tape<f32, Cpu>>(
             // S X
             let mut sx = Scratch::with_len(n * D, 0);
             if n > 0 && D > 0 {
-                // SAFETY: dst sx is n x D row-major (column stride 1, row
-                // stride D); lhs s is n x n row-major; rhs xs is n x D
-                // row-major. All lengths are exactly those (xs was truncated
-                // back to n * D).
                 assert!(s.len() == n * n && sx.len() == n * D && xs.len() == n * D);
-                unsafe {
-                    gemm::gemm(
-                        n,
-                        D,
-                        n,
-                        sx.as_mut_ptr(),
-                        1,
-                        D as isize,
-                        false,
-                        s.as_ptr(),
-                        1,
-                        n as isize,
-                        xs.as_ptr(),
-                        1,
-                        D as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::Rayon(rayon::current_num_threads()),
-                    );
-                }
+                gemm(
+                    n,
+                    D,
+                    n,
+                    1.0,
+                    Operand::plain(&s, n),
+                    Operand::plain(&xs, D),
+                    0.0,
+                    &mut sx,
+                    D,
+                );
             }
             let gx = grads.get_or_alloc_mut(&x)?;
             let width = D.max(1);

@@ -1,6 +1,7 @@
 //! The first layer of a network, `y = x·Wᵀ + b`, with a backward for the
 //! parameters only.
 
+use super::gemm::{gemm, Operand};
 use super::{upstream, Scratch};
 use dfdx::prelude::*;
 
@@ -10,8 +11,7 @@ use dfdx::prelude::*;
 /// one), which nothing reads when `x` is the network's input.
 ///
 /// The forward is dfdx's own matmul; the backward accumulates straight into
-/// the gradient buffer with the `gemm` crate (the GEMM dfdx runs, with the
-/// same rayon parallelism), so no `O × I` temporary is made.
+/// the gradient buffer with the project's GEMM, so no `O × I` temporary is made.
 pub(crate) fn input_linear_cpu<B: Dim, const I: usize, const O: usize, T: Tape<f32, Cpu>>(
     x: Tensor<(B, Const<I>), f32, Cpu, T>,
     weight: &Tensor<Rank2<O, I>, f32, Cpu>,
@@ -38,34 +38,18 @@ pub(crate) fn input_linear_cpu<B: Dim, const I: usize, const O: usize, T: Tape<f
             let gw = grads.get_or_alloc_mut(&w)?;
             if rows > 0 && O > 0 && I > 0 {
                 assert!(gw.len() == O * I && g.len() == rows * O && xs.len() == rows * I);
-                // SAFETY: dst is gw, O x I row-major (column stride 1, row
-                // stride I); lhs is gᵀ, O x rows, read from g (rows x O
-                // row-major: column stride O, row stride 1); rhs is x, rows x
-                // I row-major (column stride 1, row stride I). All three
-                // lengths are checked just above.
-                unsafe {
-                    gemm::gemm(
-                        O,
-                        I,
-                        rows,
-                        gw.as_mut_ptr(),
-                        1,
-                        I as isize,
-                        true,
-                        g.as_ptr(),
-                        O as isize,
-                        1,
-                        xs.as_ptr(),
-                        1,
-                        I as isize,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::Rayon(rayon::current_num_threads()),
-                    );
-                }
+                // gW += gᵀ·x: gᵀ is O x rows (g stored rows x O), x is rows x I.
+                gemm(
+                    O,
+                    I,
+                    rows,
+                    1.0,
+                    Operand::transposed(&g[..rows * O], O),
+                    Operand::plain(&xs, I),
+                    1.0,
+                    gw,
+                    I,
+                );
             }
             Ok(())
         });

@@ -10,6 +10,7 @@ use dfdx::prelude::*;
 
 mod batch_hard;
 mod euclidean_matrix;
+mod gemm;
 mod gram;
 mod input_linear;
 mod scratch;
