@@ -4,7 +4,7 @@
 //! `cargo bench --bench losses` ; set `RAYON_NUM_THREADS` / `OMP_NUM_THREADS`
 //! alike when comparing with the reference.
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use metric_loss::distance::euclidean_matrix;
 use metric_loss::miners::{BatchAll, BatchHard, SemiHard};
 use metric_loss::prelude::*;

@@ -37,7 +37,9 @@ pub enum MetricLossError {
         batch: usize,
     },
     /// Every label in the batch is the same class: there are no negatives.
-    #[error("all {batch} labels are class {class}: a metric loss needs at least two classes in the batch")]
+    #[error(
+        "all {batch} labels are class {class}: a metric loss needs at least two classes in the batch"
+    )]
     SingleClass {
         /// Number of rows in the batch.
         batch: usize,

@@ -39,7 +39,7 @@ pub mod prelude {
         AllPairs, BatchAll, BatchHard, DistanceMatrix, HardPairs, MinerStats, PairMiner, SemiHard,
         SemiHardFallback, TripletMiner,
     };
-    pub use crate::nets::{builder::InputLinear, Siamese, TripletNet};
+    pub use crate::nets::{Siamese, TripletNet, builder::InputLinear};
     pub use crate::sampler::PkSampler;
     pub use dfdx::optim::{Adam, AdamConfig, Sgd, SgdConfig};
     pub use dfdx::prelude::*;

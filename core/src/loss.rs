@@ -27,7 +27,7 @@
 //! nothing and the gradient goes to the hard ones.
 
 use crate::device::{FusedBatchHard, MetricDevice};
-use crate::error::{unwrap_or_panic, MetricLossError};
+use crate::error::{MetricLossError, unwrap_or_panic};
 use crate::labels::PairLabels;
 use crate::miners::{DistanceMatrix, IndexPair, MinerStats, PairMiner, TripletMiner};
 use dfdx::prelude::*;
@@ -545,7 +545,7 @@ pub trait TripletCriterion: MetricSpace + Sized {
     /// distance matrix) when an embedding holds a NaN or an infinite value:
     /// the miners read a host copy of the matrix, which
     /// [`DistanceMatrix::new`] checks, so no separate scan of the embeddings
-    /// is needed (`tests/reliability.rs` checks this for every distance and
+    /// is needed (`tests/it/reliability.rs` checks this for every distance and
     /// miner). The fused CPU batch-hard Euclidean path reads the embeddings
     /// on the host anyway and reports `what = "embeddings"` with the row and
     /// column of the bad value.

@@ -12,7 +12,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use crate::error::{unwrap_or_panic, MetricLossError};
+use crate::error::{MetricLossError, unwrap_or_panic};
 
 /// Batches of `P` classes x `K` samples, drawn with a seeded RNG.
 ///

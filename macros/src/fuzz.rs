@@ -4,7 +4,7 @@
 
 #[cfg(test)]
 mod tests {
-    use crate::spec::{did_you_mean, parse_spec, Arity, Distance, Reduction, KEYS};
+    use crate::spec::{Arity, Distance, KEYS, Reduction, did_you_mean, parse_spec};
     use proc_macro2::TokenStream;
     use proptest::prelude::*;
     use proptest::test_runner::{Config, TestCaseError, TestRunner};
@@ -358,7 +358,7 @@ mod tests {
                         return Err(TestCaseError::fail(format!(
                             "{src:?} rejected: {:?}",
                             messages(e)
-                        )))
+                        )));
                     }
                 };
                 prop_assert_eq!(spec.arity, v.arity, "{}", src);

@@ -207,7 +207,7 @@ fn parse_number(key: &Ident, tokens: &TokenStream) -> syn::Result<f32> {
             return Err(syn::Error::new_spanned(
                 tokens,
                 format!("`{key}` must be a number, such as `{key} = 0.2`"),
-            ))
+            ));
         }
     };
     let value = if negative { -value } else { value };

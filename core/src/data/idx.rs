@@ -492,8 +492,8 @@ fn find_file(dir: &Path, what: &'static str, names: &[&str]) -> Result<PathBuf, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flate2::write::GzEncoder;
     use flate2::Compression;
+    use flate2::write::GzEncoder;
     use std::io::Write;
     use std::sync::atomic::{AtomicUsize, Ordering};
 

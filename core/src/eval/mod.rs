@@ -7,10 +7,10 @@ pub mod retrieval;
 pub mod verification;
 
 pub use retrieval::{
-    retrieval_metrics, Distance, ReferenceSet, RetrievalMetrics, RetrievalOptions,
+    Distance, ReferenceSet, RetrievalMetrics, RetrievalOptions, retrieval_metrics,
 };
 pub use verification::{
-    eer, kfold_accuracy, roc_auc, roc_curve, tar_at_far, KFoldAccuracy, RocPoint,
+    KFoldAccuracy, RocPoint, eer, kfold_accuracy, roc_auc, roc_curve, tar_at_far,
 };
 
 /// What can go wrong when computing retrieval or verification metrics.

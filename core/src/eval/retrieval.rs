@@ -334,11 +334,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// NaN stays NaN and sorts last.
 #[inline]
 fn clamp_sq(d: f32) -> f32 {
-    if d <= 0.0 {
-        0.0
-    } else {
-        d
-    }
+    if d <= 0.0 { 0.0 } else { d }
 }
 
 fn by_distance_then_index(a: &(f32, u32), b: &(f32, u32)) -> Ordering {

@@ -2,10 +2,10 @@
 //! statistics in one pass over half of the distance matrix, never holding
 //! all of it, and an `O(N·D)` backward.
 
-use super::gram::{distance, parallel, Panels, BLOCK, MR};
-use super::{upstream, Scratch};
-use crate::miners::{MinerStats, Triplet};
+use super::gram::{BLOCK, MR, Panels, distance, parallel};
+use super::{Scratch, upstream};
 use crate::MetricLossError;
+use crate::miners::{MinerStats, Triplet};
 use dfdx::prelude::*;
 use std::collections::HashMap;
 
@@ -63,7 +63,7 @@ impl Hardest {
     }
 
     fn note_bad(&mut self, row: usize, sum: f32) {
-        if self.bad.map_or(true, |(r, _)| row < r) {
+        if self.bad.is_none_or(|(r, _)| row < r) {
             self.bad = Some((row, sum));
         }
     }
@@ -240,7 +240,7 @@ fn column_side(
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{farther, RowBest, NONE};
+    use super::{NONE, RowBest, farther};
     use std::arch::x86_64::*;
 
     /// The eight lanes of a vector.
@@ -266,75 +266,77 @@ mod avx2 {
         diag: usize,
         squared: bool,
     ) -> RowBest {
-        let end = valid.div_ceil(8) * 8;
-        assert!(row.len() >= end && sq.len() >= end && labels.len() >= end && me < valid);
-        let iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        let (zero, two) = (_mm256_setzero_ps(), _mm256_set1_ps(2.0));
-        let sq_me = _mm256_set1_ps(sq[me]);
-        let label = _mm256_set1_epi32(labels[me] as i32);
-        let me_at = _mm256_set1_epi32(me as i32);
-        let valid_at = _mm256_set1_epi32(valid as i32);
-        let diag_at = _mm256_set1_epi32(diag as i32);
-        let mut pos = _mm256_set1_ps(f32::NEG_INFINITY);
-        let mut pos_at = _mm256_set1_ps(f32::from_bits(NONE));
-        let mut neg = _mm256_set1_ps(f32::INFINITY);
-        let mut neg_at = _mm256_set1_ps(f32::from_bits(NONE));
-        let (mut total, mut in_diag) = (zero, zero);
-        for c in (0..end).step_by(8) {
-            let at = _mm256_add_epi32(_mm256_set1_epi32(c as i32), iota);
-            let g = _mm256_loadu_ps(row.as_ptr().add(c));
-            let s = _mm256_loadu_ps(sq.as_ptr().add(c));
-            // max returns its second operand when either is NaN: NaN stays.
-            let d2 = _mm256_max_ps(zero, _mm256_fnmadd_ps(two, g, _mm256_add_ps(sq_me, s)));
-            let d = if squared { d2 } else { _mm256_sqrt_ps(d2) };
-            let itself = _mm256_castsi256_ps(_mm256_cmpeq_epi32(at, me_at));
-            let d = _mm256_andnot_ps(itself, d);
-            _mm256_storeu_ps(row.as_mut_ptr().add(c), d);
-            let inside = _mm256_castsi256_ps(_mm256_cmpgt_epi32(valid_at, at));
-            let lab = _mm256_loadu_si256(labels.as_ptr().add(c) as *const __m256i);
-            let same = _mm256_castsi256_ps(_mm256_cmpeq_epi32(lab, label));
-            let at = _mm256_castsi256_ps(at);
-            // Within a lane columns only grow: strict comparisons keep the
-            // lowest index on ties.
-            let p = _mm256_and_ps(
-                _mm256_and_ps(same, inside),
-                _mm256_andnot_ps(itself, _mm256_cmp_ps::<_CMP_GT_OQ>(d, pos)),
-            );
-            pos = _mm256_blendv_ps(pos, d, p);
-            pos_at = _mm256_blendv_ps(pos_at, at, p);
-            let q = _mm256_and_ps(
-                _mm256_andnot_ps(same, inside),
-                _mm256_cmp_ps::<_CMP_LT_OQ>(d, neg),
-            );
-            neg = _mm256_blendv_ps(neg, d, q);
-            neg_at = _mm256_blendv_ps(neg_at, at, q);
-            let d = _mm256_and_ps(d, inside);
-            total = _mm256_add_ps(total, d);
-            let in_block =
-                _mm256_castsi256_ps(_mm256_cmpgt_epi32(diag_at, _mm256_castps_si256(at)));
-            in_diag = _mm256_add_ps(in_diag, _mm256_and_ps(d, in_block));
-        }
-        let (pv, pa, nv, na) = (
-            lanes::<f32>(pos),
-            lanes::<u32>(pos_at),
-            lanes::<f32>(neg),
-            lanes::<u32>(neg_at),
-        );
-        let mut best = RowBest {
-            pos: (f32::NEG_INFINITY, NONE),
-            neg: (f32::INFINITY, NONE),
-            total: lanes::<f32>(total).iter().sum(),
-            in_diag: lanes::<f32>(in_diag).iter().sum(),
-        };
-        for l in 0..8 {
-            if pa[l] != NONE && farther(pv[l], pa[l], best.pos.0, best.pos.1) {
-                best.pos = (pv[l], pa[l]);
+        unsafe {
+            let end = valid.div_ceil(8) * 8;
+            assert!(row.len() >= end && sq.len() >= end && labels.len() >= end && me < valid);
+            let iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            let (zero, two) = (_mm256_setzero_ps(), _mm256_set1_ps(2.0));
+            let sq_me = _mm256_set1_ps(sq[me]);
+            let label = _mm256_set1_epi32(labels[me] as i32);
+            let me_at = _mm256_set1_epi32(me as i32);
+            let valid_at = _mm256_set1_epi32(valid as i32);
+            let diag_at = _mm256_set1_epi32(diag as i32);
+            let mut pos = _mm256_set1_ps(f32::NEG_INFINITY);
+            let mut pos_at = _mm256_set1_ps(f32::from_bits(NONE));
+            let mut neg = _mm256_set1_ps(f32::INFINITY);
+            let mut neg_at = _mm256_set1_ps(f32::from_bits(NONE));
+            let (mut total, mut in_diag) = (zero, zero);
+            for c in (0..end).step_by(8) {
+                let at = _mm256_add_epi32(_mm256_set1_epi32(c as i32), iota);
+                let g = _mm256_loadu_ps(row.as_ptr().add(c));
+                let s = _mm256_loadu_ps(sq.as_ptr().add(c));
+                // max returns its second operand when either is NaN: NaN stays.
+                let d2 = _mm256_max_ps(zero, _mm256_fnmadd_ps(two, g, _mm256_add_ps(sq_me, s)));
+                let d = if squared { d2 } else { _mm256_sqrt_ps(d2) };
+                let itself = _mm256_castsi256_ps(_mm256_cmpeq_epi32(at, me_at));
+                let d = _mm256_andnot_ps(itself, d);
+                _mm256_storeu_ps(row.as_mut_ptr().add(c), d);
+                let inside = _mm256_castsi256_ps(_mm256_cmpgt_epi32(valid_at, at));
+                let lab = _mm256_loadu_si256(labels.as_ptr().add(c) as *const __m256i);
+                let same = _mm256_castsi256_ps(_mm256_cmpeq_epi32(lab, label));
+                let at = _mm256_castsi256_ps(at);
+                // Within a lane columns only grow: strict comparisons keep the
+                // lowest index on ties.
+                let p = _mm256_and_ps(
+                    _mm256_and_ps(same, inside),
+                    _mm256_andnot_ps(itself, _mm256_cmp_ps::<_CMP_GT_OQ>(d, pos)),
+                );
+                pos = _mm256_blendv_ps(pos, d, p);
+                pos_at = _mm256_blendv_ps(pos_at, at, p);
+                let q = _mm256_and_ps(
+                    _mm256_andnot_ps(same, inside),
+                    _mm256_cmp_ps::<_CMP_LT_OQ>(d, neg),
+                );
+                neg = _mm256_blendv_ps(neg, d, q);
+                neg_at = _mm256_blendv_ps(neg_at, at, q);
+                let d = _mm256_and_ps(d, inside);
+                total = _mm256_add_ps(total, d);
+                let in_block =
+                    _mm256_castsi256_ps(_mm256_cmpgt_epi32(diag_at, _mm256_castps_si256(at)));
+                in_diag = _mm256_add_ps(in_diag, _mm256_and_ps(d, in_block));
             }
-            if na[l] != NONE && super::closer(nv[l], na[l], best.neg.0, best.neg.1) {
-                best.neg = (nv[l], na[l]);
+            let (pv, pa, nv, na) = (
+                lanes::<f32>(pos),
+                lanes::<u32>(pos_at),
+                lanes::<f32>(neg),
+                lanes::<u32>(neg_at),
+            );
+            let mut best = RowBest {
+                pos: (f32::NEG_INFINITY, NONE),
+                neg: (f32::INFINITY, NONE),
+                total: lanes::<f32>(total).iter().sum(),
+                in_diag: lanes::<f32>(in_diag).iter().sum(),
+            };
+            for l in 0..8 {
+                if pa[l] != NONE && farther(pv[l], pa[l], best.pos.0, best.pos.1) {
+                    best.pos = (pv[l], pa[l]);
+                }
+                if na[l] != NONE && super::closer(nv[l], na[l], best.neg.0, best.neg.1) {
+                    best.neg = (nv[l], na[l]);
+                }
             }
+            best
         }
-        best
     }
 
     /// Takes `(d, i)` into the running `(best, at)` in the `allowed` lanes
@@ -383,50 +385,54 @@ mod avx2 {
         val: [&mut [f32]; 2],
         at: [&mut [u32]; 2],
     ) {
-        let end = valid.div_ceil(8) * 8;
-        assert!(rows % 8 == 0 && w >= end && buf.len() >= (rows - 1) * w + end);
-        assert!(labels.len() >= end && val.iter().all(|v| v.len() >= end));
-        assert!(at.iter().all(|v| v.len() >= end));
-        let [pos_v, neg_v] = val;
-        let [pos_i, neg_i] = at;
-        let iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        let valid_at = _mm256_set1_epi32(valid as i32);
-        for c in (rows..end).step_by(8) {
-            let col = _mm256_add_epi32(_mm256_set1_epi32(c as i32), iota);
-            let inside = _mm256_castsi256_ps(_mm256_cmpgt_epi32(valid_at, col));
-            let lab = _mm256_loadu_si256(labels.as_ptr().add(c) as *const __m256i);
-            let mut pos = _mm256_loadu_ps(pos_v.as_ptr().add(c));
-            let mut pos_at = _mm256_loadu_si256(pos_i.as_ptr().add(c) as *const __m256i);
-            let mut neg = _mm256_loadu_ps(neg_v.as_ptr().add(c));
-            let mut neg_at = _mm256_loadu_si256(neg_i.as_ptr().add(c) as *const __m256i);
-            for (r, &label) in labels[..rows].iter().enumerate() {
-                let d = _mm256_loadu_ps(buf.as_ptr().add(r * w + c));
-                let same =
-                    _mm256_castsi256_ps(_mm256_cmpeq_epi32(lab, _mm256_set1_epi32(label as i32)));
-                let i = _mm256_set1_epi32((i0 + r) as i32);
-                let farther = _mm256_cmp_ps::<_CMP_GT_OQ>(d, pos);
-                keep_harder(
-                    d,
-                    i,
-                    farther,
-                    _mm256_and_ps(same, inside),
-                    &mut pos,
-                    &mut pos_at,
-                );
-                let closer = _mm256_cmp_ps::<_CMP_LT_OQ>(d, neg);
-                keep_harder(
-                    d,
-                    i,
-                    closer,
-                    _mm256_andnot_ps(same, inside),
-                    &mut neg,
-                    &mut neg_at,
-                );
+        unsafe {
+            let end = valid.div_ceil(8) * 8;
+            assert!(rows % 8 == 0 && w >= end && buf.len() >= (rows - 1) * w + end);
+            assert!(labels.len() >= end && val.iter().all(|v| v.len() >= end));
+            assert!(at.iter().all(|v| v.len() >= end));
+            let [pos_v, neg_v] = val;
+            let [pos_i, neg_i] = at;
+            let iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            let valid_at = _mm256_set1_epi32(valid as i32);
+            for c in (rows..end).step_by(8) {
+                let col = _mm256_add_epi32(_mm256_set1_epi32(c as i32), iota);
+                let inside = _mm256_castsi256_ps(_mm256_cmpgt_epi32(valid_at, col));
+                let lab = _mm256_loadu_si256(labels.as_ptr().add(c) as *const __m256i);
+                let mut pos = _mm256_loadu_ps(pos_v.as_ptr().add(c));
+                let mut pos_at = _mm256_loadu_si256(pos_i.as_ptr().add(c) as *const __m256i);
+                let mut neg = _mm256_loadu_ps(neg_v.as_ptr().add(c));
+                let mut neg_at = _mm256_loadu_si256(neg_i.as_ptr().add(c) as *const __m256i);
+                for (r, &label) in labels[..rows].iter().enumerate() {
+                    let d = _mm256_loadu_ps(buf.as_ptr().add(r * w + c));
+                    let same = _mm256_castsi256_ps(_mm256_cmpeq_epi32(
+                        lab,
+                        _mm256_set1_epi32(label as i32),
+                    ));
+                    let i = _mm256_set1_epi32((i0 + r) as i32);
+                    let farther = _mm256_cmp_ps::<_CMP_GT_OQ>(d, pos);
+                    keep_harder(
+                        d,
+                        i,
+                        farther,
+                        _mm256_and_ps(same, inside),
+                        &mut pos,
+                        &mut pos_at,
+                    );
+                    let closer = _mm256_cmp_ps::<_CMP_LT_OQ>(d, neg);
+                    keep_harder(
+                        d,
+                        i,
+                        closer,
+                        _mm256_andnot_ps(same, inside),
+                        &mut neg,
+                        &mut neg_at,
+                    );
+                }
+                _mm256_storeu_ps(pos_v.as_mut_ptr().add(c), pos);
+                _mm256_storeu_si256(pos_i.as_mut_ptr().add(c) as *mut __m256i, pos_at);
+                _mm256_storeu_ps(neg_v.as_mut_ptr().add(c), neg);
+                _mm256_storeu_si256(neg_i.as_mut_ptr().add(c) as *mut __m256i, neg_at);
             }
-            _mm256_storeu_ps(pos_v.as_mut_ptr().add(c), pos);
-            _mm256_storeu_si256(pos_i.as_mut_ptr().add(c) as *mut __m256i, pos_at);
-            _mm256_storeu_ps(neg_v.as_mut_ptr().add(c), neg);
-            _mm256_storeu_si256(neg_i.as_mut_ptr().add(c) as *mut __m256i, neg_at);
         }
     }
 }
@@ -646,7 +652,7 @@ pub(crate) fn batch_hard_euclidean_cpu<N: Dim, const D: usize, T: Tape<f32, Cpu>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::{rngs::StdRng, Rng, SeedableRng};
+    use rand::{Rng, SeedableRng, rngs::StdRng};
 
     /// The hardest positive and negative of every row from the definition:
     /// exact distances (f64), farthest positive and closest negative,
@@ -669,10 +675,10 @@ mod tests {
                 for j in 0..n {
                     let v = dist(i, j);
                     if labels[j] == labels[i] {
-                        if j != i && p.map_or(true, |(_, b)| v > b) {
+                        if j != i && p.is_none_or(|(_, b)| v > b) {
                             p = Some((j, v));
                         }
-                    } else if q.map_or(true, |(_, b)| v < b) {
+                    } else if q.is_none_or(|(_, b)| v < b) {
                         q = Some((j, v));
                     }
                 }

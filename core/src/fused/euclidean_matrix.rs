@@ -1,8 +1,8 @@
 //! The `N × N` Euclidean distance matrix of one batch, in one op each way.
 
-use super::gemm::{gemm, Operand};
-use super::gram::{distance, parallel, Panels, BLOCK, MR};
-use super::{upstream, Scratch};
+use super::gemm::{Operand, gemm};
+use super::gram::{BLOCK, MR, Panels, distance, parallel};
+use super::{Scratch, upstream};
 use dfdx::prelude::*;
 
 /// The distance matrix (or its square) from Gram tiles: `‖x_i‖² + ‖x_j‖² −

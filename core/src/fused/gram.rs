@@ -40,11 +40,7 @@ pub(crate) fn parallel(n: usize) -> bool {
 pub(crate) fn distance(sq_a: f32, sq_b: f32, dot: f32, squared: bool) -> f32 {
     let d2 = sq_a + sq_b - 2.0 * dot;
     let d2 = if d2 < 0.0 { 0.0 } else { d2 };
-    if squared {
-        d2
-    } else {
-        d2.sqrt()
-    }
+    if squared { d2 } else { d2.sqrt() }
 }
 
 /// `X` packed for Gram tiles.
@@ -237,19 +233,21 @@ mod avx2 {
         out: *mut f32,
         ld: usize,
     ) {
-        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
-        for k in 0..d {
-            let b0 = _mm256_loadu_ps(panel.add(k * NR));
-            let b1 = _mm256_loadu_ps(panel.add(k * NR + 8));
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let av = _mm256_broadcast_ss(&*a.add(r * d + k));
-                acc[0] = _mm256_fmadd_ps(av, b0, acc[0]);
-                acc[1] = _mm256_fmadd_ps(av, b1, acc[1]);
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+            for k in 0..d {
+                let b0 = _mm256_loadu_ps(panel.add(k * NR));
+                let b1 = _mm256_loadu_ps(panel.add(k * NR + 8));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let av = _mm256_broadcast_ss(&*a.add(r * d + k));
+                    acc[0] = _mm256_fmadd_ps(av, b0, acc[0]);
+                    acc[1] = _mm256_fmadd_ps(av, b1, acc[1]);
+                }
             }
-        }
-        for (r, acc) in acc.iter().enumerate() {
-            _mm256_storeu_ps(out.add(r * ld), acc[0]);
-            _mm256_storeu_ps(out.add(r * ld + 8), acc[1]);
+            for (r, acc) in acc.iter().enumerate() {
+                _mm256_storeu_ps(out.add(r * ld), acc[0]);
+                _mm256_storeu_ps(out.add(r * ld + 8), acc[1]);
+            }
         }
     }
 
@@ -261,15 +259,17 @@ mod avx2 {
     /// at `NR`.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn norms(panel: *const f32, d: usize, sq: *mut f32) {
-        let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        for k in 0..d {
-            let b0 = _mm256_loadu_ps(panel.add(k * NR));
-            let b1 = _mm256_loadu_ps(panel.add(k * NR + 8));
-            s0 = _mm256_fmadd_ps(b0, b0, s0);
-            s1 = _mm256_fmadd_ps(b1, b1, s1);
+        unsafe {
+            let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            for k in 0..d {
+                let b0 = _mm256_loadu_ps(panel.add(k * NR));
+                let b1 = _mm256_loadu_ps(panel.add(k * NR + 8));
+                s0 = _mm256_fmadd_ps(b0, b0, s0);
+                s1 = _mm256_fmadd_ps(b1, b1, s1);
+            }
+            _mm256_storeu_ps(sq, s0);
+            _mm256_storeu_ps(sq.add(8), s1);
         }
-        _mm256_storeu_ps(sq, s0);
-        _mm256_storeu_ps(sq.add(8), s1);
     }
 }
 

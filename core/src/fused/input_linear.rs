@@ -1,8 +1,8 @@
 //! The first layer of a network, `y = x·Wᵀ + b`, with a backward for the
 //! parameters only.
 
-use super::gemm::{gemm, Operand};
-use super::{upstream, Scratch};
+use super::gemm::{Operand, gemm};
+use super::{Scratch, upstream};
 use dfdx::prelude::*;
 
 /// `x·Wᵀ + b` on the tape of `x`, whose backward adds `gᵀ·x` to `W`'s

@@ -1,6 +1,6 @@
 //! Batch-all mining (Hermans et al. 2017, eq. 6).
 
-use super::{check_batch, DistanceMatrix, Triplet, TripletMiner};
+use super::{DistanceMatrix, Triplet, TripletMiner, check_batch};
 use crate::error::MetricLossError;
 
 /// Batch-all mining (Hermans, Beyer & Leibe 2017, eq. 6): every valid triplet

@@ -1,6 +1,6 @@
 //! Batch-hard mining (Hermans et al. 2017, eq. 5).
 
-use super::{check_batch, DistanceMatrix, Triplet, TripletMiner};
+use super::{DistanceMatrix, Triplet, TripletMiner, check_batch};
 use crate::error::MetricLossError;
 
 /// Batch-hard mining (Hermans, Beyer & Leibe 2017, "In Defense of the Triplet
@@ -59,10 +59,10 @@ impl TripletMiner for BatchHard {
             for (j, (&d, &lj)) in row.iter().zip(labels).enumerate() {
                 if lj == la {
                     // Strict comparisons: the first (lowest) index wins ties.
-                    if j != anchor && pos.map_or(true, |(_, best)| d > best) {
+                    if j != anchor && pos.is_none_or(|(_, best)| d > best) {
                         pos = Some((j, d));
                     }
-                } else if neg.map_or(true, |(_, best)| d < best) {
+                } else if neg.is_none_or(|(_, best)| d < best) {
                     neg = Some((j, d));
                 }
             }
@@ -199,14 +199,18 @@ mod tests {
     #[test]
     fn edge_cases() {
         let dist = DistanceMatrix::euclidean(&[0.0, 1.0, 2.0], 1, false).unwrap();
-        assert!(BatchHard
-            .try_mine(&dist, &[4, 4, 4], 0.1)
-            .unwrap()
-            .is_empty());
-        assert!(BatchHard
-            .try_mine(&dist, &[0, 1, 2], 0.1)
-            .unwrap()
-            .is_empty());
+        assert!(
+            BatchHard
+                .try_mine(&dist, &[4, 4, 4], 0.1)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            BatchHard
+                .try_mine(&dist, &[0, 1, 2], 0.1)
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(
             BatchHard.try_mine(&dist, &[0, 1], 0.1),
             Err(MetricLossError::LabelCount {

@@ -51,7 +51,7 @@
 //! assert_eq!(triplets.len(), 4);
 //! ```
 
-use crate::error::{unwrap_or_panic, MetricLossError};
+use crate::error::{MetricLossError, unwrap_or_panic};
 
 mod batch_all;
 mod batch_hard;

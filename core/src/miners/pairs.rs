@@ -1,6 +1,6 @@
 //! Pair miners for contrastive losses.
 
-use super::{check_batch, DistanceMatrix, IndexPair, PairMiner};
+use super::{DistanceMatrix, IndexPair, PairMiner, check_batch};
 use crate::error::MetricLossError;
 
 /// Every unordered pair `i < j` of the batch, in lexicographic order, with
@@ -196,10 +196,11 @@ mod tests {
         let dist = DistanceMatrix::euclidean(&[0.0, 1.0, 2.0], 1, false).unwrap();
         let miners: [&dyn PairMiner; 2] = [&AllPairs, &HardPairs];
         for m in miners {
-            assert!(m
-                .try_mine_pairs(&dist, &[2, 2, 2], 0.0, 5.0)
-                .unwrap()
-                .is_empty());
+            assert!(
+                m.try_mine_pairs(&dist, &[2, 2, 2], 0.0, 5.0)
+                    .unwrap()
+                    .is_empty()
+            );
             assert_eq!(
                 m.try_mine_pairs(&dist, &[0], 0.0, 1.0),
                 Err(MetricLossError::LabelCount {

@@ -1,6 +1,6 @@
 //! Semi-hard mining (Schroff et al. 2015, FaceNet, eq. 4).
 
-use super::{check_batch, DistanceMatrix, Triplet, TripletMiner};
+use super::{DistanceMatrix, Triplet, TripletMiner, check_batch};
 use crate::error::MetricLossError;
 
 /// What [`SemiHard`] does with an (anchor, positive) pair that has no
@@ -169,13 +169,13 @@ mod tests {
                         continue;
                     }
                     let d = dist.get(a, q);
-                    if d > d_ap && semi.map_or(true, |s| d < dist.get(a, s)) {
+                    if d > d_ap && semi.is_none_or(|s| d < dist.get(a, s)) {
                         semi = Some(q);
                     }
-                    if hard.map_or(true, |s| d < dist.get(a, s)) {
+                    if hard.is_none_or(|s| d < dist.get(a, s)) {
                         hard = Some(q);
                     }
-                    if easy.map_or(true, |s| d > dist.get(a, s)) {
+                    if easy.is_none_or(|s| d > dist.get(a, s)) {
                         easy = Some(q);
                     }
                 }

@@ -2,8 +2,8 @@
 
 use std::fmt;
 
-use super::{check_batch, DistanceMatrix, IndexPair, Triplet};
-use crate::error::{unwrap_or_panic, MetricLossError};
+use super::{DistanceMatrix, IndexPair, Triplet, check_batch};
+use crate::error::{MetricLossError, unwrap_or_panic};
 
 /// What a miner found in one batch, and whether training looks collapsed.
 ///

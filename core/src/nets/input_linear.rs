@@ -303,12 +303,13 @@ mod tests {
         let l = dev.build_module::<Linear<9, 3>, f32>();
         let mut il = dev.build_module::<builder::InputLinear<9, 3>, f32>();
         let bound = 1.0 / 3.0;
-        assert!(il
-            .weight
-            .as_vec()
-            .iter()
-            .chain(&il.bias.as_vec())
-            .all(|v| v.abs() <= bound));
+        assert!(
+            il.weight
+                .as_vec()
+                .iter()
+                .chain(&il.bias.as_vec())
+                .all(|v| v.abs() <= bound)
+        );
         assert_eq!(il.num_trainable_params(), l.num_trainable_params());
         let path =
             std::env::temp_dir().join(format!("input_linear_{}.safetensors", std::process::id()));

@@ -95,9 +95,9 @@
 //! others panic with its message.
 
 mod input_linear;
-pub use input_linear::{builder, InputLinear};
+pub use input_linear::{InputLinear, builder};
 
-use crate::error::{unwrap_or_panic, MetricLossError};
+use crate::error::{MetricLossError, unwrap_or_panic};
 use dfdx::nn::{BuildOnDevice, Module, ModuleMut, ModuleVisitor, TensorCollection};
 use dfdx::prelude::*;
 use dfdx::tensor::Merge;
@@ -763,10 +763,12 @@ mod tests {
         let separate = add(param_grads(enc, &ga), param_grads(enc, &gb));
         assert_rel_close(&joint, &separate, 1e-5);
         // and not just one branch
-        assert!(joint[2]
-            .iter()
-            .zip(&param_grads(enc, &ga)[2])
-            .any(|(x, y)| (x - y).abs() > 1e-4));
+        assert!(
+            joint[2]
+                .iter()
+                .zip(&param_grads(enc, &ga)[2])
+                .any(|(x, y)| (x - y).abs() > 1e-4)
+        );
     }
 
     #[test]
@@ -1043,11 +1045,12 @@ mod tests {
         let e = net.embed_batch(x.leaky_trace());
         assert_eq!(e.as_vec(), net.encoder().forward(x.clone()).as_vec());
         let g = e.sum().backward();
-        assert!(g
-            .get(&net.encoder().0.weight)
-            .as_vec()
-            .iter()
-            .any(|v| *v != 0.0));
+        assert!(
+            g.get(&net.encoder().0.weight)
+                .as_vec()
+                .iter()
+                .any(|v| *v != 0.0)
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! `tests/ui/fail` must be rejected with the message in its `.stderr`, every
 //! valid spec in `tests/ui/pass` must compile and run.
 //!
-//! Regenerate the expected messages with `TRYBUILD=overwrite cargo test --test ui`,
+//! Regenerate the expected messages with `TRYBUILD=overwrite cargo test --test it ui`,
 //! then read every changed `.stderr`.
 
 #[test]

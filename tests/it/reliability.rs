@@ -2,15 +2,14 @@
 //! typed error, or a documented zero loss — never a panic from inside dfdx,
 //! never a NaN, never a silently wrong value. Plus determinism of training.
 //!
-//! `tests/losses.rs` and `tests/mined.rs` already cover: an empty explicit
+//! `losses.rs` and `mined.rs` (beside this file) already cover: an empty explicit
 //! triplet batch, anchor/positive size mismatch, a short pair-label list,
 //! `with_margin(NaN)` and `with_margin(-0.1)`, the panic message of a size
 //! mismatch, BatchHard/HardPairs on one class, identical embeddings under
 //! the Euclidean BatchHard loss, short mined labels and an empty mined batch.
 //! This file covers the rest (the count is in the final report).
 
-#[path = "../examples/common/mod.rs"]
-mod common;
+use crate::common;
 
 use metric_loss::data::idx::{IdxArray, IdxError, Mnist};
 use metric_loss::loss::check_finite;
@@ -212,7 +211,7 @@ fn zero_loss_zero_grad<L: TripletCriterion<Output<usize> = ()>, M: TripletMiner>
 
 #[test]
 fn a_single_class_gives_zero_loss_and_zero_gradient() {
-    // 14-18: the miners and losses not covered by tests/mined.rs
+    // 14-18: the miners and losses not covered by mined.rs
     zero_loss_zero_grad(&TripletLoss, &BatchAll::default(), "euclidean batch-all");
     zero_loss_zero_grad(&FaceNet, &BatchHard, "facenet batch-hard");
     zero_loss_zero_grad(&CosineTriplet, &SemiHard::default(), "cosine semi-hard");

@@ -2,11 +2,9 @@
 //! mined triplets, the fused CPU batch-hard path equals the generic one (value
 //! and gradient, 1e-5), finite-difference checks, and the edge cases.
 
-#![allow(clippy::type_complexity)]
-
 use metric_loss::miners::{Triplet, TripletMiner};
 use metric_loss::prelude::*;
-use rand::{rngs::StdRng, Rng, SeedableRng};
+use rand::{Rng, SeedableRng, rngs::StdRng};
 
 const D: usize = 4;
 type Rows<T = NoneTape> = Tensor<(usize, Const<D>), f32, Cpu, T>;
@@ -261,13 +259,14 @@ fn identical_embeddings_give_finite_gradients_and_raise_the_collapse_alarm() {
             "collapsed: every triplet costs the margin"
         );
         assert!(m.stats.collapsed);
-        assert!(m
-            .loss
-            .backward()
-            .get(&t)
-            .as_vec()
-            .iter()
-            .all(|g| g.is_finite()));
+        assert!(
+            m.loss
+                .backward()
+                .get(&t)
+                .as_vec()
+                .iter()
+                .all(|g| g.is_finite())
+        );
     }
 }
 

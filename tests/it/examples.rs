@@ -1,8 +1,7 @@
 //! Runs a few training steps of every example (and its evaluation and
 //! plotting), so that none of them can rot.
 
-#[path = "../examples/common/mod.rs"]
-mod common;
+use crate::common;
 
 const STEPS: usize = 3;
 
@@ -12,10 +11,12 @@ fn triplet_mnist_runs() {
     assert_eq!(s.training.steps, STEPS);
     assert!(s.training.losses.iter().all(|l| l.is_finite()));
     assert!((0.0..=1.0).contains(&s.retrieval.map_at_r));
-    assert!(common::Args::smoke(STEPS)
-        .out
-        .join("triplet_mnist_loss.png")
-        .is_file());
+    assert!(
+        common::Args::smoke(STEPS)
+            .out
+            .join("triplet_mnist_loss.png")
+            .is_file()
+    );
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! one tape threaded through three branches.
 
 use metric_loss::prelude::*;
-use rand::{rngs::StdRng, Rng, SeedableRng};
+use rand::{Rng, SeedableRng, rngs::StdRng};
 
 const D: usize = 3;
 type Rows<T = NoneTape> = Tensor<(usize, Const<D>), f32, Cpu, T>;
@@ -50,7 +50,7 @@ fn triplet_walkthrough() {
     let a = rows(&dev, &[0.0; 6]);
     let p = rows(&dev, &[1.0, 0.0, 0.0, 1.0, 0.0, 0.0]); // d(A,P) = 1
     let n = rows(&dev, &[0.0, 1.5, 0.0, 0.0, 1.1, 0.0]); // d(A,N) = 1.5, 1.1
-                                                         // row 0: d(A,N) > d(A,P) + m -> 0; row 1: 1 - 1.1 + 0.2 = 0.1
+    // row 0: d(A,N) > d(A,P) + m -> 0; row 1: 1 - 1.1 + 0.2 = 0.1
     close(
         TripletLoss.forward(a.clone(), p.clone(), n.clone()).array(),
         0.05,

@@ -1,0 +1,69 @@
+//! The command line shared by the examples.
+
+use super::*;
+
+/// The command line shared by the examples.
+#[derive(Parser, Debug, Clone)]
+pub struct Args {
+    /// Passes over the 8,000 training digits.
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    /// Seed of the weight initialisation, the sampler and the pairs.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// The loss margin (default: the loss's declared one).
+    #[arg(long)]
+    pub margin: Option<f32>,
+    /// Folder with `images-idx3-ubyte.gz` and `labels-idx1-ubyte.gz`.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data"))]
+    pub data: PathBuf,
+    /// Where PNGs go.
+    #[arg(long, default_value = "out")]
+    pub out: PathBuf,
+    /// The triplet loss of `triplet_mnist` (the other examples ignore it).
+    #[arg(long, value_enum, default_value_t = TripletChoice::Warmup)]
+    pub loss: TripletChoice,
+    /// Stop after this many optimiser steps (for smoke tests).
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl Args {
+    /// Defaults, for tests.
+    pub fn smoke(max_steps: usize) -> Self {
+        Args {
+            epochs: 1,
+            seed: 0,
+            margin: None,
+            data: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/data")),
+            out: std::env::temp_dir().join("metric-loss-examples-test"),
+            loss: TripletChoice::Normalized,
+            max_steps: Some(max_steps),
+            quiet: true,
+        }
+    }
+}
+
+/// Which triplet loss `triplet_mnist` trains with batch-hard mining.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TripletChoice {
+    /// `[d(A,P) - d(A,N) + m]+` on L2-normalized embeddings, m = 0.2,
+    /// batch-hard from the first step.
+    Normalized,
+    /// The default: as `normalized`, but mined batch-all for the first 100
+    /// steps (one epoch) before batch-hard, which skips batch-hard's early
+    /// plateau at the margin.
+    #[default]
+    Warmup,
+    /// `TripletLoss`: raw embeddings, m = 0.2 (collapses easily under batch-hard).
+    Plain,
+    /// `SoftMarginTriplet` (Hermans et al. 2017): softplus, raw embeddings.
+    Soft,
+    /// Softplus on L2-normalized embeddings.
+    SoftNormalized,
+    /// Every valid triplet (batch-all), mean over the active ones, normalized, m = 0.2.
+    AllNonzero,
+}

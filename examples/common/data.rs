@@ -1,0 +1,41 @@
+//! The MNIST split, batches as tensors, the device and file helpers.
+
+use super::*;
+
+/// Loads the digits.
+pub fn load(args: &Args) -> Result<Mnist> {
+    let mnist = Mnist::load(&args.data)?;
+    if mnist.len() <= TRAIN {
+        return Err(format!("need more than {TRAIN} digits, found {}", mnist.len()).into());
+    }
+    Ok(mnist)
+}
+
+/// The pixels of the listed images, as a `(n, 784)` tensor.
+pub fn batch_tensor(
+    dev: &Cpu,
+    mnist: &Mnist,
+    idx: &[usize],
+) -> Tensor<(usize, Const<PIXELS>), f32, Cpu> {
+    let mut pixels = Vec::with_capacity(idx.len() * PIXELS);
+    for &i in idx {
+        pixels.extend_from_slice(mnist.image(i).expect("index in range"));
+    }
+    dev.tensor_from_vec(pixels, (idx.len(), Const::<PIXELS>))
+}
+
+/// A seeded CPU device.
+pub fn device(seed: u64) -> Cpu {
+    Cpu::seed_from_u64(seed)
+}
+
+/// Builds a module on the device.
+pub fn build<M: BuildOnDevice<Cpu, f32>>(dev: &Cpu) -> M::Built {
+    dev.build_module::<M, f32>()
+}
+
+/// Makes sure `out` exists and returns `out/name`.
+pub fn out_file(out: &Path, name: &str) -> Result<PathBuf> {
+    std::fs::create_dir_all(out)?;
+    Ok(out.join(name))
+}

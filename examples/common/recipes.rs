@@ -1,0 +1,189 @@
+//! The examples' training functions: one per example, with its losses.
+
+use super::*;
+
+/// The loss of `triplet_mnist`: FaceNet-style normalization inside the
+/// loss, plain (not squared) Euclidean distance, margin 0.2 — the
+/// pytorch-metric-learning `TripletMarginLoss` defaults.
+#[metric_loss(triplet, normalize, margin = 0.2)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NormalizedTriplet;
+
+/// Hermans et al.'s soft margin on unit-length embeddings.
+#[metric_loss(triplet, normalize, soft)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NormalizedSoftTriplet;
+
+/// pytorch-metric-learning's default reduction: the mean over active triplets.
+#[metric_loss(triplet, normalize, margin = 0.2, reduction = mean_nonzero)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NormalizedNonzeroTriplet;
+
+/// Result of `triplet_mnist`.
+#[derive(Debug, Clone)]
+pub struct TripletSummary {
+    pub training: Training,
+    pub retrieval: RetrievalMetrics,
+    /// The same on unit-length embeddings (what a `normalize` loss compares).
+    pub retrieval_normalized: Option<RetrievalMetrics>,
+}
+
+pub fn run_triplet(args: &Args) -> Result<TripletSummary> {
+    let mnist = load(args)?;
+    let dev = device(args.seed);
+    let mut net = build::<TripletNet<Encoder>>(&dev);
+    let hard = metric_loss::miners::BatchHard;
+    let training = match args.loss {
+        TripletChoice::Normalized => {
+            let loss = NormalizedTriplet.with_margin(args.margin.unwrap_or(0.2))?;
+            train::<128, _, _>(args, &dev, &mnist, &mut net, &TripletStep(loss, hard))?
+        }
+        TripletChoice::Warmup => {
+            let loss = NormalizedTriplet.with_margin(args.margin.unwrap_or(0.2))?;
+            let step = WarmupStep {
+                loss,
+                warm: metric_loss::miners::BatchAll::default(),
+                main: hard,
+                warmup: 100,
+                taken: std::cell::Cell::new(0),
+            };
+            train::<128, _, _>(args, &dev, &mnist, &mut net, &step)?
+        }
+        TripletChoice::Plain => {
+            let loss = TripletLoss.with_margin(args.margin.unwrap_or(0.2))?;
+            train::<128, _, _>(args, &dev, &mnist, &mut net, &TripletStep(loss, hard))?
+        }
+        TripletChoice::Soft => {
+            let loss = SoftMarginTriplet.with_margin(args.margin.unwrap_or(0.0))?;
+            train::<128, _, _>(args, &dev, &mnist, &mut net, &TripletStep(loss, hard))?
+        }
+        TripletChoice::AllNonzero => {
+            let loss = NormalizedNonzeroTriplet.with_margin(args.margin.unwrap_or(0.2))?;
+            let all = metric_loss::miners::BatchAll::default();
+            train::<128, _, _>(args, &dev, &mnist, &mut net, &TripletStep(loss, all))?
+        }
+        TripletChoice::SoftNormalized => {
+            let loss = NormalizedSoftTriplet.with_margin(args.margin.unwrap_or(0.0))?;
+            train::<128, _, _>(args, &dev, &mnist, &mut net, &TripletStep(loss, hard))?
+        }
+    };
+    let e = embed_all::<128, _>(&dev, &mnist, net.encoder());
+    let retrieval = evaluate_retrieval::<128>(&e, &mnist.labels)?;
+    let retrieval_normalized = evaluate_retrieval::<128>(&l2_normalized::<128>(&e), &mnist.labels)?;
+    plot_losses(
+        &out_file(&args.out, "triplet_mnist_loss.png")?,
+        &training.losses,
+    )?;
+    Ok(TripletSummary {
+        training,
+        retrieval,
+        retrieval_normalized: Some(retrieval_normalized),
+    })
+}
+
+/// Result of `siamese_mnist`.
+#[derive(Debug, Clone)]
+pub struct SiameseSummary {
+    pub training: Training,
+    pub retrieval: RetrievalMetrics,
+    pub roc_auc: f64,
+    pub eer: f64,
+    pub accuracy: f64,
+}
+
+pub fn run_siamese(args: &Args) -> Result<SiameseSummary> {
+    let mnist = load(args)?;
+    let dev = device(args.seed);
+    let mut net = build::<Siamese<Encoder>>(&dev);
+    let loss = ContrastiveLoss.with_margin(args.margin.unwrap_or(1.0))?;
+    let training = train::<128, _, _>(
+        args,
+        &dev,
+        &mnist,
+        &mut net,
+        &PairStep(loss, metric_loss::miners::AllPairs),
+    )?;
+    let e = embed_all::<128, _>(&dev, &mnist, net.encoder());
+    let retrieval = evaluate_retrieval::<128>(&e, &mnist.labels)?;
+    let pairs = verification_pairs(&mnist.labels, 2000, args.seed);
+    let (roc_auc, eer, accuracy) = verification::<128>(&e, &pairs)?;
+    Ok(SiameseSummary {
+        training,
+        retrieval,
+        roc_auc,
+        eer,
+        accuracy,
+    })
+}
+
+/// The user distance of `custom_loss`: Euclidean distance with a small
+/// floor inside the root, `sqrt(‖a − b‖² + ε)`, smooth at 0 where the plain
+/// root's derivative is not.
+pub fn my_distance<B: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
+    a: Tensor<(B, Const<D>), f32, Dev, T>,
+    b: Tensor<(B, Const<D>), f32, Dev, T>,
+) -> std::result::Result<Tensor<(B,), f32, Dev, T>, Dev::Err> {
+    a.try_sub(b)?
+        .try_square()?
+        .try_sum::<(B,), Axis<1>>()?
+        .try_add(1e-6)?
+        .try_sqrt()
+}
+
+/// A triplet loss on a user distance, declared as a user's crate would.
+#[metric_loss(triplet, distance = self::my_distance, normalize, margin = 0.2)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SmoothTriplet;
+
+pub fn run_custom(args: &Args) -> Result<TripletSummary> {
+    let mnist = load(args)?;
+    let dev = device(args.seed);
+    let mut net = build::<Encoder>(&dev);
+    let loss = SmoothTriplet.with_margin(args.margin.unwrap_or(0.2))?;
+    let training = train::<128, _, _>(
+        args,
+        &dev,
+        &mnist,
+        &mut net,
+        &TripletStep(loss, metric_loss::miners::SemiHard::default()),
+    )?;
+    let e = embed_all::<128, _>(&dev, &mnist, &net);
+    let retrieval = evaluate_retrieval::<128>(&e, &mnist.labels)?;
+    let retrieval_normalized = evaluate_retrieval::<128>(&l2_normalized::<128>(&e), &mnist.labels)?;
+    Ok(TripletSummary {
+        training,
+        retrieval,
+        retrieval_normalized: Some(retrieval_normalized),
+    })
+}
+
+/// Result of `embed_2d`.
+#[derive(Debug, Clone)]
+pub struct Embed2dSummary {
+    pub training: Training,
+    pub retrieval: RetrievalMetrics,
+    pub png: PathBuf,
+}
+
+pub fn run_embed_2d(args: &Args) -> Result<Embed2dSummary> {
+    let mnist = load(args)?;
+    let dev = device(args.seed);
+    let mut net = build::<Encoder2d>(&dev);
+    let loss = DrLim.with_margin(args.margin.unwrap_or(1.0))?;
+    let training = train::<2, _, _>(
+        args,
+        &dev,
+        &mnist,
+        &mut net,
+        &PairStep(loss, metric_loss::miners::AllPairs),
+    )?;
+    let e = embed_all::<2, _>(&dev, &mnist, &net);
+    let retrieval = evaluate_retrieval::<2>(&e, &mnist.labels)?;
+    let png = out_file(&args.out, "embed_2d.png")?;
+    plot_scatter(&png, &e[TRAIN * 2..], &mnist.labels[TRAIN..])?;
+    Ok(Embed2dSummary {
+        training,
+        retrieval,
+        png,
+    })
+}

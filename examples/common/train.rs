@@ -1,0 +1,189 @@
+//! The training loop and the per-step loss adapters (mining included).
+
+use super::*;
+
+/// What a training run returns.
+#[derive(Debug, Clone)]
+pub struct Training {
+    /// Mean loss of each step.
+    pub losses: Vec<f32>,
+    /// The last step's miner statistics.
+    pub last_stats: Option<MinerStats>,
+    /// Optimiser steps taken.
+    pub steps: usize,
+    /// Wall-clock milliseconds per step (forward, mining, backward, update).
+    pub ms_per_step: f64,
+}
+
+fn progress(args: &Args, total: usize) -> ProgressBar {
+    if args.quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+        )
+        .expect("valid template"),
+    );
+    bar
+}
+
+/// The number of steps a run will take.
+fn planned_steps(args: &Args, per_epoch: usize) -> usize {
+    let all = args.epochs * per_epoch;
+    args.max_steps.map_or(all, |m| m.min(all))
+}
+
+/// How one step turns a batch of embeddings into a loss: mining included.
+pub trait StepLoss<const D: usize> {
+    fn step(
+        &self,
+        e: Tensor<(usize, Const<D>), f32, Cpu, OwnedTape<f32, Cpu>>,
+        labels: &[usize],
+    ) -> (Tensor<(), f32, Cpu, OwnedTape<f32, Cpu>>, MinerStats);
+}
+
+/// A triplet loss with a triplet miner.
+pub struct TripletStep<L, M>(pub L, pub M);
+/// A pair loss with a pair miner.
+pub struct PairStep<L, M>(pub L, pub M);
+
+/// A triplet loss mined with `W` for the first `warmup` steps, then with `M`.
+pub struct WarmupStep<L, W, M> {
+    pub loss: L,
+    pub warm: W,
+    pub main: M,
+    pub warmup: usize,
+    pub taken: std::cell::Cell<usize>,
+}
+
+impl<const D: usize, L, W, M> StepLoss<D> for WarmupStep<L, W, M>
+where
+    L: TripletCriterion<Output<usize> = ()>,
+    W: TripletMiner,
+    M: TripletMiner,
+{
+    fn step(
+        &self,
+        e: Tensor<(usize, Const<D>), f32, Cpu, OwnedTape<f32, Cpu>>,
+        labels: &[usize],
+    ) -> (Tensor<(), f32, Cpu, OwnedTape<f32, Cpu>>, MinerStats) {
+        let t = self.taken.get();
+        self.taken.set(t + 1);
+        let mined = if t < self.warmup {
+            self.loss.mined(&self.warm, e, labels)
+        } else {
+            self.loss.mined(&self.main, e, labels)
+        };
+        (mined.loss, mined.stats)
+    }
+}
+
+impl<const D: usize, L, M> StepLoss<D> for TripletStep<L, M>
+where
+    L: TripletCriterion<Output<usize> = ()>,
+    M: TripletMiner,
+{
+    fn step(
+        &self,
+        e: Tensor<(usize, Const<D>), f32, Cpu, OwnedTape<f32, Cpu>>,
+        labels: &[usize],
+    ) -> (Tensor<(), f32, Cpu, OwnedTape<f32, Cpu>>, MinerStats) {
+        let mined = self.0.mined(&self.1, e, labels);
+        (mined.loss, mined.stats)
+    }
+}
+
+impl<const D: usize, L, M> StepLoss<D> for PairStep<L, M>
+where
+    L: PairCriterion<Output<usize> = ()>,
+    M: PairMiner,
+{
+    fn step(
+        &self,
+        e: Tensor<(usize, Const<D>), f32, Cpu, OwnedTape<f32, Cpu>>,
+        labels: &[usize],
+    ) -> (Tensor<(), f32, Cpu, OwnedTape<f32, Cpu>>, MinerStats) {
+        let mined = self.0.mined(&self.1, e, labels);
+        (mined.loss, mined.stats)
+    }
+}
+
+/// Trains `model` (any module from `(n, 784)` rows to `(n, D)` embeddings)
+/// on P x K batches of the training digits with Adam (lr 1e-3).
+pub fn train<const D: usize, Net, L>(
+    args: &Args,
+    dev: &Cpu,
+    mnist: &Mnist,
+    model: &mut Net,
+    loss: &L,
+) -> Result<Training>
+where
+    Net: TensorCollection<f32, Cpu>
+        + Module<
+            Tensor<(usize, Const<PIXELS>), f32, Cpu, OwnedTape<f32, Cpu>>,
+            Output = Tensor<(usize, Const<D>), f32, Cpu, OwnedTape<f32, Cpu>>,
+        >,
+    L: StepLoss<D>,
+{
+    let train_labels = &mnist.labels[..TRAIN];
+    let mut sampler = PkSampler::try_new(train_labels, P, K, args.seed)?;
+    let total = planned_steps(args, sampler.batches_per_epoch());
+    let mut opt: Adam<Net, f32, Cpu> = Adam::new(
+        model,
+        AdamConfig {
+            lr: 1e-3,
+            ..Default::default()
+        },
+    );
+    let mut grads = model.alloc_grads();
+    let bar = progress(args, total);
+    let mut losses = Vec::with_capacity(total);
+    let mut last_stats = None;
+    let mut collapse_warned = false;
+    let start = Instant::now();
+    'epochs: for _ in 0..args.epochs {
+        for batch in sampler.epoch() {
+            if losses.len() >= total {
+                break 'epochs;
+            }
+            let labels: Vec<usize> = batch.iter().map(|&i| train_labels[i]).collect();
+            let x = batch_tensor(dev, mnist, &batch);
+            let e = model.forward(x.traced(grads));
+            let (l, stats) = loss.step(e, &labels);
+            let value = l.array();
+            grads = l.backward();
+            opt.update(model, &grads)
+                .map_err(|e| format!("optimiser: {e:?}"))?;
+            model.zero_grads(&mut grads);
+            if !value.is_finite() {
+                return Err(format!("non-finite loss at step {}", losses.len()).into());
+            }
+            if stats.collapsed && !collapse_warned {
+                bar.println(format!(
+                    "warning: embedding collapsed at step {} ({stats})",
+                    losses.len()
+                ));
+                collapse_warned = true;
+            }
+            losses.push(value);
+            last_stats = Some(stats);
+            bar.set_message(format!("loss={value:.4} {stats}"));
+            bar.inc(1);
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    bar.finish();
+    let steps = losses.len();
+    Ok(Training {
+        losses,
+        last_stats,
+        steps,
+        ms_per_step: if steps == 0 {
+            0.0
+        } else {
+            1e3 * elapsed / steps as f64
+        },
+    })
+}

@@ -1,0 +1,14 @@
+//! Every integration test in one binary (one link, one run): each module is
+//! one area, as the separate test files were before.
+
+#![allow(clippy::type_complexity)]
+
+#[path = "../../examples/common/mod.rs"]
+mod common;
+
+mod examples;
+mod losses;
+mod mined;
+mod properties;
+mod reliability;
+mod ui;
