@@ -1,6 +1,6 @@
 //! Code shared by the examples (and by `tests/it/examples.rs`, which runs a few
 //! steps of each so they cannot rot): arguments, the MNIST split, the
-//! encoder, the training loops, evaluation and plotting.
+//! encoder, the training loops and evaluation; `plot` draws the PNGs.
 //!
 //! Protocol: encoder MLP 784-256-ReLU-128, Adam lr 1e-3, P x K = 5 x 16
 //! batches drawn by a `PkSampler` over the first 8,000 digits; evaluation
@@ -30,14 +30,13 @@ use rand::{Rng, SeedableRng};
 mod args;
 mod data;
 mod eval;
-mod plot;
+pub mod plot;
 mod recipes;
 mod train;
 
 pub use args::*;
 pub use data::*;
 pub use eval::*;
-pub use plot::*;
 pub use recipes::*;
 pub use train::*;
 

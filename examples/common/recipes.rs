@@ -28,6 +28,23 @@ pub struct TripletSummary {
     pub retrieval_normalized: Option<RetrievalMetrics>,
 }
 
+/// The loss curve's title for a `--loss` choice other than the warm-up.
+fn loss_curve_title(choice: TripletChoice) -> &'static str {
+    match choice {
+        TripletChoice::Normalized | TripletChoice::Warmup => {
+            "triplet_mnist: loss per step (batch-hard, unit-length, m = 0.2)"
+        }
+        TripletChoice::Plain => {
+            "triplet_mnist: loss per step (batch-hard, raw embeddings, m = 0.2)"
+        }
+        TripletChoice::Soft => "triplet_mnist: loss per step (batch-hard, soft margin)",
+        TripletChoice::SoftNormalized => {
+            "triplet_mnist: loss per step (batch-hard, soft margin, unit-length)"
+        }
+        TripletChoice::AllNonzero => "triplet_mnist: loss per step (batch-all, mean over active)",
+    }
+}
+
 pub fn run_triplet(args: &Args) -> Result<TripletSummary> {
     let mnist = load(args)?;
     let dev = device(args.seed);
@@ -70,9 +87,19 @@ pub fn run_triplet(args: &Args) -> Result<TripletSummary> {
     let e = embed_all::<128, _>(&dev, &mnist, net.encoder());
     let retrieval = evaluate_retrieval::<128>(&e, &mnist.labels)?;
     let retrieval_normalized = evaluate_retrieval::<128>(&l2_normalized::<128>(&e), &mnist.labels)?;
-    plot_losses(
+    let (title, markers) = match args.loss {
+        TripletChoice::Warmup => (
+            "triplet_mnist: loss per step (batch-all warm-up, then batch-hard)",
+            vec![(100, "warm-up ends: batch-hard from here")],
+        ),
+        choice => (loss_curve_title(choice), vec![]),
+    };
+    plot::loss_curve(
         &out_file(&args.out, "triplet_mnist_loss.png")?,
+        title,
         &training.losses,
+        20,
+        &markers,
     )?;
     Ok(TripletSummary {
         training,
@@ -180,7 +207,13 @@ pub fn run_embed_2d(args: &Args) -> Result<Embed2dSummary> {
     let e = embed_all::<2, _>(&dev, &mnist, &net);
     let retrieval = evaluate_retrieval::<2>(&e, &mnist.labels)?;
     let png = out_file(&args.out, "embed_2d.png")?;
-    plot_scatter(&png, &e[TRAIN * 2..], &mnist.labels[TRAIN..])?;
+    plot::scatter_2d(
+        &png,
+        "embed_2d: DrLIM embedding of the held-out digits",
+        &e[TRAIN * 2..],
+        &mnist.labels[TRAIN..],
+        &|digit| format!("digit {digit}"),
+    )?;
     Ok(Embed2dSummary {
         training,
         retrieval,

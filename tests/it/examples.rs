@@ -53,3 +53,91 @@ fn verification_pairs_are_half_same_and_held_out() {
     }
     assert_eq!(pairs, common::verification_pairs(&labels, 200, 7));
 }
+
+/// Every plot helper writes a PNG of the size it promises, with the
+/// embedded font (text needs it: no system font is read).
+#[test]
+fn plots_are_written_with_text() {
+    use common::plot;
+    let dir = std::env::temp_dir().join("metric-loss-plot-test");
+    std::fs::create_dir_all(&dir).unwrap();
+    let png_size = |name: &str| {
+        let bytes = std::fs::read(dir.join(name)).unwrap();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{name} is not a PNG");
+        let be = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
+        (be(16), be(20))
+    };
+
+    plot::fonts().unwrap();
+    let style = plotters::style::IntoFont::into_font(("sans-serif", 20));
+    let (w, h) = plotters::style::FontDesc::box_size(&style, "loss").unwrap();
+    assert!(w > 20 && h > 10, "the embedded font measures {w} x {h}");
+
+    let losses: Vec<f32> = (0..50).map(|i| 1.0 / (1.0 + i as f32)).collect();
+    plot::loss_curve(
+        &dir.join("loss.png"),
+        "loss",
+        &losses,
+        5,
+        &[(10, "warm-up ends")],
+    )
+    .unwrap();
+    assert_eq!(png_size("loss.png"), (900, 560));
+
+    let points: Vec<f32> = (0..40).map(|i| (i as f32).sin()).collect();
+    let labels: Vec<usize> = (0..20).map(|i| i % 3).collect();
+    plot::scatter_2d(
+        &dir.join("scatter.png"),
+        "scatter",
+        &points,
+        &labels,
+        &|c| format!("class {c}"),
+    )
+    .unwrap();
+    assert_eq!(png_size("scatter.png"), (1000, 820));
+    assert!(
+        plot::scatter_2d(&dir.join("bad.png"), "", &points[1..], &labels, &|c| c
+            .to_string())
+        .is_err()
+    );
+
+    let bars = plot::Bars {
+        title: "bars",
+        x_desc: "run",
+        y_desc: "MAP@R",
+        categories: &["a", "b"],
+        series: &[("raw", &[0.5, 0.8]), ("unit", &[0.6, 0.9])],
+        y_range: Some((0.0, 1.0)),
+        values: true,
+    };
+    plot::bar_chart(&dir.join("bars.png"), &bars).unwrap();
+    assert_eq!(png_size("bars.png").1, 560);
+    let ragged = plot::Bars {
+        series: &[("raw", &[0.5])],
+        ..bars
+    };
+    assert!(plot::bar_chart(&dir.join("bad.png"), &ragged).is_err());
+
+    let digit: Vec<f32> = (0..16).map(|i| (i % 5) as f32 / 4.0).collect();
+    let cell = |caption: &str, frame| plot::Cell {
+        pixels: &digit,
+        caption: caption.to_string(),
+        frame,
+    };
+    let grid = plot::ImageGrid {
+        title: "grid",
+        width: 4,
+        height: 4,
+        scale: 8,
+        rows: vec![
+            vec![cell("query", None), cell("1st", Some(plot::colour(2)))],
+            vec![cell("query", None)],
+        ],
+        row_labels: vec!["one".into(), "two".into()],
+        column_labels: vec!["query".into(), "rank 1".into()],
+        legend: vec![("same class".into(), plot::colour(2))],
+    };
+    plot::image_grid(&dir.join("grid.png"), &grid).unwrap();
+    let (gw, gh) = png_size("grid.png");
+    assert!(gw >= 480 && gh > 2 * 32, "{gw} x {gh}");
+}
