@@ -342,6 +342,154 @@ fn gather_entries<N: Dim, Dev: MetricDevice, T: Tape<f32, Dev>>(
     m.try_reshape_like(&(n * n,))?.try_gather(idx)
 }
 
+/// The checks of an explicit triplet batch: no empty argument, equal
+/// sizes, a valid margin (returned).
+fn check_triplets<S: Shape, Dev: Device<f32>, T, TP, TN>(
+    anchor: &Tensor<S, f32, Dev, T>,
+    positive: &Tensor<S, f32, Dev, TP>,
+    negative: &Tensor<S, f32, Dev, TN>,
+    margin: f32,
+) -> Result<f32, MetricLossError> {
+    let n = check_rows("anchor", anchor)?;
+    check_same("anchor", n, "positive", check_rows("positive", positive)?)?;
+    check_same("anchor", n, "negative", check_rows("negative", negative)?)?;
+    check_margin(margin)
+}
+
+/// The checks of an explicit pair batch: no empty argument, equal sizes,
+/// one label per pair, a valid margin (returned).
+fn check_pairs<S: Shape, Dev: Device<f32>, T, TB>(
+    a: &Tensor<S, f32, Dev, T>,
+    b: &Tensor<S, f32, Dev, TB>,
+    labels: &PairLabels,
+    margin: f32,
+) -> Result<f32, MetricLossError> {
+    let n = check_rows("a", a)?;
+    check_same("a", n, "b", check_rows("b", b)?)?;
+    if labels.len() != n {
+        return Err(MetricLossError::LabelCount {
+            labels: labels.len(),
+            batch: n,
+        });
+    }
+    check_margin(margin)
+}
+
+/// `d(A,P)`, `d(A,N)` and (for `swap`) `d(P,N)` of explicit triplets, on
+/// the anchor's tape with the other two merged into it.
+#[allow(clippy::type_complexity)]
+fn triplet_distances<L, B, const D: usize, Dev, T, TP, TN>(
+    anchor: Rows<B, D, Dev, T>,
+    positive: Rows<B, D, Dev, TP>,
+    negative: Rows<B, D, Dev, TN>,
+) -> Result<(Col<B, Dev, T>, Col<B, Dev, T>, Option<Col<B, Dev, T>>), Dev::Err>
+where
+    L: TripletCriterion,
+    B: Dim,
+    Dev: MetricDevice,
+    T: Tape<f32, Dev> + Merge<TP> + Merge<TN>,
+    TP: Tape<f32, Dev>,
+    TN: Tape<f32, Dev>,
+{
+    // A tensor used twice: the tape rides on one use, the other is a
+    // tape-less handle with the same id (fine: no op sees it twice).
+    let (positive, p_tape) = positive.split_tape();
+    let (negative, n_tape) = negative.split_tape();
+    let (anchor, a_tape) = anchor.split_tape();
+    let anchor = anchor.put_tape(a_tape.merge(p_tape).merge(n_tape));
+    let (a, a_tape) = L::try_embed(anchor)?.split_tape();
+    let p = L::try_embed(own_id(&L::SPEC, positive.retaped::<T>())?)?;
+    let n = L::try_embed(own_id(&L::SPEC, negative.retaped::<T>())?)?;
+    let a1 = a.clone().put_tape(a_tape);
+    let a2 = a.retaped::<T>();
+    if L::SPEC.swap {
+        let (p, p_tape) = p.split_tape();
+        let (n, n_tape) = n.split_tape();
+        let d_ap = L::try_distance(a1, p.clone().put_tape(p_tape))?;
+        let d_an = L::try_distance(a2, n.clone().put_tape(n_tape))?;
+        let d_pn = L::try_distance(p.retaped::<T>(), n.retaped::<T>())?;
+        Ok((d_ap, d_an, Some(d_pn)))
+    } else {
+        let d_ap = L::try_distance(a1, p)?;
+        let d_an = L::try_distance(a2, n)?;
+        Ok((d_ap, d_an, None))
+    }
+}
+
+/// The distances of explicit pairs on `a`'s tape (`b`'s merged into it),
+/// and the labels as a `Y` vector (1 = dissimilar).
+#[allow(clippy::type_complexity)]
+fn pair_distances<L, B, const D: usize, Dev, T, TB>(
+    a: Rows<B, D, Dev, T>,
+    b: Rows<B, D, Dev, TB>,
+    labels: &PairLabels,
+) -> Result<(Col<B, Dev, T>, Tensor<(B,), f32, Dev>), Dev::Err>
+where
+    L: PairCriterion,
+    B: Dim,
+    Dev: MetricDevice,
+    T: Tape<f32, Dev> + Merge<TB>,
+    TB: Tape<f32, Dev>,
+{
+    let rows = a.shape().0;
+    let y = a
+        .device()
+        .try_tensor_from_vec(labels.dissimilar_flags().to_vec(), (rows,))?;
+    let (b, b_tape) = b.split_tape();
+    let (a, a_tape) = a.split_tape();
+    let a = a.put_tape(a_tape.merge(b_tape));
+    let b = own_id(&L::SPEC, b.retaped::<T>())?;
+    Ok((L::try_distance(L::try_embed(a)?, L::try_embed(b)?)?, y))
+}
+
+/// The first entry of `t` (flat, row-major) that is NaN or infinite.
+fn first_non_finite<S: Shape, Dev: Device<f32>, T>(
+    t: &Tensor<S, f32, Dev, T>,
+) -> Option<(usize, f32)> {
+    if t.shape().num_elements() == 0 {
+        return None;
+    }
+    let values = t.as_vec();
+    let i = values.iter().position(|v| !v.is_finite())?;
+    Some((i, values[i]))
+}
+
+/// The checked paths' rule for distances computed from finite embeddings:
+/// one that overflowed `f32` (or is NaN) is
+/// [`MetricLossError::NonFinite`] with `what = "distances"`, the item as
+/// `row` and `column` saying which distance (see `try_forward_checked`).
+fn check_distances<B: Dim, Dev: Device<f32>, T>(
+    column: usize,
+    d: &Col<B, Dev, T>,
+) -> Result<(), MetricLossError> {
+    match first_non_finite(d) {
+        None => Ok(()),
+        Some((row, value)) => Err(MetricLossError::NonFinite {
+            what: "distances",
+            row,
+            column,
+            value,
+        }),
+    }
+}
+
+/// The checked paths' rule for the loss itself: finite distances whose
+/// reduction overflows `f32` are [`MetricLossError::NonFinite`] with
+/// `what = "loss"` (row: the item for `reduction = none`, else 0).
+fn check_loss<S: Shape, Dev: Device<f32>, T>(
+    loss: &Tensor<S, f32, Dev, T>,
+) -> Result<(), MetricLossError> {
+    match first_non_finite(loss) {
+        None => Ok(()),
+        Some((row, value)) => Err(MetricLossError::NonFinite {
+            what: "loss",
+            row,
+            column: 0,
+            value,
+        }),
+    }
+}
+
 /// The metric space a declared loss works in: how embeddings are prepared
 /// and the distance between them, row by row and as a batch's `N x N`
 /// matrix, in the units of the loss's formula (squared for a `squared`
@@ -399,6 +547,11 @@ impl<L: MetricSpace> MetricSpace for Margined<L> {
 /// while debugging a diverging run. The mined path
 /// ([`try_mined`](Self::try_mined)) always rejects them, for free: it reads
 /// the distance matrix on the host anyway.
+///
+/// The checked path's rule is *a finite loss or an error*: finite
+/// embeddings whose distances overflow `f32` (entries near `1e20`, whose
+/// squares pass `f32::MAX`) are an error too (`what = "distances"`), as a
+/// non-finite entry of the mined path's distance matrix is.
 pub trait TripletCriterion: MetricSpace + Sized {
     /// `()` for a reduced loss, `(B,)` for `reduction = none`.
     type Output<B: Dim>: Shape;
@@ -445,36 +598,11 @@ pub trait TripletCriterion: MetricSpace + Sized {
         TP: Tape<f32, Dev>,
         TN: Tape<f32, Dev>,
     {
-        let n = check_rows("anchor", &anchor)?;
-        check_same("anchor", n, "positive", check_rows("positive", &positive)?)?;
-        check_same("anchor", n, "negative", check_rows("negative", &negative)?)?;
-        let margin = check_margin(self.margin())?;
-        let run = || -> Result<_, Dev::Err> {
-            // A tensor used twice: the tape rides on one use, the other is a
-            // tape-less handle with the same id (fine: no op sees it twice).
-            let (positive, p_tape) = positive.split_tape();
-            let (negative, n_tape) = negative.split_tape();
-            let (anchor, a_tape) = anchor.split_tape();
-            let anchor = anchor.put_tape(a_tape.merge(p_tape).merge(n_tape));
-            let (a, a_tape) = Self::try_embed(anchor)?.split_tape();
-            let p = Self::try_embed(own_id(&Self::SPEC, positive.retaped::<T>())?)?;
-            let n = Self::try_embed(own_id(&Self::SPEC, negative.retaped::<T>())?)?;
-            let a1 = a.clone().put_tape(a_tape);
-            let a2 = a.retaped::<T>();
-            if Self::SPEC.swap {
-                let (p, p_tape) = p.split_tape();
-                let (n, n_tape) = n.split_tape();
-                let d_ap = Self::try_distance(a1, p.clone().put_tape(p_tape))?;
-                let d_an = Self::try_distance(a2, n.clone().put_tape(n_tape))?;
-                let d_pn = Self::try_distance(p.retaped::<T>(), n.retaped::<T>())?;
-                Self::try_from_distances(margin, d_ap, d_an, Some(d_pn))
-            } else {
-                let d_ap = Self::try_distance(a1, p)?;
-                let d_an = Self::try_distance(a2, n)?;
-                Self::try_from_distances(margin, d_ap, d_an, None)
-            }
-        };
-        run().map_err(MetricLossError::device)
+        let margin = check_triplets(&anchor, &positive, &negative, self.margin())?;
+        let (d_ap, d_an, d_pn) =
+            triplet_distances::<Self, B, D, Dev, T, TP, TN>(anchor, positive, negative)
+                .map_err(MetricLossError::device)?;
+        Self::try_from_distances(margin, d_ap, d_an, d_pn).map_err(MetricLossError::device)
     }
 
     /// [`try_forward`](Self::try_forward), panicking with the error's message.
@@ -495,11 +623,22 @@ pub trait TripletCriterion: MetricSpace + Sized {
         unwrap_or_panic(self.try_forward(anchor, positive, negative))
     }
 
-    /// [`try_forward`](Self::try_forward) after checking that every entry of
-    /// every argument is finite ([`check_finite`]): a NaN or infinite value is
-    /// [`MetricLossError::NonFinite`] naming the argument (`"anchor"`,
-    /// `"positive"`, `"negative"`), its row and column. Costs one `O(N·D)`
-    /// host scan per argument.
+    /// [`try_forward`](Self::try_forward) that returns a finite loss or an
+    /// error, never a NaN or an infinity:
+    ///
+    /// * a NaN or infinite entry of an argument ([`check_finite`]) is
+    ///   [`MetricLossError::NonFinite`] naming the argument (`"anchor"`,
+    ///   `"positive"`, `"negative"`), its row and column;
+    /// * a distance that is not finite although the embeddings are — their
+    ///   squares overflow `f32` (entries near `1e20` and beyond) — is
+    ///   `NonFinite` with `what = "distances"`, the triplet as `row` and
+    ///   `column` 0 for `d(A,P)`, 1 for `d(A,N)`, 2 for `d(P,N)` (`swap`),
+    ///   as the mined path reports a distance matrix entry;
+    /// * finite distances whose reduction overflows (a `sum` of huge
+    ///   losses) are `NonFinite` with `what = "loss"`.
+    ///
+    /// Costs one `O(N·D)` host scan per argument and an `O(N)` copy of the
+    /// distances and the loss.
     ///
     /// ```
     /// use metric_loss_core::prelude::*;
@@ -508,8 +647,14 @@ pub trait TripletCriterion: MetricSpace + Sized {
     /// let p = dev.tensor([[1.0f32, f32::INFINITY]]);
     /// let n = dev.tensor([[0.0f32, 1.0]]);
     /// assert!(matches!(
-    ///     TripletLoss.try_forward_checked(a, p, n),
+    ///     TripletLoss.try_forward_checked(a, p, n.clone()),
     ///     Err(MetricLossError::NonFinite { what: "positive", row: 0, column: 1, .. })
+    /// ));
+    /// // Finite, but 3e20² overflows f32: d(A,P) is infinite.
+    /// let far = dev.tensor([[3e20f32, 0.0]]);
+    /// assert!(matches!(
+    ///     TripletLoss.try_forward_checked(far, dev.tensor([[0.0f32, 0.0]]), n),
+    ///     Err(MetricLossError::NonFinite { what: "distances", row: 0, column: 0, .. })
     /// ));
     /// ```
     fn try_forward_checked<B, const D: usize, Dev, T, TP, TN>(
@@ -528,7 +673,19 @@ pub trait TripletCriterion: MetricSpace + Sized {
         check_finite("anchor", &anchor)?;
         check_finite("positive", &positive)?;
         check_finite("negative", &negative)?;
-        self.try_forward(anchor, positive, negative)
+        let margin = check_triplets(&anchor, &positive, &negative, self.margin())?;
+        let (d_ap, d_an, d_pn) =
+            triplet_distances::<Self, B, D, Dev, T, TP, TN>(anchor, positive, negative)
+                .map_err(MetricLossError::device)?;
+        check_distances(0, &d_ap)?;
+        check_distances(1, &d_an)?;
+        if let Some(d_pn) = &d_pn {
+            check_distances(2, d_pn)?;
+        }
+        let loss =
+            Self::try_from_distances(margin, d_ap, d_an, d_pn).map_err(MetricLossError::device)?;
+        check_loss(&loss)?;
+        Ok(loss)
     }
 
     /// The loss of the triplets `miner` finds in one batch of embeddings with
@@ -627,7 +784,8 @@ pub trait TripletCriterion: MetricSpace + Sized {
 /// As for [`TripletCriterion`]: [`try_forward`](Self::try_forward) does not
 /// scan its arguments (no `O(N·D)` host copy on the hot path), so a NaN
 /// embedding gives a NaN loss; [`try_forward_checked`](Self::try_forward_checked)
-/// returns [`MetricLossError::NonFinite`] instead, and
+/// returns [`MetricLossError::NonFinite`] instead (also for distances that
+/// overflow `f32` from finite embeddings: a finite loss or an error), and
 /// [`try_mined`](Self::try_mined) always does.
 pub trait PairCriterion: MetricSpace + Sized {
     /// `()` for a reduced loss, `(B,)` for `reduction = none`.
@@ -672,27 +830,10 @@ pub trait PairCriterion: MetricSpace + Sized {
         T: Tape<f32, Dev> + Merge<TB>,
         TB: Tape<f32, Dev>,
     {
-        let n = check_rows("a", &a)?;
-        check_same("a", n, "b", check_rows("b", &b)?)?;
-        if labels.len() != n {
-            return Err(MetricLossError::LabelCount {
-                labels: labels.len(),
-                batch: n,
-            });
-        }
-        let margin = check_margin(self.margin())?;
-        let rows = a.shape().0;
-        let dev = a.device().clone();
-        let run = || -> Result<_, Dev::Err> {
-            let y = dev.try_tensor_from_vec(labels.dissimilar_flags().to_vec(), (rows,))?;
-            let (b, b_tape) = b.split_tape();
-            let (a, a_tape) = a.split_tape();
-            let a = a.put_tape(a_tape.merge(b_tape));
-            let b = own_id(&Self::SPEC, b.retaped::<T>())?;
-            let d = Self::try_distance(Self::try_embed(a)?, Self::try_embed(b)?)?;
-            Self::try_from_distances(margin, d, y)
-        };
-        run().map_err(MetricLossError::device)
+        let margin = check_pairs(&a, &b, labels, self.margin())?;
+        let (d, y) = pair_distances::<Self, B, D, Dev, T, TB>(a, b, labels)
+            .map_err(MetricLossError::device)?;
+        Self::try_from_distances(margin, d, y).map_err(MetricLossError::device)
     }
 
     /// [`try_forward`](Self::try_forward), panicking with the error's message.
@@ -712,10 +853,14 @@ pub trait PairCriterion: MetricSpace + Sized {
         unwrap_or_panic(self.try_forward(a, b, labels))
     }
 
-    /// [`try_forward`](Self::try_forward) after checking that every entry of
-    /// `a` and `b` is finite ([`check_finite`]): a NaN or infinite value is
+    /// [`try_forward`](Self::try_forward) that returns a finite loss or an
+    /// error, never a NaN or an infinity, by the rule of
+    /// [`TripletCriterion::try_forward_checked`]: a NaN or infinite entry is
     /// [`MetricLossError::NonFinite`] naming the argument (`"a"` or `"b"`),
-    /// its row and column. Costs one `O(N·D)` host scan per argument.
+    /// its row and column; a distance that overflows `f32` from finite
+    /// embeddings is `NonFinite` with `what = "distances"`, the pair as
+    /// `row`, column 0; a reduction that overflows is `what = "loss"`.
+    /// Costs one `O(N·D)` host scan per argument.
     ///
     /// ```
     /// use metric_loss_core::prelude::*;
@@ -724,8 +869,13 @@ pub trait PairCriterion: MetricSpace + Sized {
     /// let b = dev.tensor([[1.0f32, 0.0], [0.0, 1.0]]);
     /// let y = PairLabels::from_similar(&[true, false]);
     /// assert!(matches!(
-    ///     ContrastiveLoss.try_forward_checked(a, b, &y),
+    ///     ContrastiveLoss.try_forward_checked(a, b.clone(), &y),
     ///     Err(MetricLossError::NonFinite { what: "a", row: 1, column: 0, .. })
+    /// ));
+    /// let far = dev.tensor([[0.0f32, 0.0], [0.0, -2e20]]);
+    /// assert!(matches!(
+    ///     ContrastiveLoss.try_forward_checked(far, b, &y),
+    ///     Err(MetricLossError::NonFinite { what: "distances", row: 1, column: 0, .. })
     /// ));
     /// ```
     fn try_forward_checked<B, const D: usize, Dev, T, TB>(
@@ -742,7 +892,13 @@ pub trait PairCriterion: MetricSpace + Sized {
     {
         check_finite("a", &a)?;
         check_finite("b", &b)?;
-        self.try_forward(a, b, labels)
+        let margin = check_pairs(&a, &b, labels, self.margin())?;
+        let (d, y) = pair_distances::<Self, B, D, Dev, T, TB>(a, b, labels)
+            .map_err(MetricLossError::device)?;
+        check_distances(0, &d)?;
+        let loss = Self::try_from_distances(margin, d, y).map_err(MetricLossError::device)?;
+        check_loss(&loss)?;
+        Ok(loss)
     }
 
     /// The loss of the pairs `miner` finds in one batch of embeddings with

@@ -48,6 +48,35 @@ use crate::error::{MetricLossError, unwrap_or_panic};
 /// copy of itself, which teaches nothing. They are never sampled;
 /// [`num_skipped_samples`](PkSampler::num_skipped_samples) says how many.
 ///
+/// # How large K may be
+///
+/// A `K` larger than a class tops that class up with repeats, which is fine
+/// for a few small classes; a `K` far beyond every class (10⁸, say) would
+/// make each epoch `P x K`-index batches of little but repeats, and the
+/// index lists would grow with `K` until the allocation aborts the
+/// process. So the size of one epoch (`batches_per_epoch() * P * K`
+/// indices, known before any is drawn) is checked when the sampler is
+/// made: it may be at most [`MAX_DRAWS_PER_SAMPLE`](Self::MAX_DRAWS_PER_SAMPLE)
+/// (32) times the number of samples drawn from. One epoch draws every such
+/// sample at least once and repeats only to top up classes smaller than
+/// `K` and to complete batches, so realistic settings stay far below it
+/// (the examples' 5 x 16 over 8,000 digits: about 1.0 draws a sample;
+/// classes of only 2 samples with `K = 16`: about 8); past it the
+/// sampler would mostly repeat itself, and memory stays linear in the
+/// data set.
+///
+/// ```
+/// use metric_loss_core::sampler::PkSampler;
+/// use metric_loss_core::MetricLossError;
+///
+/// let labels: Vec<usize> = (0..40).map(|i| i % 10).collect(); // 10 classes of 4
+/// assert!(PkSampler::try_new(&labels, 2, 16, 0).is_ok()); // 10 x 16 = 160 <= 32 x 40
+/// assert!(matches!(
+///     PkSampler::try_new(&labels, 2, 100_000_000, 0),
+///     Err(MetricLossError::InvalidConfig(_))
+/// ));
+/// ```
+///
 /// # Determinism
 ///
 /// The same labels, `P`, `K` and seed give the same sequence of epochs;
@@ -86,7 +115,10 @@ impl PkSampler {
     /// * [`MetricLossError::InvalidConfig`] if `p < 2` (no negatives), if
     ///   `k < 2` (with `K = 1` no row has a positive, every miner returns
     ///   nothing and training silently does nothing), if `p * k` overflows,
-    ///   or if fewer than `p` classes have at least 2 samples.
+    ///   if fewer than `p` classes have at least 2 samples, or if one epoch
+    ///   would hold more than [`MAX_DRAWS_PER_SAMPLE`](Self::MAX_DRAWS_PER_SAMPLE)
+    ///   indices per sample drawn from (a `k` far beyond the classes' sizes,
+    ///   see [How large K may be](PkSampler#how-large-k-may-be)).
     ///
     /// ```
     /// use metric_loss_core::sampler::PkSampler;
@@ -135,6 +167,17 @@ impl PkSampler {
                 classes.len()
             )));
         }
+        let samples: usize = classes.iter().map(Vec::len).sum();
+        let epoch = epoch_batches(&classes, p, k).checked_mul(p * k);
+        if epoch.is_none_or(|len| len > Self::MAX_DRAWS_PER_SAMPLE * samples) {
+            let largest = classes.iter().map(Vec::len).max().unwrap_or(0);
+            return Err(MetricLossError::InvalidConfig(format!(
+                "K = {k} samples per class is far beyond the classes' sizes (the largest has {largest}): \
+                 one epoch would hold {} indices for {samples} samples, more than {} per sample",
+                epoch.map_or_else(|| "more than usize::MAX".to_string(), |l| l.to_string()),
+                Self::MAX_DRAWS_PER_SAMPLE
+            )));
+        }
         Ok(Self {
             classes,
             skipped: singletons.len(),
@@ -143,6 +186,10 @@ impl PkSampler {
             rng: StdRng::seed_from_u64(seed),
         })
     }
+
+    /// The most indices one epoch may hold per sample drawn from; see
+    /// [How large K may be](PkSampler#how-large-k-may-be).
+    pub const MAX_DRAWS_PER_SAMPLE: usize = 32;
 
     /// Like [`PkSampler::try_new`], panicking with the error's message.
     #[track_caller]
@@ -188,10 +235,7 @@ impl PkSampler {
     /// assert_eq!(PkSampler::new(&labels, 2, 2, 0).batches_per_epoch(), 3);
     /// ```
     pub fn batches_per_epoch(&self) -> usize {
-        let chunks = self.classes.iter().map(|c| c.len().div_ceil(self.k));
-        let max = chunks.clone().max().unwrap_or(0);
-        let total: usize = chunks.sum();
-        max.max(total.div_ceil(self.p))
+        epoch_batches(&self.classes, self.p, self.k)
     }
 
     /// One chunk of `K` indices of `class`: a random subset if the class has
@@ -268,6 +312,16 @@ impl PkSampler {
         }
         batches
     }
+}
+
+/// `max(max_c chunks_c, ceil(sum_c chunks_c / P))` with
+/// `chunks_c = ceil(len_c / K)` (no overflow: the sum is at most the number
+/// of samples).
+fn epoch_batches(classes: &[Vec<usize>], p: usize, k: usize) -> usize {
+    let chunks = classes.iter().map(|c| c.len().div_ceil(k));
+    let max = chunks.clone().max().unwrap_or(0);
+    let total: usize = chunks.sum();
+    max.max(total.div_ceil(p))
 }
 
 #[cfg(test)]
@@ -395,7 +449,14 @@ mod tests {
             PkSampler::try_new(&[], 2, 2, 0).unwrap_err(),
             MetricLossError::EmptyBatch { what: "labels" }
         );
-        for (p, k) in [(1, 2), (0, 2), (2, 1), (2, 0), (usize::MAX, 2)] {
+        for (p, k) in [
+            (1, 2),
+            (0, 2),
+            (2, 1),
+            (2, 0),
+            (usize::MAX, 2),
+            (2, 100_000_000),
+        ] {
             assert!(
                 matches!(
                     PkSampler::try_new(&labels, p, k, 0),

@@ -57,6 +57,8 @@ struct SwapTriplet;
 struct CosinePair;
 #[metric_loss(pair, distance = euclidean, margin = 1.0, pos_margin = 0.2)]
 struct PosMarginPair;
+#[metric_loss(triplet, distance = manhattan, margin = 0.5, reduction = sum)]
+struct SumManhattanTriplet;
 
 // ------------------------------------------------------------ empty batches
 
@@ -254,6 +256,30 @@ fn a_class_smaller_than_k_is_topped_up_with_replacement() {
     }
 }
 
+#[test]
+fn a_k_far_beyond_every_class_is_a_typed_error_when_the_sampler_is_made() {
+    // 20a: K = 10^8 used to be accepted, and epoch() then aborted the
+    // process on its allocation. The bound: one epoch holds at most
+    // MAX_DRAWS_PER_SAMPLE indices per sample drawn from.
+    let labels: Vec<usize> = (0..40).map(|i| i % 10).collect();
+    for k in [100_000_000, usize::MAX / 2] {
+        let e = PkSampler::try_new(&labels, 2, k, 0).unwrap_err();
+        assert!(
+            matches!(&e, MetricLossError::InvalidConfig(m) if m.contains("far beyond")),
+            "{e}"
+        );
+    }
+    let r = std::panic::catch_unwind(|| PkSampler::new(&labels, 2, 100_000_000, 0));
+    assert!(r.is_err(), "new() panics with the message");
+    // At the bound: two classes of 2, one batch of 2K indices for 4 samples.
+    let pairs = [0, 0, 1, 1];
+    let at = PkSampler::MAX_DRAWS_PER_SAMPLE * 4 / 2;
+    let mut sampler = PkSampler::try_new(&pairs, 2, at, 0).unwrap();
+    let epoch = sampler.epoch();
+    assert_eq!(epoch.concat().len(), PkSampler::MAX_DRAWS_PER_SAMPLE * 4);
+    assert!(PkSampler::try_new(&pairs, 2, at + 1, 0).is_err());
+}
+
 // -------------------------------------------- anchors without positives
 
 #[test]
@@ -417,6 +443,113 @@ fn non_finite_embeddings_on_the_mined_path_are_typed_errors() {
                 "pairs {w}"
             );
         }
+    }
+}
+
+// ------------------------------------- finite values whose squares overflow
+
+#[test]
+fn distances_that_overflow_on_the_checked_path_are_typed_errors() {
+    // 27a: finite embeddings near 1e20, whose squares pass f32::MAX: the
+    // checked path returns a finite loss or an error, never an infinity.
+    let dev = Cpu::default();
+    let good = batch(3);
+    let mut far = good.clone();
+    far[D + 2] = 1e20;
+    let r = |x: &[f32]| rows(&dev, x);
+    let inf_at = |what, row, column| MetricLossError::NonFinite {
+        what,
+        row,
+        column,
+        value: f32::INFINITY,
+    };
+    // explicit triplets: row = the triplet, column 0 = d(A,P), 1 = d(A,N)
+    assert_eq!(
+        TripletLoss
+            .try_forward_checked(r(&good).leaky_traced(), r(&far), r(&good))
+            .unwrap_err(),
+        inf_at("distances", 1, 0)
+    );
+    assert_eq!(
+        SquaredTriplet
+            .try_forward_checked(r(&good), r(&good), r(&far))
+            .unwrap_err(),
+        inf_at("distances", 1, 1)
+    );
+    assert_eq!(
+        SwapTriplet
+            .try_forward_checked(r(&good), r(&good), r(&far))
+            .unwrap_err(),
+        inf_at("distances", 1, 1)
+    );
+    // pairs: row = the pair, column 0
+    let y = PairLabels::from_similar(&[true, false, true]);
+    for e in [
+        ContrastiveLoss
+            .try_forward_checked(r(&good), r(&far), &y)
+            .unwrap_err(),
+        PosMarginPair
+            .try_forward_checked(r(&far), r(&good), &y)
+            .unwrap_err(),
+    ] {
+        assert_eq!(e, inf_at("distances", 1, 0));
+    }
+    // The unchecked path does not look (documented): not a finite loss.
+    assert!(
+        !TripletLoss
+            .forward(r(&good), r(&far), r(&good))
+            .array()
+            .is_finite()
+    );
+    // Just below the overflow the checked path gives the unchecked loss.
+    let mut big = good.clone();
+    big[D + 2] = 1e18;
+    let checked = TripletLoss
+        .try_forward_checked(r(&good), r(&big), r(&good))
+        .unwrap()
+        .array();
+    assert!(checked.is_finite() && checked > 1e17, "{checked}");
+    assert_eq!(
+        checked,
+        TripletLoss.forward(r(&good), r(&big), r(&good)).array()
+    );
+    // Finite distances whose reduction overflows: what = "loss".
+    let huge = [1e38f32, 1e38, 1e38, 0.0, 1e38, 1e38, 1e38, 0.0];
+    let zeros = [0.0f32; 8];
+    assert_eq!(
+        SumManhattanTriplet
+            .try_forward_checked(r(&huge), r(&zeros), r(&huge))
+            .unwrap_err(),
+        inf_at("loss", 0, 0)
+    );
+    // Normalisation is scale-free: a row near 1e20 is normalised right (the
+    // norm from the rescaled row), not to zeros, on every path.
+    let mut scaled = far.clone();
+    scaled[D..2 * D].iter_mut().for_each(|v| *v *= 1e-19);
+    for (name, huge_loss, tame_loss) in [
+        (
+            "facenet",
+            FaceNet
+                .try_forward_checked(r(&good), r(&far), r(&good))
+                .unwrap()
+                .array(),
+            FaceNet.forward(r(&good), r(&scaled), r(&good)).array(),
+        ),
+        (
+            "cosine",
+            CosineTriplet
+                .try_forward_checked(r(&good), r(&far), r(&good))
+                .unwrap()
+                .array(),
+            CosineTriplet
+                .forward(r(&good), r(&scaled), r(&good))
+                .array(),
+        ),
+    ] {
+        assert!(
+            (huge_loss - tame_loss).abs() < 1e-6,
+            "{name}: {huge_loss} vs {tame_loss}"
+        );
     }
 }
 

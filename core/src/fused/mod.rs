@@ -157,12 +157,31 @@ pub(crate) fn euclidean_rows_cpu<B: Dim, const D: usize, T: Tape<f32, Cpu>>(
     Ok(out.put_tape(tape))
 }
 
+/// `‖row‖` of a finite row whose squares overflow `f32` (entries past about
+/// `1.8e19`), computed from the row divided by its largest magnitude, as
+/// BLAS's `nrm2` does: the normalised row is then right instead of all
+/// zeros. Infinite for a row holding an infinity (or a norm past
+/// `f32::MAX`).
+fn scaled_norm(row: &[f32]) -> f32 {
+    let big = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    if !big.is_finite() {
+        return f32::INFINITY;
+    }
+    big * row
+        .iter()
+        .map(|v| (v / big) * (v / big))
+        .sum::<f32>()
+        .sqrt()
+}
+
 /// Row-wise L2 normalisation on the CPU, `y = x / n` with
 /// `n = max(‖x‖, NORM_EPS)`, in one pass each way. Backward, as the generic
 /// twin's chain rule gives it: where the norm is used (`‖x‖ ≥ NORM_EPS`,
 /// the clamp's closed range), `∂/∂x = (g − y·(y·g)) / n`; where the floor
 /// is (a zero or tiny row), `n` is a constant and `∂/∂x = g / n`. A row
-/// holding a NaN stays NaN, forward and backward.
+/// holding a NaN stays NaN, forward and backward. A finite row whose squares
+/// overflow gets its norm from the rescaled row ([`scaled_norm`]), so it is
+/// normalised right rather than to zeros.
 pub(crate) fn l2_normalize_cpu<B: Dim, const D: usize, T: Tape<f32, Cpu>>(
     x: Tensor<(B, Const<D>), f32, Cpu, T>,
 ) -> Result<Tensor<(B, Const<D>), f32, Cpu, T>, CpuError> {
@@ -177,7 +196,13 @@ pub(crate) fn l2_normalize_cpu<B: Dim, const D: usize, T: Tape<f32, Cpu>>(
     let mut norms = Vec::with_capacity(shape.0.size());
     for (o, row) in out.chunks_exact_mut(width).zip(xs.chunks_exact(width)) {
         let s = sum_of_squares(row);
-        let norm = if s > 0.0 || s.is_nan() { s.sqrt() } else { 0.0 };
+        let norm = if s == f32::INFINITY {
+            scaled_norm(row)
+        } else if s > 0.0 || s.is_nan() {
+            s.sqrt()
+        } else {
+            0.0
+        };
         // num_traits::clamp, as dfdx's: NaN stays NaN
         let (n, through) = if norm < NORM_EPS {
             (NORM_EPS, false)
