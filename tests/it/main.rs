@@ -6,6 +6,8 @@
 #[path = "../../examples/common/mod.rs"]
 mod common;
 
+#[cfg(feature = "cuda")]
+mod cuda;
 mod examples;
 mod losses;
 mod mined;
