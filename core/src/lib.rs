@@ -12,6 +12,7 @@
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod index;
 pub mod miners;
 pub mod sampler;
 

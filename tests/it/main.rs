@@ -9,6 +9,7 @@ mod common;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod examples;
+mod index;
 mod losses;
 mod mined;
 mod properties;

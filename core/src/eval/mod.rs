@@ -54,8 +54,9 @@ pub enum EvalError {
         /// Number of labels.
         labels: usize,
     },
-    /// An embedding contains NaN or an infinity.
-    #[error("{what} row {row} contains a non-finite value")]
+    /// An embedding contains NaN or an infinity (or is so large that its
+    /// squared norm overflows `f32`).
+    #[error("{what} row {row} contains a non-finite value (or its squared norm overflows f32)")]
     NonFiniteEmbedding {
         /// Which input.
         what: &'static str,
@@ -112,6 +113,10 @@ pub enum EvalError {
         /// Number of folds asked for.
         folds: usize,
     },
+    /// The search index refused the embeddings (not expected once the
+    /// checks above pass).
+    #[error(transparent)]
+    Index(#[from] crate::index::IndexError),
     /// A target false-accept rate outside `[0, 1]` (or NaN).
     #[error("target FAR must be in [0, 1], got {far}")]
     InvalidFar {

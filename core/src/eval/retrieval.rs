@@ -23,9 +23,10 @@
 //! When the queries *are* the references ([`ReferenceSet::SameAsQueries`]),
 //! query `i` is removed from its own neighbour list and from its `R`.
 //!
-//! Distances are computed block-wise in `f32` as
-//! `||q||^2 + ||r||^2 - 2 q.r` (clamped at 0), never materialising the full
-//! query x reference matrix, on all available cores.
+//! The search is an [`EmbeddingIndex`](crate::index::EmbeddingIndex):
+//! distances in `f32` as `||q||^2 + ||r||^2 - 2 q.r` (clamped at 0), blocked
+//! on the project's GEMM on rayon's threads, never materialising the full
+//! query x reference matrix.
 //!
 //! ```
 //! use metric_loss_core::eval::{retrieval_metrics, ReferenceSet, RetrievalOptions};
@@ -40,10 +41,10 @@
 //! assert_eq!(m.queries, 4);
 //! ```
 
-use std::cmp::Ordering;
 use std::collections::HashMap;
 
 use super::EvalError;
+use crate::index::{prepare, scan, EmbeddingIndex, Metric, Request};
 
 /// How distances between embeddings are measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -123,16 +124,16 @@ impl RetrievalMetrics {
     }
 }
 
-/// Queries per block: the block's distance rows are the only buffer that
-/// grows with the number of references.
-const QUERY_BLOCK: usize = 32;
-/// References per tile, so that a tile stays in cache across the block.
-const REF_TILE: usize = 256;
-
 /// Computes Precision@1, R-Precision, MAP@R and Recall@K.
 ///
 /// `queries` is row-major with `dim` columns and one label per row in
 /// `query_labels`. See the [module documentation](self) for the definitions.
+///
+/// The references go into an [`EmbeddingIndex`](crate::index::EmbeddingIndex)
+/// (ids = reference numbers, so ties go to the lower reference), and every
+/// query asks it for its `max(R, K)` nearest, which the metrics read as
+/// they come out of the search: no query × reference matrix is held and no
+/// row is sorted.
 ///
 /// # Errors
 /// [`EvalError::ZeroDim`], [`EvalError::Empty`] (no queries or no
@@ -178,57 +179,81 @@ pub fn retrieval_metrics(
         return Err(EvalError::InvalidK { k });
     }
 
-    let q_rows = prepare(queries, dim, options.distance);
-    let r_rows = if same_set {
-        None
-    } else {
-        Some(prepare(refs, dim, options.distance))
+    let metric = match options.distance {
+        Distance::Euclidean => Metric::Euclidean,
+        Distance::Cosine => Metric::Cosine,
     };
-    let (q_data, q_norms) = (&q_rows.0, &q_rows.1);
-    let (r_data, r_norms) = match &r_rows {
-        Some((d, n)) => (d, n),
-        None => (q_data, q_norms),
+    let mut index = EmbeddingIndex::try_new(metric, dim)?;
+    index.try_add(refs, ref_labels)?;
+    // With the queries as references, the index holds them already prepared.
+    let prepared;
+    let q_rows = if same_set {
+        index.rows()
+    } else {
+        prepared = prepare("queries", queries, dim, metric)?;
+        &prepared
     };
 
     let mut label_counts: HashMap<usize, usize> = HashMap::new();
     for &l in ref_labels {
         *label_counts.entry(l).or_insert(0) += 1;
     }
+    let own = usize::from(same_set);
+    // R of a query: the references with its label, itself excluded.
+    let r_of = |q: usize| label_counts.get(&query_labels[q]).map_or(0, |c| c - own);
+    let available = ref_labels.len() - own;
+    let kmax = options.recall_ks.iter().copied().max().unwrap_or(1);
+    let ks = &options.recall_ks;
 
+    // Per query: [evaluated, p@1, r-precision, ap@r, recall@k...].
+    let width = 4 + ks.len();
     let nq = query_labels.len();
-    let ctx = Ctx {
-        q: q_data,
-        qn: q_norms,
-        r: r_data,
-        rn: r_norms,
-        q_labels: query_labels,
-        r_labels: ref_labels,
-        label_counts: &label_counts,
-        same_set,
-        dim,
-        ks: &options.recall_ks,
-    };
-    let width = ctx.width();
     let mut out = vec![0.0f64; nq * width];
-
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(nq.div_ceil(QUERY_BLOCK))
-        .max(1);
-    let per_thread = nq.div_ceil(threads);
-    if threads == 1 {
-        ctx.run(0, &mut out);
-    } else {
-        std::thread::scope(|s| {
-            for (t, chunk) in out.chunks_mut(per_thread * width).enumerate() {
-                let ctx = &ctx;
-                s.spawn(move || ctx.run(t * per_thread, chunk));
-            }
-        });
+    if available > 0 {
+        scan(
+            index.references(),
+            Request {
+                queries: q_rows,
+                exclude_self: same_set,
+            },
+            &mut out,
+            width,
+            |q| match r_of(q) {
+                0 => 0,
+                r => r.max(kmax).min(available),
+            },
+            |q, hits, row| {
+                let r = r_of(q);
+                if r == 0 {
+                    return;
+                }
+                let label = query_labels[q];
+                let rel = |n: usize| ref_labels[hits[n].pos] == label;
+                let mut found = 0usize;
+                let mut ap = 0.0f64;
+                for n in 0..r {
+                    if rel(n) {
+                        found += 1;
+                        ap += found as f64 / (n + 1) as f64;
+                    }
+                }
+                row[0] = 1.0;
+                row[1] = if rel(0) { 1.0 } else { 0.0 };
+                row[2] = found as f64 / r as f64;
+                row[3] = ap / r as f64;
+                for (slot, &k) in row[4..].iter_mut().zip(ks) {
+                    *slot = if (0..k.min(hits.len())).any(rel) {
+                        1.0
+                    } else {
+                        0.0
+                    };
+                }
+            },
+        );
     }
 
     // Sum in query order so that the result does not depend on the threads.
-    let nk = options.recall_ks.len();
+    let nk = ks.len();
     let mut sums = vec![0.0f64; 3 + nk];
     let mut evaluated = 0usize;
     for row in out.chunks_exact(width) {
@@ -247,8 +272,7 @@ pub fn retrieval_metrics(
         precision_at_1: sums[0] / n,
         r_precision: sums[1] / n,
         map_at_r: sums[2] / n,
-        recall_at_k: options
-            .recall_ks
+        recall_at_k: ks
             .iter()
             .zip(&sums[3..])
             .map(|(&k, &s)| (k, s / n))
@@ -284,151 +308,11 @@ fn check_set(
     }
     if let Some(row) = emb
         .chunks_exact(dim)
-        .position(|r| r.iter().any(|v| !v.is_finite()))
+        .position(|r| !crate::fused::sum_of_squares(r).is_finite())
     {
         return Err(EvalError::NonFiniteEmbedding { what, row });
     }
     Ok(())
-}
-
-/// Rows (normalised for cosine) and their squared norms.
-fn prepare(emb: &[f32], dim: usize, distance: Distance) -> (Vec<f32>, Vec<f32>) {
-    let mut data = emb.to_vec();
-    if distance == Distance::Cosine {
-        for row in data.chunks_exact_mut(dim) {
-            let norm = row
-                .iter()
-                .map(|&v| (v as f64) * (v as f64))
-                .sum::<f64>()
-                .sqrt();
-            if norm > 0.0 {
-                for v in row.iter_mut() {
-                    *v = (*v as f64 / norm) as f32;
-                }
-            }
-        }
-    }
-    let norms = data.chunks_exact(dim).map(|r| dot(r, r)).collect();
-    (data, norms)
-}
-
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let ca = a.chunks_exact(8);
-    let cb = b.chunks_exact(8);
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for (x, y) in ra.iter().zip(rb) {
-        s += x * y;
-    }
-    s
-}
-
-/// Clamps a squared distance at 0 (rounding can make it slightly negative);
-/// NaN stays NaN and sorts last.
-#[inline]
-fn clamp_sq(d: f32) -> f32 {
-    if d <= 0.0 { 0.0 } else { d }
-}
-
-fn by_distance_then_index(a: &(f32, u32), b: &(f32, u32)) -> Ordering {
-    a.0.total_cmp(&b.0).then(a.1.cmp(&b.1))
-}
-
-struct Ctx<'a> {
-    q: &'a [f32],
-    qn: &'a [f32],
-    r: &'a [f32],
-    rn: &'a [f32],
-    q_labels: &'a [usize],
-    r_labels: &'a [usize],
-    label_counts: &'a HashMap<usize, usize>,
-    same_set: bool,
-    dim: usize,
-    ks: &'a [usize],
-}
-
-impl Ctx<'_> {
-    /// Per-query output row: `[evaluated, p@1, r-precision, ap@r, recall@k...]`.
-    fn width(&self) -> usize {
-        4 + self.ks.len()
-    }
-
-    /// Evaluates queries `first..` into `out` (a whole number of rows).
-    fn run(&self, first: usize, out: &mut [f64]) {
-        let width = self.width();
-        let nr = self.r_labels.len();
-        let dim = self.dim;
-        let kmax = self.ks.iter().copied().max().unwrap_or(1);
-        let mut dist = vec![0.0f32; QUERY_BLOCK * nr];
-        let mut cand: Vec<(f32, u32)> = Vec::with_capacity(nr);
-        for (b, out_block) in out.chunks_mut(QUERY_BLOCK * width).enumerate() {
-            let q0 = first + b * QUERY_BLOCK;
-            let nb = out_block.len() / width;
-            // Distances of the block's queries to all references, tile by tile.
-            for t0 in (0..nr).step_by(REF_TILE) {
-                let t1 = (t0 + REF_TILE).min(nr);
-                let (rows, rn) = (&self.r[t0 * dim..t1 * dim], &self.rn[t0..t1]);
-                for i in 0..nb {
-                    let qi = q0 + i;
-                    let q = &self.q[qi * dim..(qi + 1) * dim];
-                    let qn = self.qn[qi];
-                    let drow = &mut dist[i * nr + t0..i * nr + t1];
-                    for ((d, r), &rnj) in drow.iter_mut().zip(rows.chunks_exact(dim)).zip(rn) {
-                        *d = clamp_sq(qn + rnj - 2.0 * dot(q, r));
-                    }
-                }
-            }
-            for (i, row) in out_block.chunks_exact_mut(width).enumerate() {
-                let qi = q0 + i;
-                let label = self.q_labels[qi];
-                let same = self.label_counts.get(&label).copied().unwrap_or(0);
-                let r = same - usize::from(self.same_set);
-                if r == 0 {
-                    row.fill(0.0);
-                    continue;
-                }
-                cand.clear();
-                cand.extend(
-                    dist[i * nr..(i + 1) * nr]
-                        .iter()
-                        .enumerate()
-                        .filter(|&(j, _)| !(self.same_set && j == qi))
-                        .map(|(j, &d)| (d, j as u32)),
-                );
-                let need = r.max(kmax).min(cand.len());
-                if need < cand.len() {
-                    cand.select_nth_unstable_by(need - 1, by_distance_then_index);
-                    cand.truncate(need);
-                }
-                cand.sort_unstable_by(by_distance_then_index);
-
-                let rel = |n: usize| self.r_labels[cand[n].1 as usize] == label;
-                let mut hits = 0usize;
-                let mut ap = 0.0f64;
-                for n in 0..r {
-                    if rel(n) {
-                        hits += 1;
-                        ap += hits as f64 / (n + 1) as f64;
-                    }
-                }
-                row[0] = 1.0;
-                row[1] = if rel(0) { 1.0 } else { 0.0 };
-                row[2] = hits as f64 / r as f64;
-                row[3] = ap / r as f64;
-                for (slot, &k) in row[4..].iter_mut().zip(self.ks) {
-                    let found = (0..k.min(cand.len())).any(rel);
-                    *slot = if found { 1.0 } else { 0.0 };
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -737,7 +621,7 @@ mod tests {
             (state >> 33) as usize
         };
         let dim = 3;
-        let (nq, nr) = (150, 600);
+        let (nq, nr) = (150, 1300);
         let q: Vec<f32> = (0..nq * dim).map(|_| (next() % 5) as f32).collect();
         let ql: Vec<usize> = (0..nq).map(|_| next() % 7).collect();
         let r: Vec<f32> = (0..nr * dim).map(|_| (next() % 5) as f32).collect();
@@ -774,37 +658,5 @@ mod tests {
         for (g, w) in got.iter().zip(&want) {
             assert!((g - w).abs() < 1e-9, "got {got:?} want {want:?}");
         }
-    }
-
-    /// Timing of the size the module is meant for; run with
-    /// `cargo test -p metric-loss-core --release -- --ignored --nocapture speed`.
-    #[test]
-    #[ignore]
-    fn speed_2000_by_8000_by_128() {
-        let mut state = 1u64;
-        let mut next = || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 40) as f32) / (1u64 << 24) as f32
-        };
-        let dim = 128;
-        let q: Vec<f32> = (0..2000 * dim).map(|_| next()).collect();
-        let r: Vec<f32> = (0..8000 * dim).map(|_| next()).collect();
-        let ql: Vec<usize> = (0..2000).map(|i| i % 100).collect();
-        let rl: Vec<usize> = (0..8000).map(|i| i % 100).collect();
-        let t = std::time::Instant::now();
-        let m = retrieval_metrics(
-            &q,
-            &ql,
-            ReferenceSet::Separate {
-                embeddings: &r,
-                labels: &rl,
-            },
-            dim,
-            &RetrievalOptions::default(),
-        )
-        .unwrap();
-        eprintln!("2000 x 8000 x 128: {:?} ({m:?})", t.elapsed());
     }
 }

@@ -15,10 +15,12 @@ mod gram;
 mod input_linear;
 mod scratch;
 
-use scratch::Scratch;
+pub(crate) use scratch::Scratch;
 
 pub(crate) use batch_hard::batch_hard_euclidean_cpu;
 pub(crate) use euclidean_matrix::euclidean_matrix_cpu;
+pub(crate) use gemm::{gemm, Operand};
+pub(crate) use gram::distance;
 pub(crate) use input_linear::input_linear_cpu;
 
 /// The elements of a contiguous CPU tensor, copied out with one `memcpy`.
@@ -39,7 +41,7 @@ fn upstream<S: Shape>(
 }
 
 /// `Σ v²` in eight partial sums: a loop the compiler vectorises.
-fn sum_of_squares(row: &[f32]) -> f32 {
+pub(crate) fn sum_of_squares(row: &[f32]) -> f32 {
     let mut lanes = [0.0f32; 8];
     let mut chunks = row.chunks_exact(8);
     for c in &mut chunks {
