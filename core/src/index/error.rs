@@ -65,6 +65,12 @@ pub enum IndexError {
         /// The first offending row.
         row: usize,
     },
+    /// More rows than an index holds (`u32::MAX`).
+    #[error("an embedding index holds at most 4294967295 rows, not {rows}")]
+    TooLarge {
+        /// The rows it would hold.
+        rows: usize,
+    },
     /// An id or label that does not fit the file format (`.npy` files hold
     /// them as signed 64-bit integers, as numpy and faiss do).
     #[error("{what} {value} does not fit a signed 64-bit integer")]

@@ -174,8 +174,12 @@ impl EmbeddingIndex {
                 return Err(bad(format!("cosine row {row} is not a unit row")));
             }
         }
+        if n > super::MAX_ROWS {
+            return Err(IndexError::TooLarge { rows: n });
+        }
         index.sq = squared_norms(&rows, dim);
         index.rows = rows;
+        (index.ranks, index.order) = super::topk::tie_ranks(&ids);
         index.ids = ids;
         index.labels = labels;
         Ok(index)

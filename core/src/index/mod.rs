@@ -141,6 +141,11 @@ pub struct EmbeddingIndex {
     sq: Vec<f32>,
     ids: Vec<u64>,
     labels: Vec<usize>,
+    /// Each row's place in the order of (id, position): ties are broken on
+    /// it (derived from `ids`).
+    ranks: Vec<u32>,
+    /// The position of each tie rank (the inverse of `ranks`).
+    order: Vec<u32>,
 }
 
 /// The neighbours of one query, nearest first: `k` ids, distances and
@@ -244,6 +249,8 @@ impl EmbeddingIndex {
             sq: Vec::new(),
             ids: Vec::new(),
             labels: Vec::new(),
+            ranks: Vec::new(),
+            order: Vec::new(),
         })
     }
 
@@ -367,11 +374,19 @@ impl EmbeddingIndex {
                 rows: Some(n),
             });
         }
+        if self.len() + n > MAX_ROWS {
+            return Err(IndexError::TooLarge {
+                rows: self.len() + n,
+            });
+        }
         let prepared = prepare("rows", rows, self.dim, self.metric)?;
         self.sq.extend(squared_norms(&prepared, self.dim));
         self.rows.extend_from_slice(&prepared);
         self.ids.extend_from_slice(ids);
         self.labels.extend_from_slice(labels);
+        // (ids that increase with the position, as `try_add` numbers them,
+        // need no sort: their ranks are the positions)
+        (self.ranks, self.order) = topk::tie_ranks(&self.ids);
         Ok(())
     }
 
@@ -476,6 +491,8 @@ impl EmbeddingIndex {
             rows: &self.rows,
             sq: &self.sq,
             ids: &self.ids,
+            ranks: &self.ranks,
+            order: &self.order,
         }
     }
 
@@ -490,6 +507,10 @@ impl EmbeddingIndex {
         }
     }
 }
+
+/// The most rows an index holds: positions and tie ranks are `u32` (at
+/// width 128, 2 TiB of embeddings).
+const MAX_ROWS: usize = u32::MAX as usize;
 
 /// `‖a − b‖²` from the differences (exactly 0 when `a == b`).
 fn squared_difference(a: &[f32], b: &[f32]) -> f32 {
