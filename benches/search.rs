@@ -5,8 +5,8 @@
 //! `cargo bench --bench search` ; set `RAYON_NUM_THREADS` and
 //! `OMP_NUM_THREADS` alike when comparing with faiss and torch.
 
-use criterion::{criterion_group, criterion_main, Criterion};
-use metric_loss::eval::{retrieval_metrics, ReferenceSet, RetrievalOptions};
+use criterion::{Criterion, criterion_group, criterion_main};
+use metric_loss::eval::{ReferenceSet, RetrievalOptions, retrieval_metrics};
 use metric_loss::index::{EmbeddingIndex, Metric};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -20,7 +20,7 @@ const K: usize = 10;
 fn normal(rng: &mut StdRng, n: usize) -> Vec<f32> {
     (0..n)
         .map(|_| {
-            let (u, v): (f64, f64) = (rng.gen_range(f64::EPSILON..1.0), rng.gen());
+            let (u, v): (f64, f64) = (rng.gen_range(f64::EPSILON..1.0), rng.gen_range(0.0..1.0));
             ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
         })
         .collect()

@@ -29,6 +29,13 @@ pub struct Args {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Save the trained encoder here (safetensors, through dfdx).
+    #[arg(long, value_name = "PATH")]
+    pub save: Option<PathBuf>,
+    /// Use the encoder saved here instead of training (the training flags
+    /// are then ignored).
+    #[arg(long, value_name = "PATH")]
+    pub load: Option<PathBuf>,
 }
 
 impl Args {
@@ -43,6 +50,8 @@ impl Args {
             loss: TripletChoice::Normalized,
             max_steps: Some(max_steps),
             quiet: true,
+            save: None,
+            load: None,
         }
     }
 }

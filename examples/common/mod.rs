@@ -28,13 +28,16 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 mod args;
+mod checkpoint;
 mod data;
 mod eval;
 pub mod plot;
 mod recipes;
+pub mod search;
 mod train;
 
 pub use args::*;
+pub use checkpoint::*;
 pub use data::*;
 pub use eval::*;
 pub use recipes::*;

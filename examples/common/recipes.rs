@@ -45,15 +45,22 @@ fn loss_curve_title(choice: TripletChoice) -> &'static str {
     }
 }
 
-pub fn run_triplet(args: &Args) -> Result<TripletSummary> {
-    let mnist = load(args)?;
-    let dev = device(args.seed);
-    let mut net = build::<TripletNet<Encoder>>(&dev);
+/// `TripletNet<Encoder>` as built on the CPU.
+pub type TripletEncoderNet = <TripletNet<Encoder> as BuildOnDevice<Cpu, f32>>::Built;
+
+/// Trains `net` with the triplet loss `args.loss` picks (the training of
+/// `triplet_mnist`, which `search_mnist` runs too).
+pub fn train_triplet(
+    args: &Args,
+    dev: &Cpu,
+    mnist: &Mnist,
+    net: &mut TripletEncoderNet,
+) -> Result<Training> {
     let hard = metric_loss::miners::BatchHard;
-    let training = match args.loss {
+    Ok(match args.loss {
         TripletChoice::Normalized => {
             let loss = NormalizedTriplet.with_margin(args.margin.unwrap_or(0.2))?;
-            train::<128, _, _>(args, &dev, &mnist, &mut net, &TripletStep(loss, hard))?
+            train::<128, _, _>(args, dev, mnist, net, &TripletStep(loss, hard))?
         }
         TripletChoice::Warmup => {
             let loss = NormalizedTriplet.with_margin(args.margin.unwrap_or(0.2))?;
@@ -64,26 +71,35 @@ pub fn run_triplet(args: &Args) -> Result<TripletSummary> {
                 warmup: 100,
                 taken: std::cell::Cell::new(0),
             };
-            train::<128, _, _>(args, &dev, &mnist, &mut net, &step)?
+            train::<128, _, _>(args, dev, mnist, net, &step)?
         }
         TripletChoice::Plain => {
             let loss = TripletLoss.with_margin(args.margin.unwrap_or(0.2))?;
-            train::<128, _, _>(args, &dev, &mnist, &mut net, &TripletStep(loss, hard))?
+            train::<128, _, _>(args, dev, mnist, net, &TripletStep(loss, hard))?
         }
         TripletChoice::Soft => {
             let loss = SoftMarginTriplet.with_margin(args.margin.unwrap_or(0.0))?;
-            train::<128, _, _>(args, &dev, &mnist, &mut net, &TripletStep(loss, hard))?
+            train::<128, _, _>(args, dev, mnist, net, &TripletStep(loss, hard))?
         }
         TripletChoice::AllNonzero => {
             let loss = NormalizedNonzeroTriplet.with_margin(args.margin.unwrap_or(0.2))?;
             let all = metric_loss::miners::BatchAll::default();
-            train::<128, _, _>(args, &dev, &mnist, &mut net, &TripletStep(loss, all))?
+            train::<128, _, _>(args, dev, mnist, net, &TripletStep(loss, all))?
         }
         TripletChoice::SoftNormalized => {
             let loss = NormalizedSoftTriplet.with_margin(args.margin.unwrap_or(0.0))?;
-            train::<128, _, _>(args, &dev, &mnist, &mut net, &TripletStep(loss, hard))?
+            train::<128, _, _>(args, dev, mnist, net, &TripletStep(loss, hard))?
         }
-    };
+    })
+}
+
+pub fn run_triplet(args: &Args) -> Result<TripletSummary> {
+    let mnist = load(args)?;
+    let dev = device(args.seed);
+    let mut net = build::<TripletNet<Encoder>>(&dev);
+    let training = train_or_load(args, &mut net, TripletNet::encoder_mut, |net| {
+        train_triplet(args, &dev, &mnist, net)
+    })?;
     let e = embed_all::<128, _>(&dev, &mnist, net.encoder());
     let retrieval = evaluate_retrieval::<128>(&e, &mnist.labels)?;
     let retrieval_normalized = evaluate_retrieval::<128>(&l2_normalized::<128>(&e), &mnist.labels)?;
@@ -94,13 +110,15 @@ pub fn run_triplet(args: &Args) -> Result<TripletSummary> {
         ),
         choice => (loss_curve_title(choice), vec![]),
     };
-    plot::loss_curve(
-        &out_file(&args.out, "triplet_mnist_loss.png")?,
-        title,
-        &training.losses,
-        20,
-        &markers,
-    )?;
+    if training.steps > 0 {
+        plot::loss_curve(
+            &out_file(&args.out, "triplet_mnist_loss.png")?,
+            title,
+            &training.losses,
+            20,
+            &markers,
+        )?;
+    }
     Ok(TripletSummary {
         training,
         retrieval,
@@ -123,13 +141,15 @@ pub fn run_siamese(args: &Args) -> Result<SiameseSummary> {
     let dev = device(args.seed);
     let mut net = build::<Siamese<Encoder>>(&dev);
     let loss = ContrastiveLoss.with_margin(args.margin.unwrap_or(1.0))?;
-    let training = train::<128, _, _>(
-        args,
-        &dev,
-        &mnist,
-        &mut net,
-        &PairStep(loss, metric_loss::miners::AllPairs),
-    )?;
+    let training = train_or_load(args, &mut net, Siamese::encoder_mut, |net| {
+        train::<128, _, _>(
+            args,
+            &dev,
+            &mnist,
+            net,
+            &PairStep(loss, metric_loss::miners::AllPairs),
+        )
+    })?;
     let e = embed_all::<128, _>(&dev, &mnist, net.encoder());
     let retrieval = evaluate_retrieval::<128>(&e, &mnist.labels)?;
     let pairs = verification_pairs(&mnist.labels, 2000, args.seed);
@@ -167,12 +187,19 @@ pub fn run_custom(args: &Args) -> Result<TripletSummary> {
     let dev = device(args.seed);
     let mut net = build::<Encoder>(&dev);
     let loss = SmoothTriplet.with_margin(args.margin.unwrap_or(0.2))?;
-    let training = train::<128, _, _>(
+    let training = train_or_load(
         args,
-        &dev,
-        &mnist,
         &mut net,
-        &TripletStep(loss, metric_loss::miners::SemiHard::default()),
+        |n| n,
+        |net| {
+            train::<128, _, _>(
+                args,
+                &dev,
+                &mnist,
+                net,
+                &TripletStep(loss, metric_loss::miners::SemiHard::default()),
+            )
+        },
     )?;
     let e = embed_all::<128, _>(&dev, &mnist, &net);
     let retrieval = evaluate_retrieval::<128>(&e, &mnist.labels)?;
@@ -197,12 +224,19 @@ pub fn run_embed_2d(args: &Args) -> Result<Embed2dSummary> {
     let dev = device(args.seed);
     let mut net = build::<Encoder2d>(&dev);
     let loss = DrLim.with_margin(args.margin.unwrap_or(1.0))?;
-    let training = train::<2, _, _>(
+    let training = train_or_load(
         args,
-        &dev,
-        &mnist,
         &mut net,
-        &PairStep(loss, metric_loss::miners::AllPairs),
+        |n| n,
+        |net| {
+            train::<2, _, _>(
+                args,
+                &dev,
+                &mnist,
+                net,
+                &PairStep(loss, metric_loss::miners::AllPairs),
+            )
+        },
     )?;
     let e = embed_all::<2, _>(&dev, &mnist, &net);
     let retrieval = evaluate_retrieval::<2>(&e, &mnist.labels)?;

@@ -15,6 +15,18 @@ pub struct Training {
     pub ms_per_step: f64,
 }
 
+impl Training {
+    /// No training: the encoder was loaded (`--load`).
+    pub fn loaded() -> Self {
+        Training {
+            losses: Vec::new(),
+            last_stats: None,
+            steps: 0,
+            ms_per_step: 0.0,
+        }
+    }
+}
+
 fn progress(args: &Args, total: usize) -> ProgressBar {
     if args.quiet {
         return ProgressBar::hidden();

@@ -42,6 +42,68 @@ fn embed_2d_runs() {
 }
 
 #[test]
+fn search_mnist_runs() {
+    let mut args = common::Args::smoke(STEPS);
+    args.out = std::env::temp_dir().join("metric-loss-examples-test-search");
+    let s = common::search::run_search(&args).unwrap();
+    assert_eq!(s.training.steps, STEPS);
+    assert!((0.0..=1.0).contains(&s.retrieval.precision_at_1));
+    assert!((0.0..=1.0).contains(&s.retrieval.map_at_r));
+    assert_eq!(s.retrieval.queries, 2_000);
+    for file in [
+        &s.png,
+        &s.index,
+        &s.npy.embeddings,
+        &s.npy.labels,
+        &s.queries_npy.0,
+    ] {
+        assert!(file.is_file(), "{}", file.display());
+    }
+    let index = metric_loss::index::EmbeddingIndex::load(&s.index);
+    assert_eq!(index.len(), common::TRAIN);
+}
+
+/// `--save` then `--load`: the loaded encoder embeds every digit to the
+/// same bits as the one that was saved, and a run with `--load` (another
+/// seed, so another initialisation) reports the same retrieval.
+#[test]
+fn a_loaded_encoder_gives_bit_identical_embeddings() {
+    use metric_loss::prelude::*;
+    let dir = std::env::temp_dir().join("metric-loss-checkpoint-test");
+    let path = dir.join("encoder.safetensors");
+    let mut args = common::Args::smoke(STEPS);
+    args.out = dir.clone();
+    let mnist = common::load(&args).unwrap();
+    let dev = common::device(5);
+    let mut net = common::build::<TripletNet<common::Encoder>>(&dev);
+    common::train_triplet(&args, &dev, &mnist, &mut net).unwrap();
+    let trained = common::embed_all::<128, _>(&dev, &mnist, net.encoder());
+    common::save_encoder(&path, net.encoder()).unwrap();
+
+    let mut fresh = common::build::<common::Encoder>(&common::device(6));
+    let before = common::embed_all::<128, _>(&dev, &mnist, &fresh);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_ne!(bits(&before), bits(&trained), "a fresh encoder differs");
+    common::load_encoder(&path, &mut fresh).unwrap();
+    let loaded = common::embed_all::<128, _>(&dev, &mnist, &fresh);
+    assert_eq!(bits(&loaded), bits(&trained));
+
+    // the flags, end to end
+    args.save = Some(path.clone());
+    let saved = common::run_triplet(&args).unwrap();
+    let mut load_args = common::Args::smoke(STEPS);
+    load_args.out = dir.clone();
+    load_args.seed = 9;
+    load_args.load = Some(path.clone());
+    let loaded = common::run_triplet(&load_args).unwrap();
+    assert_eq!(loaded.training.steps, 0);
+    assert_eq!(loaded.retrieval, saved.retrieval);
+    // a 2-D encoder cannot load a 128-D checkpoint: an error, not a panic
+    load_args.load = Some(path);
+    assert!(common::run_embed_2d(&load_args).is_err());
+}
+
+#[test]
 fn verification_pairs_are_half_same_and_held_out() {
     let labels: Vec<usize> = (0..10_000).map(|i| i % 10).collect();
     let pairs = common::verification_pairs(&labels, 200, 7);

@@ -44,7 +44,7 @@
 use std::collections::HashMap;
 
 use super::EvalError;
-use crate::index::{prepare, scan, EmbeddingIndex, Metric, Request};
+use crate::index::{EmbeddingIndex, Metric, Request, prepare, scan};
 
 /// How distances between embeddings are measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -19,7 +19,7 @@ pub(crate) use scratch::Scratch;
 
 pub(crate) use batch_hard::batch_hard_euclidean_cpu;
 pub(crate) use euclidean_matrix::euclidean_matrix_cpu;
-pub(crate) use gemm::{gemm, Operand};
+pub(crate) use gemm::{Operand, gemm};
 pub(crate) use gram::distance;
 pub(crate) use input_linear::input_linear_cpu;
 

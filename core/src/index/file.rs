@@ -13,7 +13,7 @@ use std::path::Path;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use super::error::unwrap_or_panic;
-use super::{prepare, squared_norms, EmbeddingIndex, IndexError, Metric};
+use super::{EmbeddingIndex, IndexError, Metric, prepare, squared_norms};
 
 const FORMAT: &str = "metric-loss/EmbeddingIndex";
 const VERSION: &str = "1";
@@ -142,7 +142,7 @@ impl EmbeddingIndex {
             _ => {
                 return Err(bad(format!(
                     "`embeddings` has shape {shape:?}, not [rows, {dim}]"
-                )))
+                )));
             }
         };
         let rows: Vec<f32> = rows

@@ -63,10 +63,10 @@ mod scan;
 mod topk;
 
 pub use error::IndexError;
-pub use export::{write_embeddings_npy, write_ids_npy, write_labels_npy, NpyFiles};
+pub use export::{NpyFiles, write_embeddings_npy, write_ids_npy, write_labels_npy};
 
 use error::unwrap_or_panic;
-pub(crate) use scan::{scan, squared_norms, References, Request};
+pub(crate) use scan::{References, Request, scan, squared_norms};
 pub(crate) use topk::Hit;
 
 /// How an [`EmbeddingIndex`] measures distance (see the

@@ -11,9 +11,9 @@
 
 use rayon::prelude::*;
 
-use super::topk::{Hit, TopK};
 use super::Metric;
-use crate::fused::{distance, gemm, Operand, Scratch};
+use super::topk::{Hit, TopK};
+use crate::fused::{Operand, Scratch, distance, gemm};
 
 /// Queries per block, at most: the unit of work shared among threads. The
 /// GEMM packs the reference tile once per block, so a larger block packs
@@ -197,11 +197,7 @@ impl Row {
             }
             Metric::Cosine => self.run(dots, rsq, ranks, top, |d, _| {
                 let k = 1.0 - d;
-                if k < 0.0 {
-                    0.0
-                } else {
-                    k
-                }
+                if k < 0.0 { 0.0 } else { k }
             }),
             Metric::Dot => self.run(dots, rsq, ranks, top, |d, _| -d),
         }
