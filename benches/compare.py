@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
-"""Side-by-side speed: ../shared/bench/reference.py (PyTorch, PML) and this
-project's criterion benches, in one run, same thread count. Prints one
+"""Side-by-side speed: ../shared/bench/reference.py (PyTorch, PML, faiss) and
+this project's criterion benches, in one run, same thread count. Prints one
 markdown table with ratios (project time / reference time).
 
     python3 benches/compare.py [--python ../ref-venv/bin/python] [--threads 2]
+                               [--only all|losses|search]
+
+`--only search` runs `reference.py search` (faiss IndexFlatL2 build + search,
+torch cdist + topk) and `cargo bench --bench search` back to back.
 
 The reference needs torch and pytorch-metric-learning (see reference.py's
 set-up line); it is a large download, so this is never run in CI.
@@ -51,19 +55,74 @@ def main():
     ap.add_argument("--reference", default=str(ROOT.parent / "shared" / "bench" / "reference.py"))
     ap.add_argument("--threads", default="2")
     ap.add_argument("--mnist-epochs", default="2")
+    ap.add_argument("--only", choices=["all", "losses", "search"], default="all",
+                    help="losses: the loss benches and the training step; search: exact k-NN "
+                         "and retrieval_metrics against faiss and torch")
     args = ap.parse_args()
     env = dict(os.environ, OMP_NUM_THREADS=args.threads, MKL_NUM_THREADS=args.threads,
                RAYON_NUM_THREADS=args.threads)
 
+    rows, notes = [], []
+    for part, make in [("search", search_rows), ("losses", loss_rows)]:
+        if args.only in ("all", part):
+            r, n = make(args, env)
+            rows += r
+            notes += n
+    print(f"Measured {datetime.date.today()} on {platform.machine()}, {os.cpu_count()} cores, "
+          f"{args.threads} threads each side.\n")
+    print("| work | metric-loss (us) | reference | reference (us) | ratio |")
+    print("|---|---:|---|---:|---:|")
+    for work, ours, who, theirs in rows:
+        print(f"| {work} | {ours:.1f} | {who} | {theirs:.1f} | {ours / theirs:.2f} |")
+    print()
+    for note in notes:
+        print(note)
+
+
+def read_ref(out):
     ref = {}
-    out = run([args.python, args.reference, "losses"], env)
-    out += run([args.python, args.reference, "mnist", str(ROOT / "data"), args.mnist_epochs], env)
-    print(out, file=sys.stderr)
     for line in out.splitlines():
         m = re.match(r"ref (\S+) (.*)", line)
         if m:
             kv = dict(p.split("=") for p in m.group(2).split())
             ref[(m.group(1), kv.get("n"))] = kv
+    return ref
+
+
+# retrieval_metrics on 2,000 x 8,000 x 128 before it was built on the index
+# (issue 14's measurement; the old code is gone, so it is not re-run here).
+RETRIEVAL_BEFORE_US = 409_000.0
+
+
+def search_rows(args, env):
+    """Exact k-NN of 2,000 queries against 8,000 references, D = 128, k = 10:
+    build + search, against faiss IndexFlatL2 and torch cdist + topk."""
+    ref = read_ref(run([args.python, args.reference, "search"], env))
+    print(ref, file=sys.stderr)
+    run(["cargo", "bench", "--bench", "search", "--", "--noplot"], env)
+    faiss_us = float(ref[("knn_faiss", None)]["us"])
+    torch_us = float(ref[("knn_torch", None)]["us"])
+    rows = []
+    for metric in ["squared_euclidean", "euclidean", "cosine", "dot"]:
+        ours = criterion_us("search", metric, "2000x8000x128_k10")
+        rows.append((f"exact k-NN 2000 x 8000 x 128, k = 10, build + search ({metric})", ours,
+                     "faiss IndexFlatL2", faiss_us))
+    ours = criterion_us("search", "squared_euclidean", "2000x8000x128_k10")
+    rows.append(("exact k-NN 2000 x 8000 x 128, k = 10 (squared_euclidean)", ours,
+                 "torch cdist + topk", torch_us))
+    rows.append(("retrieval_metrics 2000 x 8000 x 128", criterion_us("retrieval_metrics", "2000x8000x128"),
+                 "before the index (issue 14, not re-run)", RETRIEVAL_BEFORE_US))
+    notes = [f"Search arithmetic: 2 x 2000 x 8000 x 128 = 4.1 GFLOP; faiss ran it at "
+             f"{4.096e9 / faiss_us / 1e3:.1f} GFLOP/s, metric-loss (squared_euclidean) at "
+             f"{4.096e9 / ours / 1e3:.1f} GFLOP/s."]
+    return rows, notes
+
+
+def loss_rows(args, env):
+    out = run([args.python, args.reference, "losses"], env)
+    out += run([args.python, args.reference, "mnist", str(ROOT / "data"), args.mnist_epochs], env)
+    print(out, file=sys.stderr)
+    ref = read_ref(out)
 
     # The floor named in the issue: one N x N x D GEMM through torch.
     floor = {}
@@ -88,17 +147,12 @@ def main():
     rows.append(("MNIST training step (batch 80), `InputLinear` first",
                  criterion_us("train_step_input_linear_80", ""), "PML", pml_step))
 
-    print(f"Measured {datetime.date.today()} on {platform.machine()}, {os.cpu_count()} cores, "
-          f"{args.threads} threads each side.\n")
-    print("| work | metric-loss (us) | reference | reference (us) | ratio |")
-    print("|---|---:|---|---:|---:|")
-    for work, ours, who, theirs in rows:
-        print(f"| {work} | {ours:.1f} | {who} | {theirs:.1f} | {ours / theirs:.2f} |")
-    print()
+    notes = []
     for n in ["256", "1024"]:
         ours = criterion_us("losses", "batch_hard", n)
-        print(f"Floor at N={n}: one {n} x {n} x 128 GEMM through torch takes {floor[n]:.1f} us; "
-              f"batch-hard forward + backward here takes {ours / floor[n]:.2f} x that.")
+        notes.append(f"Floor at N={n}: one {n} x {n} x 128 GEMM through torch takes {floor[n]:.1f} us; "
+                     f"batch-hard forward + backward here takes {ours / floor[n]:.2f} x that.")
+    return rows, notes
 
 
 if __name__ == "__main__":

@@ -1,6 +1,5 @@
 //! Saving and loading an [`EmbeddingIndex`] as one safetensors file (the
-//! format dfdx saves models in, readable from Python with
-//! `safetensors.numpy.load_file`).
+//! format dfdx saves models in).
 //!
 //! Tensors: `embeddings` (`F32`, `[len, dim]`, the rows as stored: unit rows
 //! for cosine), `ids` (`U64`, `[len]`), `labels` (`U64`, `[len]`).
@@ -20,7 +19,7 @@ const VERSION: &str = "1";
 
 impl EmbeddingIndex {
     /// Writes the index to `path` as one safetensors file (the format dfdx
-    /// saves models in; Python reads it with `safetensors.numpy.load_file`):
+    /// saves models in):
     /// tensors `embeddings` (`F32`, `[len, dim]`, the rows as stored),
     /// `ids` and `labels` (`U64`, `[len]`), and the metric, width and a
     /// format tag in the metadata. [`try_load`](Self::try_load) gives back
