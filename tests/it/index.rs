@@ -359,7 +359,8 @@ fn bad_input_gets_a_typed_error() {
     );
     // no queries: an empty answer
     let none = index.search(&[], 2);
-    assert!(none.is_empty() && none.len() == 0);
+    assert!(none.is_empty());
+    assert_eq!((none.len(), none.k()), (0, 2));
     // the plain methods panic with the message
     let msg = std::panic::catch_unwind(|| index.search(&[0.0; 3], 5))
         .unwrap_err()

@@ -12,7 +12,7 @@
 use rayon::prelude::*;
 
 use super::Metric;
-use super::topk::{Hit, TopK};
+use super::topk::{Hit, TopK, may_enter};
 use crate::fused::{Operand, Scratch, distance, gemm};
 
 /// Queries per block, at most: the unit of work shared among threads. The
@@ -273,7 +273,7 @@ mod avx2 {
 fn mask_portable(keys: &[f32; LANES], worst: f32) -> u32 {
     let mut mask = 0u32;
     for (l, &k) in keys.iter().enumerate() {
-        mask |= u32::from(!(k > worst)) << l;
+        mask |= u32::from(may_enter(k, worst)) << l;
     }
     mask
 }

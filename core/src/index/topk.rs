@@ -85,6 +85,15 @@ fn pack(key: f32, rank: u32) -> u64 {
     (ordered(key) as u64) << 32 | rank as u64
 }
 
+/// Whether a `key` may be among the best, given the threshold `worst`:
+/// `key <= worst`, or either is NaN — written `!(key > worst)` on purpose,
+/// so that a NaN is looked at (and ordered last) rather than dropped.
+#[inline(always)]
+#[allow(clippy::neg_cmp_op_on_partial_ord)]
+pub(crate) fn may_enter(key: f32, worst: f32) -> bool {
+    !(key > worst)
+}
+
 /// The `k` smallest (key, tie rank) offered so far.
 #[derive(Debug)]
 pub(crate) struct TopK {
@@ -118,9 +127,8 @@ impl TopK {
     /// Offers the row of tie rank `rank` at `key`.
     #[inline]
     pub(crate) fn offer(&mut self, key: f32, rank: u32) {
-        // Not `<`: an equal key may still win on its rank, and a NaN
-        // `worst` (which sorts last) must let every number in.
-        if self.k > 0 && !(key > self.worst) {
+        // Not `<`: an equal key may still win on its rank.
+        if self.k > 0 && may_enter(key, self.worst) {
             self.buf.push(pack(key, rank));
             if self.buf.len() >= self.capacity() {
                 self.compact();
