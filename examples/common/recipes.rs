@@ -93,14 +93,42 @@ pub fn train_triplet(
     })
 }
 
+/// What `triplet_mnist` and `search_mnist` start from: the digits, the
+/// device, and the triplet net trained with [`train_triplet`] (or its
+/// encoder loaded with `--load`; saved with `--save`).
+pub struct TripletRun {
+    pub mnist: Mnist,
+    pub dev: Cpu,
+    pub net: TripletEncoderNet,
+    pub training: Training,
+}
+
+impl TripletRun {
+    pub fn new(args: &Args) -> Result<Self> {
+        let mnist = load(args)?;
+        let dev = device(args.seed);
+        let mut net = build::<TripletNet<Encoder>>(&dev);
+        let training = train_or_load(args, &mut net, TripletNet::encoder_mut, |net| {
+            train_triplet(args, &dev, &mnist, net)
+        })?;
+        Ok(TripletRun {
+            mnist,
+            dev,
+            net,
+            training,
+        })
+    }
+
+    /// Every digit's embedding, `len × 128`.
+    pub fn embeddings(&self) -> Vec<f32> {
+        embed_all::<128, _>(&self.dev, &self.mnist, self.net.encoder())
+    }
+}
+
 pub fn run_triplet(args: &Args) -> Result<TripletSummary> {
-    let mnist = load(args)?;
-    let dev = device(args.seed);
-    let mut net = build::<TripletNet<Encoder>>(&dev);
-    let training = train_or_load(args, &mut net, TripletNet::encoder_mut, |net| {
-        train_triplet(args, &dev, &mnist, net)
-    })?;
-    let e = embed_all::<128, _>(&dev, &mnist, net.encoder());
+    let run = TripletRun::new(args)?;
+    let e = run.embeddings();
+    let (mnist, training) = (run.mnist, run.training);
     let retrieval = evaluate_retrieval::<128>(&e, &mnist.labels)?;
     let retrieval_normalized = evaluate_retrieval::<128>(&l2_normalized::<128>(&e), &mnist.labels)?;
     let (title, markers) = match args.loss {

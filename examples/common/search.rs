@@ -36,13 +36,9 @@ pub struct SearchSummary {
 }
 
 pub fn run_search(args: &Args) -> Result<SearchSummary> {
-    let mnist = load(args)?;
-    let dev = device(args.seed);
-    let mut net = build::<TripletNet<Encoder>>(&dev);
-    let training = train_or_load(args, &mut net, TripletNet::encoder_mut, |net| {
-        train_triplet(args, &dev, &mnist, net)
-    })?;
-    let e = embed_all::<128, _>(&dev, &mnist, net.encoder());
+    let run = TripletRun::new(args)?;
+    let e = run.embeddings();
+    let (mnist, training) = (run.mnist, run.training);
     let (refs, queries) = e.split_at(TRAIN * 128);
     let (ref_labels, query_labels) = mnist.labels.split_at(TRAIN);
 

@@ -23,7 +23,7 @@
 //! When the queries *are* the references ([`ReferenceSet::SameAsQueries`]),
 //! query `i` is removed from its own neighbour list and from its `R`.
 //!
-//! The search is an [`EmbeddingIndex`](crate::index::EmbeddingIndex):
+//! The search is an [`EmbeddingIndex`]:
 //! distances in `f32` as `||q||^2 + ||r||^2 - 2 q.r` (clamped at 0), blocked
 //! on the project's GEMM on rayon's threads, never materialising the full
 //! query x reference matrix.
@@ -129,7 +129,7 @@ impl RetrievalMetrics {
 /// `queries` is row-major with `dim` columns and one label per row in
 /// `query_labels`. See the [module documentation](self) for the definitions.
 ///
-/// The references go into an [`EmbeddingIndex`](crate::index::EmbeddingIndex)
+/// The references go into an [`EmbeddingIndex`]
 /// (ids = reference numbers, so ties go to the lower reference), and every
 /// query asks it for its `max(R, K)` nearest, which the metrics read as
 /// they come out of the search: no query × reference matrix is held and no
