@@ -104,10 +104,10 @@ def search_rows(args, env):
     torch_us = float(ref[("knn_torch", None)]["us"])
     rows = []
     for metric in ["squared_euclidean", "euclidean", "cosine", "dot"]:
-        ours = criterion_us("search", metric, "2000x8000x128_k10")
+        ours = criterion_us("search", f"{metric}_2000x8000x128_k10")
         rows.append((f"exact k-NN 2000 x 8000 x 128, k = 10, build + search ({metric})", ours,
                      "faiss IndexFlatL2", faiss_us))
-    ours = criterion_us("search", "squared_euclidean", "2000x8000x128_k10")
+    ours = criterion_us("search", "squared_euclidean_2000x8000x128_k10")
     rows.append(("exact k-NN 2000 x 8000 x 128, k = 10 (squared_euclidean)", ours,
                  "torch cdist + topk", torch_us))
     rows.append(("retrieval_metrics 2000 x 8000 x 128", criterion_us("retrieval_metrics", "2000x8000x128"),
