@@ -189,6 +189,15 @@ impl PkSampler {
 
     /// The most indices one epoch may hold per sample drawn from; see
     /// [How large K may be](PkSampler#how-large-k-may-be).
+    ///
+    /// ```
+    /// use metric_loss_core::sampler::PkSampler;
+    ///
+    /// // Two classes of 2 samples: an epoch is one batch of 2 x K indices.
+    /// let k = PkSampler::MAX_DRAWS_PER_SAMPLE * 4 / 2;
+    /// assert!(PkSampler::try_new(&[0, 0, 1, 1], 2, k, 0).is_ok());
+    /// assert!(PkSampler::try_new(&[0, 0, 1, 1], 2, k + 1, 0).is_err());
+    /// ```
     pub const MAX_DRAWS_PER_SAMPLE: usize = 32;
 
     /// Like [`PkSampler::try_new`], panicking with the error's message.

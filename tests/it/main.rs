@@ -14,4 +14,3 @@ mod losses;
 mod mined;
 mod properties;
 mod reliability;
-mod ui;

@@ -1,0 +1,21 @@
+//! Compile-time behaviour of `#[metric_loss(...)]`: every invalid spec in
+//! `tests/ui/fail` must be rejected with the message in its `.stderr`, every
+//! valid spec in `tests/ui/pass` must compile and run.
+//!
+//! It lives in the macro's crate, not in the root package's `tests/it/`,
+//! because trybuild builds its cases as a separate project whose
+//! dependencies are the test crate's (dev-)dependencies, compiled from
+//! scratch in `target/tests/trybuild`: here that is the macro and
+//! `metric-loss`, not also the examples' and benches' criterion, plotters,
+//! clap and indicatif.
+//!
+//! Regenerate the expected messages with
+//! `TRYBUILD=overwrite cargo test -p metric-loss-macros --test ui`, then read
+//! every changed `.stderr`.
+
+#[test]
+fn ui() {
+    let t = trybuild::TestCases::new();
+    t.compile_fail("tests/ui/fail/*.rs");
+    t.pass("tests/ui/pass/*.rs");
+}
