@@ -72,9 +72,12 @@ fn losses(c: &mut Criterion) {
 
 /// One training step of the MNIST protocol: 784-256-ReLU-128 encoder on a
 /// batch of 80 (5 classes x 16), L2-normalized batch-hard triplet loss
-/// (margin 0.2), backward, Adam update. `train_step` has dfdx's `Linear` as
-/// the first layer, `train_step_input_linear` [`InputLinear`] (no gradient
-/// for the input pixels, as in PyTorch).
+/// (margin 0.2), backward, Adam update. `train_step` is dfdx's `Linear`
+/// throughout; `train_step_input_linear` has [`InputLinear`] first (no
+/// gradient for the input pixels, as in PyTorch); `train_step_fused` is the
+/// examples' encoder, [`InputLinear`] then [`FusedLinear`] (one op each way
+/// on the project's GEMM). `reference.py steps` times the same step in
+/// PyTorch (`train_step_torch encoder=mlp`).
 fn train_step(c: &mut Criterion) {
     fn bench<M>(c: &mut Criterion, name: &str)
     where
@@ -110,6 +113,7 @@ fn train_step(c: &mut Criterion) {
     }
     bench::<(Linear<784, 256>, ReLU, Linear<256, 128>)>(c, "train_step/80");
     bench::<(InputLinear<784, 256>, ReLU, Linear<256, 128>)>(c, "train_step_input_linear/80");
+    bench::<(InputLinear<784, 256>, ReLU, FusedLinear<256, 128>)>(c, "train_step_fused/80");
 }
 
 criterion_group!(benches, losses, train_step);

@@ -57,27 +57,9 @@ impl Scratch {
 
     /// The elements of a contiguous CPU tensor.
     pub(crate) fn copy_of<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Self {
-        Self::copy_with_capacity(t, 0)
-    }
-
-    /// [`copy_of`](Self::copy_of) with room for `capacity` values.
-    pub(crate) fn copy_with_capacity<S: Shape, T>(
-        t: &Tensor<S, f32, Cpu, T>,
-        capacity: usize,
-    ) -> Self {
-        let mut s = Self::with_len(t.shape().num_elements(), capacity);
+        let mut s = Self::with_len(t.shape().num_elements(), 0);
         t.copy_into(&mut s);
         s
-    }
-
-    /// Resizes, zero-filling what is added.
-    pub(crate) fn resize(&mut self, len: usize) {
-        self.0.resize(len, 0.0);
-    }
-
-    /// Shortens to `len` values.
-    pub(crate) fn truncate(&mut self, len: usize) {
-        self.0.truncate(len);
     }
 }
 
@@ -132,11 +114,9 @@ mod tests {
         let a = Scratch::with_len(1000, 0);
         let ptr = a.as_ptr();
         drop(a);
-        let mut b = Scratch::with_len(500, 0);
+        let b = Scratch::with_len(500, 0);
         assert_eq!(b.as_ptr(), ptr, "the returned buffer is reused");
         assert_eq!(b.len(), 500);
-        b.resize(700);
-        assert!(b[500..].iter().all(|&v| v == 0.0));
         let c = Scratch::with_len(10, 5000);
         assert_ne!(c.as_ptr(), ptr, "too small a buffer is not handed out");
         let dev = Cpu::default();
