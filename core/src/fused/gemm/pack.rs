@@ -101,20 +101,11 @@ mod avx2 {
     ) {
         // SAFETY (whole body): reads stay in the first `steps` values of
         // each run, writes in the first `steps·W` of `dst` (the caller's
-        // contract); lanes past a group's runs are masked off.
+        // contract): the rows past a group's runs are zeros, not loads, and
+        // a store reaching past `steps·W` goes through `tail`.
         unsafe {
             for l0 in (0..W).step_by(8) {
                 let lanes = (W - l0).min(8);
-                let mask = _mm256_setr_epi32(
-                    -1,
-                    -((lanes > 1) as i32),
-                    -((lanes > 2) as i32),
-                    -((lanes > 3) as i32),
-                    -((lanes > 4) as i32),
-                    -((lanes > 5) as i32),
-                    -((lanes > 6) as i32),
-                    -((lanes > 7) as i32),
-                );
                 for k0 in (0..steps).step_by(8) {
                     let row = |r: usize| {
                         if r < lanes {
@@ -152,11 +143,16 @@ mod avx2 {
                         _mm256_permute2f128_ps::<0x31>(s3, s7),
                     ];
                     for (j, v) in out.into_iter().enumerate() {
-                        let at = dst.as_mut_ptr().add((k0 + j) * W + l0);
-                        if lanes == 8 {
-                            _mm256_storeu_ps(at, v);
+                        let at = (k0 + j) * W + l0;
+                        if lanes == 8 || at + 8 <= steps * W {
+                            // a narrow group's extra lanes land on the next
+                            // step's first values, written after this
+                            // (masked stores are slow on AMD cores)
+                            _mm256_storeu_ps(dst.as_mut_ptr().add(at), v);
                         } else {
-                            _mm256_maskstore_ps(at, mask, v);
+                            let mut tail = [0.0f32; 8];
+                            _mm256_storeu_ps(tail.as_mut_ptr(), v);
+                            dst[at..at + lanes].copy_from_slice(&tail[..lanes]);
                         }
                     }
                 }
