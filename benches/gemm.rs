@@ -8,8 +8,8 @@
 //! small products serially and cut for 2 threads, whatever their size: where
 //! the cut starts to pay is the GEMM's `PARALLEL_MIN_MADDS`.
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use metric_loss::__private::{gemm, gemm_cut, Operand};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use metric_loss::__private::{Operand, gemm, gemm_cut};
 use std::time::Duration;
 
 /// A product `C (m × n) = op(A)·op(B)` as a caller stores it.

@@ -41,8 +41,8 @@ pub mod prelude {
         SemiHardFallback, TripletMiner,
     };
     pub use crate::nets::{
-        builder::{FusedLinear, InputLinear},
         Siamese, TripletNet,
+        builder::{FusedLinear, InputLinear},
     };
     pub use crate::sampler::PkSampler;
     pub use dfdx::optim::{Adam, AdamConfig, Sgd, SgdConfig};
@@ -52,6 +52,6 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     /// The project's GEMM, reached by its benches (`benches/gemm.rs`).
-    pub use crate::fused::gemm::{gemm, gemm_cut, Operand};
+    pub use crate::fused::gemm::{Operand, gemm, gemm_cut};
     pub use dfdx;
 }

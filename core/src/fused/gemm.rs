@@ -22,7 +22,7 @@
 mod kernel;
 mod pack;
 
-pub(crate) use kernel::{Kernel, Store, MR, NR};
+pub(crate) use kernel::{Kernel, MR, NR, Store};
 pub(crate) use pack::pack;
 
 #[cfg(test)]

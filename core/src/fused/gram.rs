@@ -12,8 +12,8 @@
 //! tile, the caller asks only for the blocks it needs (half of a symmetric
 //! matrix), and it consumes each block while it is still in cache.
 
-use super::gemm::{pack, Kernel, Operand, Store, KC, NR};
 use super::Scratch;
+use super::gemm::{KC, Kernel, NR, Operand, Store, pack};
 
 pub(crate) use super::gemm::MR;
 

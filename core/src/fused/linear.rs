@@ -1,8 +1,8 @@
 //! The affine map of a fully connected layer, `y = x·Wᵀ + b`, as one op on
 //! the tape each way, on the project's GEMM.
 
-use super::gemm::{gemm, Operand};
 use super::Scratch;
+use super::gemm::{Operand, gemm};
 use dfdx::prelude::*;
 
 /// `x·Wᵀ + b` on the tape of `x`, forward and backward on the project's

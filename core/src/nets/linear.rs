@@ -394,12 +394,13 @@ mod tests {
         let l = dev.build_module::<Linear<9, 3>, f32>();
         let mut il = dev.build_module::<builder::InputLinear<9, 3>, f32>();
         let bound = 1.0 / 3.0;
-        assert!(il
-            .weight
-            .as_vec()
-            .iter()
-            .chain(&il.bias.as_vec())
-            .all(|v| v.abs() <= bound));
+        assert!(
+            il.weight
+                .as_vec()
+                .iter()
+                .chain(&il.bias.as_vec())
+                .all(|v| v.abs() <= bound)
+        );
         assert_eq!(il.num_trainable_params(), l.num_trainable_params());
         let path =
             std::env::temp_dir().join(format!("input_linear_{}.safetensors", std::process::id()));
@@ -583,12 +584,13 @@ mod tests {
         let l = dev.build_module::<Linear<6, 4>, f32>();
         let mut f = dev.build_module::<builder::FusedLinear<6, 4>, f32>();
         let bound = 1.0 / 6f32.sqrt();
-        assert!(f
-            .weight
-            .as_vec()
-            .iter()
-            .chain(&f.bias.as_vec())
-            .all(|v| v.abs() <= bound));
+        assert!(
+            f.weight
+                .as_vec()
+                .iter()
+                .chain(&f.bias.as_vec())
+                .all(|v| v.abs() <= bound)
+        );
         assert_eq!(f.num_trainable_params(), l.num_trainable_params());
         let path =
             std::env::temp_dir().join(format!("fused_linear_{}.safetensors", std::process::id()));

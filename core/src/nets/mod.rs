@@ -95,7 +95,7 @@
 //! others panic with its message.
 
 mod linear;
-pub use linear::{builder, FusedLinear, InputLinear};
+pub use linear::{FusedLinear, InputLinear, builder};
 
 use crate::error::{MetricLossError, unwrap_or_panic};
 use dfdx::nn::{BuildOnDevice, Module, ModuleMut, ModuleVisitor, TensorCollection};

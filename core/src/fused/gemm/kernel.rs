@@ -204,7 +204,7 @@ unsafe fn micro_portable(
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Store, MR, NR};
+    use super::{MR, NR, Store};
     use std::arch::x86_64::*;
 
     /// The AVX2 + FMA micro-kernel, the contract of `Kernel::full`.
