@@ -289,14 +289,18 @@ fn gemm_with(
     }
 }
 
-/// `f(0)`, …, `f(parts − 1)` on rayon's threads.
+/// `f(0)`, …, `f(parts − 1)`: part 0 on the calling thread, the others on
+/// rayon's threads. A caller outside the pool (a training loop's main
+/// thread) works instead of sleeping while the pool runs every part (what
+/// `rayon::join` does from outside it), and wakes one thread fewer.
 fn in_parallel(parts: usize, f: impl Fn(usize) + Sync) {
-    use rayon::prelude::*;
-    if parts == 2 {
-        rayon::join(|| f(0), || f(1));
-    } else {
-        (0..parts).into_par_iter().for_each(&f);
-    }
+    rayon::in_place_scope(|s| {
+        for p in 1..parts {
+            let f = &f;
+            s.spawn(move |_| f(p));
+        }
+        f(0);
+    });
 }
 
 /// `C`'s base pointer, handed to the parts of a split product (which write

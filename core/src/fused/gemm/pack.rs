@@ -40,9 +40,11 @@ pub(crate) fn pack<const W: usize>(
                     let src: &[f32; W] = op.data[at..at + W].try_into().expect("W values");
                     dst.copy_from_slice(src);
                 } else {
-                    for (l, d) in dst.iter_mut().enumerate() {
-                        *d = if l < w { op.data[at + l] } else { 0.0 };
+                    let (head, pad) = dst.split_at_mut(w);
+                    for (d, &v) in head.iter_mut().zip(&op.data[at..at + w]) {
+                        *d = v;
                     }
+                    pad.fill(0.0);
                 }
             }
         } else if w == W {
