@@ -51,6 +51,13 @@ const SHAPES: &[Shape] = &[
     shape("conv2_fwd", 80 * 11 * 11, 64, 288, false, true),
     shape("conv2_wgrad", 64, 288, 80 * 11 * 11, true, false),
     shape("conv2_igrad", 80 * 11 * 11, 288, 64, false, false),
+    // the same, one image at a time (as `fused/conv2d.rs` on the conv
+    // branch runs them): W·cols, g·colsᵀ, Wᵀ·g
+    shape("conv1_img_fwd", 32, 26 * 26, 9, false, false),
+    shape("conv1_img_wgrad", 32, 9, 26 * 26, false, true),
+    shape("conv2_img_fwd", 64, 11 * 11, 288, false, false),
+    shape("conv2_img_wgrad", 64, 288, 11 * 11, false, true),
+    shape("conv2_img_igrad", 288, 11 * 11, 64, true, false),
     // the CNN's linear 1600 → 128
     shape("linear_1600", 80, 128, 1600, false, true),
     // exact search, 2000 queries against 8000 references

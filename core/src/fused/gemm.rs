@@ -131,8 +131,11 @@ pub fn gemm(
     c: &mut [f32],
     ldc: usize,
 ) {
-    let split = plan(m, n, k, rayon::current_num_threads());
-    gemm_with(Kernel::detect(), split, m, n, k, alpha, a, b, beta, c, ldc);
+    let how = How {
+        threads: rayon::current_num_threads(),
+        ..How::default()
+    };
+    gemm_with(how, m, n, k, alpha, a, b, beta, c, ldc);
 }
 
 /// [`gemm`] cut for `threads` parts whatever its size (serial for 1), as
@@ -152,8 +155,49 @@ pub fn gemm_cut(
     c: &mut [f32],
     ldc: usize,
 ) {
-    let split = cut(m, n, k, threads);
-    gemm_with(Kernel::detect(), split, m, n, k, alpha, a, b, beta, c, ldc);
+    let how = How {
+        threads,
+        cut_small: true,
+        ..How::default()
+    };
+    gemm_with(how, m, n, k, alpha, a, b, beta, c, ldc);
+}
+
+/// How [`gemm_with`] runs a product: on how many threads, and (for the
+/// tests) a forced split and orientation.
+#[derive(Debug, Clone, Copy)]
+struct How {
+    kernel: Kernel,
+    threads: usize,
+    /// Cut for the threads whatever the size (see [`gemm_cut`]).
+    cut_small: bool,
+    /// The split, instead of [`plan`]'s.
+    split: Option<Split>,
+    /// Whether `Cᵀ` is computed, instead of [`transposes`]'s choice.
+    transpose: Option<bool>,
+}
+
+impl Default for How {
+    fn default() -> Self {
+        How {
+            kernel: Kernel::detect(),
+            threads: 1,
+            cut_small: false,
+            split: None,
+            transpose: None,
+        }
+    }
+}
+
+/// Whether `C = op(A)·op(B)` is better computed as `Cᵀ = op(B)ᵀ·op(A)ᵀ`:
+/// when a quarter fewer `MR × NR` tiles cover it that way (a `C` of fewer
+/// than [`NR`] columns, such as a convolution's weight gradient `O × 9`),
+/// and `k` is long enough to pay for storing every tile through the
+/// strided edge path.
+fn transposes(m: usize, n: usize, k: usize) -> bool {
+    let tiles = m.div_ceil(MR) * n.div_ceil(NR);
+    let flipped = n.div_ceil(MR) * m.div_ceil(NR);
+    k >= 32 && 4 * flipped <= 3 * tiles
 }
 
 /// How a product is shared among threads.
@@ -201,8 +245,7 @@ fn cut(m: usize, n: usize, k: usize, threads: usize) -> Split {
 /// [`gemm`] with the kernel and the split given.
 #[allow(clippy::too_many_arguments)]
 fn gemm_with(
-    kernel: Kernel,
-    split: Split,
+    how: How,
     m: usize,
     n: usize,
     k: usize,
@@ -230,20 +273,35 @@ fn gemm_with(
         }
         return;
     }
+    // C (i, j) at c[i·rs + j·cs]; computed as Cᵀ, the roles swap
+    let (m, n, a, b, rs, cs) = if how.transpose.unwrap_or_else(|| transposes(m, n, k)) {
+        (n, m, b.t(), a.t(), 1, ldc)
+    } else {
+        (m, n, a, b, ldc, 1)
+    };
+    let kernel = how.kernel;
+    let split = how.split.unwrap_or_else(|| {
+        if how.cut_small {
+            cut(m, n, k, how.threads)
+        } else {
+            plan(m, n, k, how.threads)
+        }
+    });
     let c = SharedC(c.as_mut_ptr());
+    let to = Strides { rs, cs };
     // SAFETY (every call below): the operands fit (asserted), and `c`
-    // reaches (m − 1)·ldc + n values of the exclusively borrowed `c`; the
-    // parts write disjoint rows, disjoint columns, or (`Depth`) only part 0
-    // writes `c`.
+    // reaches (m − 1)·rs + (n − 1)·cs + 1 values of the exclusively borrowed
+    // `c` (the asserted extent, in either orientation); the parts write
+    // disjoint rows, disjoint columns, or (`Depth`) only part 0 writes `c`.
     match split {
-        Split::Serial => unsafe { serial(kernel, m, n, k, alpha, a, b, beta, c.0, ldc) },
+        Split::Serial => unsafe { serial(kernel, m, n, k, alpha, a, b, beta, c.0, to) },
         Split::Rows(parts) => {
             let rows = m.div_ceil(MR).div_ceil(parts) * MR;
             in_parallel(m.div_ceil(rows), |p| {
                 let r0 = p * rows;
                 let mp = rows.min(m - r0);
-                let cp = c.at(r0 * ldc);
-                unsafe { serial(kernel, mp, n, k, alpha, a.skip_rows(r0), b, beta, cp, ldc) }
+                let cp = c.at(r0 * rs);
+                unsafe { serial(kernel, mp, n, k, alpha, a.skip_rows(r0), b, beta, cp, to) }
             });
         }
         Split::Cols(parts) => {
@@ -251,8 +309,8 @@ fn gemm_with(
             in_parallel(n.div_ceil(cols), |p| {
                 let c0 = p * cols;
                 let np = cols.min(n - c0);
-                let cp = c.at(c0);
-                unsafe { serial(kernel, m, np, k, alpha, a, b.skip_cols(c0), beta, cp, ldc) }
+                let cp = c.at(c0 * cs);
+                unsafe { serial(kernel, m, np, k, alpha, a, b.skip_cols(c0), beta, cp, to) }
             });
         }
         Split::Depth(parts) => {
@@ -270,18 +328,18 @@ fn gemm_with(
                 let kp = depth.min(k - k0);
                 let (a, b) = (a.skip_cols(k0), b.skip_rows(k0));
                 if p == 0 {
-                    unsafe { serial(kernel, m, n, kp, alpha, a, b, beta, c.at(0), ldc) }
+                    unsafe { serial(kernel, m, n, kp, alpha, a, b, beta, c.at(0), to) }
                 } else {
                     let buf = buffers[p - 1].at(0);
-                    unsafe { serial(kernel, m, n, kp, alpha, a, b, 0.0, buf, n) }
+                    let own = Strides { rs: n, cs: 1 };
+                    unsafe { serial(kernel, m, n, kp, alpha, a, b, 0.0, buf, own) }
                 }
             });
             for part in &partial {
                 for (i, src) in part.chunks_exact(n).enumerate() {
-                    // SAFETY: row i < m of C, n values, no part running.
-                    let dst = unsafe { std::slice::from_raw_parts_mut(c.at(i * ldc), n) };
-                    for (d, &s) in dst.iter_mut().zip(src) {
-                        *d += s;
+                    for (j, &v) in src.iter().enumerate() {
+                        // SAFETY: (i, j) is inside C; no part is running.
+                        unsafe { *c.at(i * rs + j * cs) += v };
                     }
                 }
             }
@@ -320,6 +378,13 @@ impl SharedC {
     }
 }
 
+/// Where `C`'s element `(i, j)` is: `i·rs + j·cs` values in.
+#[derive(Debug, Clone, Copy)]
+struct Strides {
+    rs: usize,
+    cs: usize,
+}
+
 /// The length of each of the near-equal blocks `len` is cut into, at most
 /// `max` (a multiple of `unit`) and a multiple of `unit`.
 fn block_len(len: usize, max: usize, unit: usize) -> usize {
@@ -342,8 +407,9 @@ fn store(i: usize, alpha: f32, beta: f32) -> Store {
 /// The BLIS loops on one thread, for `k ≥ 1`, `m, n ≥ 1`.
 ///
 /// # Safety
-/// The operands fit `m × k` and `k × n`; `c` reaches `(m − 1)·ldc + n`
-/// values no other thread touches during the call.
+/// The operands fit `m × k` and `k × n`; `c` reaches element `(m − 1,
+/// n − 1)` through `to`, and no other thread touches `C`'s `m × n` during
+/// the call.
 #[allow(clippy::too_many_arguments)]
 unsafe fn serial(
     kernel: Kernel,
@@ -355,7 +421,7 @@ unsafe fn serial(
     b: Operand<'_>,
     beta: f32,
     c: *mut f32,
-    ldc: usize,
+    to: Strides,
 ) {
     let kcb = block_len(k, KC, 1);
     let ncb = block_len(n, NC, NR);
@@ -380,8 +446,8 @@ unsafe fn serial(
                         (mc, nc, kc),
                         &ap,
                         &bp,
-                        c.add(ic * ldc + jc),
-                        ldc,
+                        c.add(ic * to.rs + jc * to.cs),
+                        to,
                         store,
                     )
                 };
@@ -390,21 +456,26 @@ unsafe fn serial(
     }
 }
 
-/// Every tile of one packed block: `mc × nc` of `C` from `kc` steps.
+/// Every tile of one packed block: `mc × nc` of `C` from `kc` steps. With
+/// `C` stored by columns (`cs ≠ 1`, a transposed product) every tile goes
+/// through the edge path, which reads and writes it value by value.
 ///
 /// # Safety
 /// `ap` holds `mc.div_ceil(MR)` slivers and `bp` `nc.div_ceil(NR)` panels of
-/// `kc` steps; `c` reaches `(mc − 1)·ldc + nc` values this thread owns.
+/// `kc` steps; `c` reaches element `(mc − 1, nc − 1)` through `to`, all of
+/// it this thread's.
 unsafe fn block(
     kernel: Kernel,
     (mc, nc, kc): (usize, usize, usize),
     ap: &[f32],
     bp: &[f32],
     c: *mut f32,
-    ldc: usize,
+    to: Strides,
     store: Store,
 ) {
     assert!(ap.len() >= mc.div_ceil(MR) * MR * kc && bp.len() >= nc.div_ceil(NR) * NR * kc);
+    // the edge tiles' local tile, set up once
+    let mut tile = [0.0f32; MR * NR];
     for q in 0..nc.div_ceil(NR) {
         let cols = NR.min(nc - q * NR);
         let b = bp[q * kc * NR..].as_ptr();
@@ -414,11 +485,12 @@ unsafe fn block(
             // SAFETY: tile (s, q) lies inside the block; the sliver and the
             // panel hold kc steps (asserted above).
             unsafe {
-                let cp = c.add(s * MR * ldc + q * NR);
-                if rows == MR && cols == NR {
-                    kernel.full(kc, a, b, cp, ldc, store);
+                let cp = c.add(s * MR * to.rs + q * NR * to.cs);
+                if rows == MR && cols == NR && to.cs == 1 {
+                    kernel.full(kc, a, b, cp, to.rs, store);
                 } else {
-                    kernel.edge(kc, a, b, cp, ldc, rows, cols, store);
+                    let at = (to.rs, to.cs);
+                    kernel.edge(kc, a, b, cp, at, (rows, cols), store, &mut tile);
                 }
             }
         }
@@ -453,17 +525,20 @@ mod tests {
             .collect()
     }
 
+    /// Runs `how` with this kernel, split and orientation.
+    fn how(kernel: Kernel, split: Split, transpose: bool) -> How {
+        How {
+            kernel,
+            split: Some(split),
+            transpose: Some(transpose),
+            ..How::default()
+        }
+    }
+
     /// One product with stored operands padded by `pad` columns, checked
     /// against [`naive`] for several `α`, `β`; `C` padded too, and its
     /// padding untouched.
-    fn check(
-        kernel: Kernel,
-        split: Split,
-        (m, n, k): (usize, usize, usize),
-        ta: bool,
-        tb: bool,
-        pad: usize,
-    ) {
+    fn check(how: How, (m, n, k): (usize, usize, usize), ta: bool, tb: bool, pad: usize) {
         let (ar, ac) = if ta { (k, m) } else { (m, k) };
         let (br, bc) = if tb { (n, k) } else { (k, n) };
         let (lda, ldb, ldc) = (ac + pad, bc + pad, n + pad);
@@ -489,7 +564,7 @@ mod tests {
                     c[i * ldc..i * ldc + n].fill(f32::NAN);
                 }
             }
-            gemm_with(kernel, split, m, n, k, alpha, a, b, beta, &mut c, ldc);
+            gemm_with(how, m, n, k, alpha, a, b, beta, &mut c, ldc);
             for i in 0..m {
                 for j in 0..ldc {
                     let got = c[i * ldc + j];
@@ -502,7 +577,7 @@ mod tests {
                     let scale = (k as f64).sqrt() * 4.0 + w.abs();
                     assert!(
                         (f64::from(got) - w).abs() <= 2e-6 * scale,
-                        "{kernel:?} {split:?} {m}x{n}x{k} ta={ta} tb={tb} pad={pad} α={alpha} β={beta} ({i},{j}): {got} vs {w}"
+                        "{how:?} {m}x{n}x{k} ta={ta} tb={tb} pad={pad} α={alpha} β={beta} ({i},{j}): {got} vs {w}"
                     );
                 }
             }
@@ -510,7 +585,7 @@ mod tests {
     }
 
     /// Odd sizes, every transpose pair, strided operands, both kernels,
-    /// serial and every kind of parallel split.
+    /// serial and every kind of parallel split, `C` or `Cᵀ` computed.
     #[test]
     fn every_transpose_pair_equals_the_naive_product() {
         let sizes = [
@@ -526,17 +601,19 @@ mod tests {
         for kernel in [Kernel::detect(), portable(Kernel::detect)] {
             for &size in &sizes {
                 for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
-                    for pad in [0, 3] {
-                        check(kernel, Split::Serial, size, ta, tb, pad);
-                    }
-                    for split in [
-                        Split::Rows(2),
-                        Split::Cols(2),
-                        Split::Depth(2),
-                        Split::Rows(3),
-                        Split::Depth(3),
-                    ] {
-                        check(kernel, split, size, ta, tb, 1);
+                    for transpose in [false, true] {
+                        for pad in [0, 3] {
+                            check(how(kernel, Split::Serial, transpose), size, ta, tb, pad);
+                        }
+                        for split in [
+                            Split::Rows(2),
+                            Split::Cols(2),
+                            Split::Depth(2),
+                            Split::Rows(3),
+                            Split::Depth(3),
+                        ] {
+                            check(how(kernel, split, transpose), size, ta, tb, 1);
+                        }
                     }
                 }
             }
@@ -547,14 +624,22 @@ mod tests {
     #[test]
     fn wide_products_take_several_blocks_of_columns() {
         for (ta, tb) in [(false, false), (true, true)] {
-            check(Kernel::detect(), Split::Serial, (3, NC + 37, 5), ta, tb, 2);
+            let (kernel, cols) = (Kernel::detect(), Split::Cols(2));
             check(
-                Kernel::detect(),
-                Split::Cols(2),
-                (7, 2 * NC + 1, 2),
+                how(kernel, Split::Serial, false),
+                (3, NC + 37, 5),
                 ta,
                 tb,
-                0,
+                2,
+            );
+            check(how(kernel, cols, false), (7, 2 * NC + 1, 2), ta, tb, 0);
+            // as Cᵀ: several blocks of rows of B
+            check(
+                how(kernel, Split::Rows(2), true),
+                (NC + 37, 3, 5),
+                ta,
+                tb,
+                1,
             );
         }
     }
@@ -597,6 +682,15 @@ mod tests {
             &mut nothing,
             5,
         );
+    }
+
+    /// `Cᵀ` is computed when it takes a quarter fewer tiles and `k` is long.
+    #[test]
+    fn narrow_products_are_computed_transposed() {
+        assert!(transposes(32, 9, 676)); // 6 tiles as C, 4 as Cᵀ
+        assert!(!transposes(32, 9, 9)); // too short a sum
+        assert!(!transposes(80, 256, 784));
+        assert!(!transposes(9, 32, 676));
     }
 
     /// The plan: serial when small or single-threaded, and the cut that

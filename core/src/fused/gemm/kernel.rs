@@ -87,12 +87,14 @@ impl Kernel {
         unsafe { micro_portable(kc, a, b, c, ldc, store) }
     }
 
-    /// A tile cut to `rows × cols` (at most `MR × NR`): the kernel runs on a
-    /// local tile and only `c[r·ldc + l]`, `r < rows`, `l < cols`, is read
-    /// and written.
+    /// A tile cut to `rows × cols` (at most `MR × NR`) of a `C` with any
+    /// strides: the kernel runs on `tile` (any values: the caller's, reused
+    /// from one edge to the next) and only `c[r·rs + l·cs]`, `r < rows`,
+    /// `l < cols`, is read and written.
     ///
     /// # Safety
-    /// As [`full`](Self::full), with `c` reaching `(rows − 1)·ldc + cols`.
+    /// As [`full`](Self::full), with `c` reaching `(rows − 1)·rs +
+    /// (cols − 1)·cs + 1` values.
     #[allow(clippy::too_many_arguments)]
     pub(crate) unsafe fn edge(
         self,
@@ -100,13 +102,12 @@ impl Kernel {
         a: *const f32,
         b: *const f32,
         c: *mut f32,
-        ldc: usize,
-        rows: usize,
-        cols: usize,
+        (rs, cs): (usize, usize),
+        (rows, cols): (usize, usize),
         store: Store,
+        tile: &mut [f32; MR * NR],
     ) {
         debug_assert!(rows <= MR && cols <= NR);
-        let mut tile = [0.0f32; MR * NR];
         let reads = match store {
             Store::Set => false,
             Store::Add => true,
@@ -114,18 +115,19 @@ impl Kernel {
         };
         if reads {
             for r in 0..rows {
-                // SAFETY: row r < rows, column < cols: inside what the
-                // caller owns.
-                let src = unsafe { std::slice::from_raw_parts(c.add(r * ldc), cols) };
-                tile[r * NR..r * NR + cols].copy_from_slice(src);
+                for (l, t) in tile[r * NR..r * NR + cols].iter_mut().enumerate() {
+                    // SAFETY: r < rows, l < cols: inside what the caller owns.
+                    *t = unsafe { *c.add(r * rs + l * cs) };
+                }
             }
         }
         // SAFETY: `tile` holds MR·NR values; `a` and `b` are the caller's.
         unsafe { self.full(kc, a, b, tile.as_mut_ptr(), NR, store) };
         for r in 0..rows {
-            // SAFETY: as above.
-            let dst = unsafe { std::slice::from_raw_parts_mut(c.add(r * ldc), cols) };
-            dst.copy_from_slice(&tile[r * NR..r * NR + cols]);
+            for (l, &v) in tile[r * NR..r * NR + cols].iter().enumerate() {
+                // SAFETY: as above.
+                unsafe { *c.add(r * rs + l * cs) = v };
+            }
         }
     }
 
@@ -346,10 +348,10 @@ pub(crate) mod tests {
                                 a.as_ptr(),
                                 b.as_ptr(),
                                 c.as_mut_ptr(),
-                                ldc,
-                                rows,
-                                cols,
+                                (ldc, 1),
+                                (rows, cols),
                                 store,
+                                &mut [f32::NAN; MR * NR],
                             )
                         }
                     }

@@ -40,11 +40,10 @@ pub(crate) fn pack<const W: usize>(
                     let src: &[f32; W] = op.data[at..at + W].try_into().expect("W values");
                     dst.copy_from_slice(src);
                 } else {
-                    let (head, pad) = dst.split_at_mut(w);
-                    for (d, &v) in head.iter_mut().zip(&op.data[at..at + w]) {
-                        *d = v;
+                    let src = &op.data[at..at + w];
+                    for (l, d) in dst.iter_mut().enumerate() {
+                        *d = src.get(l).copied().unwrap_or(0.0);
                     }
-                    pad.fill(0.0);
                 }
             }
         } else if w == W {
