@@ -14,7 +14,12 @@
 //! Large products are cut in as many parts as rayon has threads, along
 //! whichever of `m`, `n` or `k` makes the parts copy the least twice (each
 //! part packs the whole of the operand it shares; a cut along `k` sums the
-//! parts' results instead), and each part runs the serial loops above.
+//! parts' results instead), and each part runs the serial loops above. The
+//! calling thread runs parts too, and any part no pool thread has claimed
+//! yet: a busy machine's late-scheduled helper never stalls a product.
+//!
+//! A `C` narrower than a panel (a convolution's weight gradient, `O × 9`)
+//! is computed as `Cᵀ = op(B)ᵀ·op(A)ᵀ` when that takes fewer tiles.
 //!
 //! The Gram tiles of the fused mining passes ([`super::gram`]) are the same
 //! micro-kernel on the same packing.
@@ -40,9 +45,13 @@ const MC: usize = 144;
 const NC: usize = 4080;
 
 /// From this many multiply-adds (`m·n·k`) on, a product is cut in parts
-/// for rayon's threads. Below it, waking a second thread costs more than
-/// it saves (measured with `benches/gemm.rs`'s parallel pairs on 2 cores).
-const PARALLEL_MIN_MADDS: usize = 1 << 21;
+/// for rayon's threads. Below it, handing a part to a second thread costs
+/// more than it saves. Measured on the 2-core machine (busy with other
+/// builds; serial vs cut in 2, first quartile of 400 runs, `benches/gemm.rs`
+/// group `gemm_cut` measures the same pairs): 393 K multiply-adds 9.6 vs
+/// 10.8 µs, 655 K 16.2 vs 13.5 µs, 1.3 M 31.3 vs 27.2 µs, 2.6 M 64.4 vs
+/// 47.2 µs.
+const PARALLEL_MIN_MADDS: usize = 1 << 19;
 
 /// One operand of [`gemm`]: `data` holds a row-major matrix with row stride
 /// `ld`; with `trans` the operand is its transpose.
@@ -347,18 +356,97 @@ fn gemm_with(
     }
 }
 
-/// `f(0)`, …, `f(parts − 1)`: part 0 on the calling thread, the others on
-/// rayon's threads. A caller outside the pool (a training loop's main
-/// thread) works instead of sleeping while the pool runs every part (what
-/// `rayon::join` does from outside it), and wakes one thread fewer.
+/// `f(0)`, …, `f(parts − 1)`, shared between the calling thread and
+/// `parts − 1` helpers on rayon's pool, each part run by whoever claims it
+/// first.
+///
+/// The calling thread (often a training loop's main thread, outside the
+/// pool) works instead of sleeping, and it never waits for a helper that has
+/// not started: a part no helper has claimed yet, it runs itself. On a busy
+/// machine a pool thread can take milliseconds to be scheduled; `rayon::join`
+/// or a scope would wait for it, here the product just runs serially. A
+/// helper that starts late finds nothing left and returns at once.
 fn in_parallel(parts: usize, f: impl Fn(usize) + Sync) {
-    rayon::in_place_scope(|s| {
-        for p in 1..parts {
-            let f = &f;
-            s.spawn(move |_| f(p));
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    /// What the calling thread and its helpers share.
+    struct Claims {
+        parts: usize,
+        /// The next part to claim.
+        next: AtomicUsize,
+        /// Parts finished (run or panicked).
+        done: AtomicUsize,
+        panicked: AtomicBool,
+        /// `f`, its lifetime erased: only called for a claimed part, and
+        /// the calling thread does not return before every claimed part is
+        /// done, so `f` outlives every call.
+        f: *const (dyn Fn(usize) + Sync + 'static),
+    }
+    // SAFETY: `f` is `Sync` and only called while it is alive (see the
+    // field); the rest is atomics.
+    unsafe impl Send for Claims {}
+    // SAFETY: as above.
+    unsafe impl Sync for Claims {}
+
+    impl Claims {
+        fn work(&self) {
+            loop {
+                let p = self.next.fetch_add(1, Ordering::AcqRel);
+                if p >= self.parts {
+                    return;
+                }
+                // SAFETY: part p is claimed and not done, so the calling
+                // thread is still inside `in_parallel` and `f` is alive.
+                let f = unsafe { &*self.f };
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(p)));
+                if run.is_err() {
+                    self.panicked.store(true, Ordering::Release);
+                }
+                self.done.fetch_add(1, Ordering::AcqRel);
+            }
         }
-        f(0);
+    }
+
+    if parts < 2 {
+        (0..parts).for_each(f);
+        return;
+    }
+    let f: &(dyn Fn(usize) + Sync) = &f;
+    // SAFETY: only the lifetime bound changes (same fat pointer); see
+    // `Claims::f` for why every call happens while `f` is alive.
+    let f = unsafe {
+        std::mem::transmute::<
+            *const (dyn Fn(usize) + Sync + '_),
+            *const (dyn Fn(usize) + Sync + 'static),
+        >(f)
+    };
+    let claims = Arc::new(Claims {
+        parts,
+        next: AtomicUsize::new(0),
+        done: AtomicUsize::new(0),
+        panicked: AtomicBool::new(false),
+        f,
     });
+    for _ in 1..parts {
+        let claims = Arc::clone(&claims);
+        rayon::spawn(move || claims.work());
+    }
+    claims.work();
+    // only parts a helper claimed and is running are left
+    let mut spins = 0u32;
+    while claims.done.load(Ordering::Acquire) < parts {
+        if spins < 1 << 10 {
+            std::hint::spin_loop();
+            spins += 1;
+        } else {
+            std::thread::yield_now();
+        }
+    }
+    assert!(
+        !claims.panicked.load(Ordering::Acquire),
+        "gemm: a part panicked on a helper thread"
+    );
 }
 
 /// `C`'s base pointer, handed to the parts of a split product (which write
@@ -707,6 +795,28 @@ mod tests {
         assert_eq!(plan(32, 9, 54080, 2), Split::Depth(2));
         // a single tile cannot be cut by rows or columns
         assert_eq!(plan(6, 16, 1 << 20, 2), Split::Depth(2));
+    }
+
+    /// Every part runs exactly once, whoever claims it.
+    #[test]
+    fn every_part_runs_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        for parts in 0..6 {
+            let runs: Vec<AtomicUsize> = (0..parts).map(|_| AtomicUsize::new(0)).collect();
+            for _ in 0..50 {
+                in_parallel(parts, |p| {
+                    runs[p].fetch_add(1, Ordering::Relaxed);
+                });
+            }
+            assert!(runs.iter().all(|r| r.load(Ordering::Relaxed) == 50));
+        }
+    }
+
+    /// A part that panics, on whichever thread, makes the call panic.
+    #[test]
+    #[should_panic(expected = "a part panicked")]
+    fn a_panicking_part_panics_the_call() {
+        in_parallel(3, |p| assert!(p != 1, "part 1"));
     }
 
     #[test]
