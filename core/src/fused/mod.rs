@@ -13,6 +13,7 @@ mod euclidean_matrix;
 pub(crate) mod gemm;
 mod gram;
 mod linear;
+mod parallel;
 mod scratch;
 
 pub(crate) use scratch::Scratch;
