@@ -6,7 +6,9 @@ comparison with `cargo bench --bench gemm` at the same thread count:
 
 Operands are stored as benches/gemm.rs stores them (A k x m when transposed,
 B n x k when transposed) and handed to torch.mm as transposed views, which
-torch passes to its BLAS as transpose flags (no copy).
+torch passes to its BLAS as transpose flags (no copy). Each shape: the median
+of 5 rounds (us, gflops) and the best round (best_gflops, what to set beside
+`GEMM_TABLE=1 cargo bench --bench gemm` on a machine shared with other work).
 """
 import time
 
@@ -52,9 +54,9 @@ def main():
             for _ in range(iters):
                 torch.mm(a, b, out=out)
             rounds.append((time.perf_counter() - t) / iters)
-        best = sorted(rounds)[2]
-        print(f"ref gemm_torch name={name} m={m} n={n} k={k} us={best * 1e6:.1f} "
-              f"gflops={flops / best / 1e9:.1f}", flush=True)
+        median, best = sorted(rounds)[2], min(rounds)
+        print(f"ref gemm_torch name={name} m={m} n={n} k={k} us={median * 1e6:.1f} "
+              f"gflops={flops / median / 1e9:.1f} best_gflops={flops / best / 1e9:.1f}", flush=True)
 
 
 if __name__ == "__main__":
