@@ -5,7 +5,7 @@
 //!
 //! `cargo bench --bench gemm` (set `RAYON_NUM_THREADS` to compare with
 //! `OMP_NUM_THREADS` of `benches/gemm_torch.py`). The `gemm_cut` group runs
-//! small products serially and cut for 2 threads, whatever their size: where
+//! small products serially and cut for 2 threads (`cut_in`), whatever their size: where
 //! the cut starts to pay is the GEMM's `PARALLEL_MIN_MADDS`.
 //!
 //! `GEMM_TABLE=1 cargo bench --bench gemm` prints a markdown table instead:
@@ -14,7 +14,7 @@
 //! do, where criterion's median measures the neighbours too.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
-use metric_loss::__private::{Operand, gemm, gemm_cut};
+use metric_loss::__private::{Operand, cut_in, gemm};
 use std::time::Duration;
 
 /// A product `C (m × n) = op(A)·op(B)` as a caller stores it.
@@ -138,6 +138,21 @@ fn gemm_crate(s: &Shape, a: &[f32], lda: usize, b: &[f32], ldb: usize, c: &mut [
     }
 }
 
+/// The product through the project's GEMM.
+fn ours(s: &Shape, a: &[f32], lda: usize, b: &[f32], ldb: usize, c: &mut [f32]) {
+    gemm(
+        s.m,
+        s.n,
+        s.k,
+        1.0,
+        op(a, lda, s.ta),
+        op(b, ldb, s.tb),
+        0.0,
+        c,
+        s.n,
+    );
+}
+
 fn shapes(c: &mut Criterion) {
     let mut g = c.benchmark_group("gemm");
     g.sample_size(20)
@@ -148,19 +163,7 @@ fn shapes(c: &mut Criterion) {
         let mut out = vec![0.0f32; s.m * s.n];
         g.throughput(Throughput::Elements((2 * s.m * s.n * s.k) as u64));
         g.bench_function(BenchmarkId::new("ours", s.name), |bench| {
-            bench.iter(|| {
-                gemm(
-                    s.m,
-                    s.n,
-                    s.k,
-                    1.0,
-                    op(&a, lda, s.ta),
-                    op(&b, ldb, s.tb),
-                    0.0,
-                    &mut out,
-                    s.n,
-                )
-            })
+            bench.iter(|| ours(s, &a, lda, &b, ldb, &mut out))
         });
         g.bench_function(BenchmarkId::new("gemm_crate", s.name), |bench| {
             bench.iter(|| gemm_crate(s, &a, lda, &b, ldb, &mut out))
@@ -191,20 +194,7 @@ fn cut(c: &mut Criterion) {
         for threads in [1, 2] {
             let id = BenchmarkId::new(format!("threads_{threads}"), format!("{m}x{n}x{k}"));
             g.bench_function(id, |bench| {
-                bench.iter(|| {
-                    gemm_cut(
-                        threads,
-                        m,
-                        n,
-                        k,
-                        1.0,
-                        op(&a, lda, false),
-                        op(&b, ldb, true),
-                        0.0,
-                        &mut out,
-                        n,
-                    )
-                })
+                bench.iter(|| cut_in(threads, || ours(&s, &a, lda, &b, ldb, &mut out)))
             });
         }
     }
@@ -227,17 +217,7 @@ fn table() {
                 let start = std::time::Instant::now();
                 for _ in 0..reps {
                     if which == 0 {
-                        gemm(
-                            s.m,
-                            s.n,
-                            s.k,
-                            1.0,
-                            op(&a, lda, s.ta),
-                            op(&b, ldb, s.tb),
-                            0.0,
-                            &mut out,
-                            s.n,
-                        );
+                        ours(s, &a, lda, &b, ldb, &mut out);
                     } else {
                         gemm_crate(s, &a, lda, &b, ldb, &mut out);
                     }

@@ -78,9 +78,9 @@ fn losses(c: &mut Criterion) {
 /// examples' encoder, [`InputLinear`] then [`FusedLinear`] (one op each way
 /// on the project's GEMM). `reference.py steps` times the same step in
 /// PyTorch (`train_step_torch encoder=mlp`).
-struct Step<M: BuildOnDevice<Cpu, f32>> {
-    net: M::Built,
-    opt: Adam<M::Built, f32, Cpu>,
+struct Step<M: Encoder> {
+    net: M::Net,
+    opt: Adam<M::Net, f32, Cpu>,
     grads: Option<Gradients<f32, Cpu>>,
     x: Tensor<(usize, Const<784>), f32, Cpu>,
     labels: Vec<usize>,
@@ -89,7 +89,16 @@ struct Step<M: BuildOnDevice<Cpu, f32>> {
 #[metric_loss(triplet, normalize, margin = 0.2)]
 struct NormalizedTriplet;
 
-impl<M> Step<M>
+/// A 784 → 128 encoder the step trains.
+trait Encoder: BuildOnDevice<Cpu, f32, Built = Self::Net> {
+    type Net: TensorCollection<f32, Cpu>
+        + ModuleMut<
+            Tensor<(usize, Const<784>), f32, Cpu, OwnedTape<f32, Cpu>>,
+            Output = Tensor<(usize, Const<128>), f32, Cpu, OwnedTape<f32, Cpu>>,
+        >;
+}
+
+impl<M> Encoder for M
 where
     M: BuildOnDevice<Cpu, f32>,
     M::Built: TensorCollection<f32, Cpu>
@@ -98,6 +107,10 @@ where
             Output = Tensor<(usize, Const<128>), f32, Cpu, OwnedTape<f32, Cpu>>,
         >,
 {
+    type Net = M::Built;
+}
+
+impl<M: Encoder> Step<M> {
     fn new() -> Self {
         let dev = Cpu::seed_from_u64(0);
         let net = dev.build_module::<M, f32>();
@@ -128,15 +141,7 @@ type InputMlp = (InputLinear<784, 256>, ReLU, Linear<256, 128>);
 type FusedMlp = (InputLinear<784, 256>, ReLU, FusedLinear<256, 128>);
 
 fn train_step(c: &mut Criterion) {
-    fn bench<M>(c: &mut Criterion, name: &str)
-    where
-        M: BuildOnDevice<Cpu, f32>,
-        M::Built: TensorCollection<f32, Cpu>
-            + ModuleMut<
-                Tensor<(usize, Const<784>), f32, Cpu, OwnedTape<f32, Cpu>>,
-                Output = Tensor<(usize, Const<128>), f32, Cpu, OwnedTape<f32, Cpu>>,
-            >,
-    {
+    fn bench<M: Encoder>(c: &mut Criterion, name: &str) {
         let mut step = Step::<M>::new();
         c.bench_function(name, |b| b.iter(|| step.step()));
     }
@@ -151,15 +156,7 @@ fn train_step(c: &mut Criterion) {
 /// median measures the neighbours too). `benches/step_torch.py` prints the
 /// same for PyTorch.
 fn step_table() {
-    fn row<M>(name: &str)
-    where
-        M: BuildOnDevice<Cpu, f32>,
-        M::Built: TensorCollection<f32, Cpu>
-            + ModuleMut<
-                Tensor<(usize, Const<784>), f32, Cpu, OwnedTape<f32, Cpu>>,
-                Output = Tensor<(usize, Const<128>), f32, Cpu, OwnedTape<f32, Cpu>>,
-            >,
-    {
+    fn row<M: Encoder>(name: &str) {
         let mut step = Step::<M>::new();
         let mut ms: Vec<f64> = (0..320)
             .map(|_| {

@@ -52,6 +52,6 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     /// The project's GEMM, reached by its benches (`benches/gemm.rs`).
-    pub use crate::fused::gemm::{Operand, gemm, gemm_cut};
+    pub use crate::fused::gemm::{Operand, cut_in, gemm};
     pub use dfdx;
 }

@@ -141,36 +141,30 @@ pub fn gemm(
     c: &mut [f32],
     ldc: usize,
 ) {
+    let forced = CUT_IN.get();
     let how = How {
-        threads: rayon::current_num_threads(),
+        threads: forced.unwrap_or_else(rayon::current_num_threads),
+        cut_small: forced.is_some(),
         ..How::default()
     };
     gemm_with(how, m, n, k, alpha, a, b, beta, c, ldc);
 }
 
-/// [`gemm`] cut for `threads` parts whatever its size (serial for 1), as
-/// [`gemm`] would cut it on that many threads: for the benches that measure
-/// where cutting starts to pay ([`PARALLEL_MIN_MADDS`]).
+thread_local! {
+    /// Set by [`cut_in`] on its thread.
+    static CUT_IN: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with every product [`gemm`] starts on this thread cut in
+/// `parts` parts whatever its size (serial for 1), as [`gemm`] would cut it
+/// on that many threads: for the benches that measure where cutting starts
+/// to pay ([`PARALLEL_MIN_MADDS`]).
 #[doc(hidden)]
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_cut(
-    threads: usize,
-    m: usize,
-    n: usize,
-    k: usize,
-    alpha: f32,
-    a: Operand<'_>,
-    b: Operand<'_>,
-    beta: f32,
-    c: &mut [f32],
-    ldc: usize,
-) {
-    let how = How {
-        threads,
-        cut_small: true,
-        ..How::default()
-    };
-    gemm_with(how, m, n, k, alpha, a, b, beta, c, ldc);
+pub fn cut_in<R>(parts: usize, f: impl FnOnce() -> R) -> R {
+    let before = CUT_IN.replace(Some(parts));
+    let r = f();
+    CUT_IN.set(before);
+    r
 }
 
 /// How [`gemm_with`] runs a product: on how many threads, and (for the
@@ -179,7 +173,7 @@ pub fn gemm_cut(
 struct How {
     kernel: Kernel,
     threads: usize,
-    /// Cut for the threads whatever the size (see [`gemm_cut`]).
+    /// Cut for the threads whatever the size (see [`cut_in`]).
     cut_small: bool,
     /// The split, instead of [`plan`]'s.
     split: Option<Split>,

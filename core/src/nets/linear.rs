@@ -149,10 +149,11 @@ where
 
 /// What both layers share with dfdx's `Linear`: the builder, the
 /// parameters (initialised as `Linear`'s, uniform in `±1/√I`, and named as
-/// its fields, so a file saved from one loads into the other), and the
-/// conversion from `Linear`.
+/// its fields, so a file saved from one loads into the other), the
+/// conversion from `Linear`; and the forward, through the device method
+/// given.
 macro_rules! linear_layer {
-    ($layer:ident) => {
+    ($layer:ident, $method:ident) => {
         impl<const I: usize, const O: usize, E: Dtype, D: Device<E>> BuildOnDevice<D, E>
             for builder::$layer<I, O>
         where
@@ -205,38 +206,29 @@ macro_rules! linear_layer {
                 }
             }
         }
+
+        impl<B: Dim, const I: usize, const O: usize, D: MetricDevice, T: Tape<f32, D>>
+            Module<Tensor<(B, Const<I>), f32, D, T>> for $layer<I, O, f32, D>
+        {
+            type Output = Tensor<(B, Const<O>), f32, D, T>;
+            type Error = D::Err;
+
+            fn try_forward(
+                &self,
+                x: Tensor<(B, Const<I>), f32, D, T>,
+            ) -> Result<Self::Output, D::Err> {
+                D::$method(x, &self.weight, &self.bias)
+            }
+        }
     };
 }
 
-linear_layer!(FusedLinear);
-linear_layer!(InputLinear);
-
-impl<B: Dim, const I: usize, const O: usize, D: MetricDevice, T: Tape<f32, D>>
-    Module<Tensor<(B, Const<I>), f32, D, T>> for FusedLinear<I, O, f32, D>
-{
-    type Output = Tensor<(B, Const<O>), f32, D, T>;
-    type Error = D::Err;
-
-    fn try_forward(&self, x: Tensor<(B, Const<I>), f32, D, T>) -> Result<Self::Output, D::Err> {
-        D::try_linear(x, &self.weight, &self.bias)
-    }
-}
-
-impl<B: Dim, const I: usize, const O: usize, D: MetricDevice, T: Tape<f32, D>>
-    Module<Tensor<(B, Const<I>), f32, D, T>> for InputLinear<I, O, f32, D>
-{
-    type Output = Tensor<(B, Const<O>), f32, D, T>;
-    type Error = D::Err;
-
-    fn try_forward(&self, x: Tensor<(B, Const<I>), f32, D, T>) -> Result<Self::Output, D::Err> {
-        D::try_input_linear(x, &self.weight, &self.bias)
-    }
-}
+linear_layer!(FusedLinear, try_linear);
+linear_layer!(InputLinear, try_input_linear);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::device::generic_linear;
     use dfdx::optim::{Adam, AdamConfig};
 
     fn close(a: &[f32], b: &[f32], what: &str) {
@@ -255,235 +247,109 @@ mod tests {
         }
     }
 
-    /// Values and parameter gradients equal dfdx's `Linear` (through a
-    /// nonlinear loss, several batch sizes, a strided
-    /// input); the input gets no gradient.
-    #[test]
-    fn equals_linear_except_the_input_gradient() {
-        let dev = Cpu::seed_from_u64(3);
-        let linear = dev.build_module::<Linear<7, 5>, f32>();
-        let first = InputLinear::from(linear.clone());
-        for b in [1usize, 3, 80] {
-            let x: Tensor<(usize, Const<7>), f32, _> = dev.sample_normal_like(&(b, Const));
-            let loss =
-                |y: Tensor<(usize, Const<5>), f32, _, OwnedTape<f32, Cpu>>| y.square().sin().sum();
+    type Rows<const N: usize, T = NoneTape> = Tensor<(usize, Const<N>), f32, Cpu, T>;
+
+    /// Both layers' parameters, for the tests.
+    trait Params<const I: usize, const O: usize> {
+        fn params(&self) -> (&Tensor<Rank2<O, I>, f32, Cpu>, &Tensor<Rank1<O>, f32, Cpu>);
+    }
+
+    impl<const I: usize, const O: usize> Params<I, O> for FusedLinear<I, O, f32, Cpu> {
+        fn params(&self) -> (&Tensor<Rank2<O, I>, f32, Cpu>, &Tensor<Rank1<O>, f32, Cpu>) {
+            (&self.weight, &self.bias)
+        }
+    }
+
+    impl<const I: usize, const O: usize> Params<I, O> for InputLinear<I, O, f32, Cpu> {
+        fn params(&self) -> (&Tensor<Rank2<O, I>, f32, Cpu>, &Tensor<Rank1<O>, f32, Cpu>) {
+            (&self.weight, &self.bias)
+        }
+    }
+
+    /// Values and gradients of a layer `L` made from a dfdx `Linear`, against
+    /// that `Linear`, through a nonlinear loss, on batches of `batches` rows
+    /// and on a strided input (a transposed view). The input's gradient is
+    /// `Linear`'s with `input_grad`; without, it is not even allocated (zero
+    /// for the strided input, through its contiguous copy).
+    fn against_linear<const I: usize, const O: usize, L>(input_grad: bool, batches: &[usize])
+    where
+        L: From<LinearModule<I, O, f32, Cpu>>
+            + Params<I, O>
+            + Module<Rows<I, OwnedTape<f32, Cpu>>, Output = Rows<O, OwnedTape<f32, Cpu>>>,
+    {
+        let dev = Cpu::seed_from_u64(I as u64 * 1000 + O as u64);
+        let linear = dev.build_module::<dfdx::nn::builders::Linear<I, O>, f32>();
+        let ours = L::from(linear.clone());
+        let (w, b) = ours.params();
+        let loss = |y: Rows<O, OwnedTape<f32, Cpu>>| y.square().sin().sum();
+        let xt: Tensor<(Const<I>, usize), f32, _> = dev.sample_normal_like(&(Const, 4));
+        let strided: Rows<I> = xt.permute::<(usize, Const<I>), _>();
+        let inputs: Vec<Rows<I>> = batches
+            .iter()
+            .map(|&rows| dev.sample_normal_like(&(rows, Const)))
+            .chain([strided])
+            .collect();
+        for (case, x) in inputs.iter().enumerate() {
+            let rows = x.shape().0;
+            let what = format!("{I} -> {O}, input {case} ({rows} rows)");
+            // dot products of I terms (forward) and `rows` terms (weight
+            // gradient), summed in another order than dfdx's GEMM
+            let tol = 1e-6 * ((I + rows) as f32).sqrt().max(10.0);
+            let close = |x: &[f32], y: &[f32], part: &str| {
+                close_within(x, y, tol, &format!("{part}, {what}"))
+            };
             let (y1, y2) = (
-                first.forward(x.leaky_trace()),
+                ours.forward(x.leaky_trace()),
                 linear.forward(x.leaky_trace()),
             );
             close(&y1.as_vec(), &y2.as_vec(), "output");
             let (g1, g2) = (loss(y1).backward(), loss(y2).backward());
             close(
-                &g1.get(&first.weight).as_vec(),
+                &g1.get(w).as_vec(),
                 &g2.get(&linear.weight).as_vec(),
                 "weight grad",
             );
             close(
-                &g1.get(&first.bias).as_vec(),
+                &g1.get(b).as_vec(),
                 &g2.get(&linear.bias).as_vec(),
                 "bias grad",
             );
-            // no gradient was even allocated for the input
-            let get = std::panic::AssertUnwindSafe(|| g1.get(&x));
-            assert!(std::panic::catch_unwind(get).is_err(), "input grad");
-            if b > 1 {
-                assert!(g2.get(&x).as_vec().iter().any(|&g| g != 0.0));
+            if input_grad {
+                close(&g1.get(x).as_vec(), &g2.get(x).as_vec(), "input grad");
+            } else {
+                // none at all; a strided input's contiguous copy, recorded
+                // on the tape, leaves zeros
+                let get = std::panic::AssertUnwindSafe(|| g1.get(x).as_vec());
+                match std::panic::catch_unwind(get) {
+                    Err(_) => assert!(case < batches.len(), "strided input, {what}"),
+                    Ok(g) => assert!(g.iter().all(|&v| v == 0.0), "input grad, {what}"),
+                }
             }
         }
-        // a strided input (a transposed view) reads the same rows
-        let xt: Tensor<Rank2<7, 4>, f32, _> = dev.sample_normal();
-        let x = xt.clone().permute::<Rank2<4, 7>, _>();
-        let y1 = first.forward(x.clone().leaky_trace().realize::<(usize, Const<7>)>());
-        let y2 = generic_linear(
-            x.leaky_trace().realize::<(usize, Const<7>)>(),
-            &linear.weight,
-            &linear.bias,
-        )
-        .unwrap();
-        close(&y1.as_vec(), &y2.as_vec(), "strided output");
-        let (g1, g2) = (y1.sum().backward(), y2.sum().backward());
-        close(
-            &g1.get(&first.weight).as_vec(),
-            &g2.get(&linear.weight).as_vec(),
-            "strided weight grad",
-        );
     }
 
-    /// In a network trained with an optimiser: identical parameters after
-    /// several Adam steps, and the gradient accumulates (adds to what is in
-    /// the buffer) like every dfdx op.
+    /// `FusedLinear` is `Linear`: values and the gradients of the input, the
+    /// weight and the bias, on a single tile, edges, several blocks of `k`.
     #[test]
-    fn trains_like_linear() {
-        let dev = Cpu::seed_from_u64(9);
-        let mut a = dev.build_module::<(Linear<6, 4>, ReLU, Linear<4, 2>), f32>();
-        let mut b = (InputLinear::from(a.0.clone()), a.1, a.2.clone());
-        let mut oa = Adam::new(&a, AdamConfig::default());
-        let mut ob = Adam::new(&b, AdamConfig::default());
-        let x: Tensor<(usize, Const<6>), f32, _> = dev.sample_normal_like(&(16, Const));
-        for _ in 0..5 {
-            let mut ga = a.alloc_grads();
-            let mut gb = b.alloc_grads();
-            for _ in 0..2 {
-                // two backward passes into one buffer
-                ga = a
-                    .forward_mut(x.clone().traced(ga))
-                    .square()
-                    .mean()
-                    .backward();
-                gb = b
-                    .forward_mut(x.clone().traced(gb))
-                    .square()
-                    .mean()
-                    .backward();
-            }
-            close(
-                &gb.get(&b.0.weight).as_vec(),
-                &ga.get(&a.0.weight).as_vec(),
-                "accumulated",
-            );
-            oa.update(&mut a, &ga).unwrap();
-            ob.update(&mut b, &gb).unwrap();
-        }
-        close(
-            &b.0.weight.as_vec(),
-            &a.0.weight.as_vec(),
-            "weight after Adam",
-        );
-        close(
-            &b.2.weight.as_vec(),
-            &a.2.weight.as_vec(),
-            "second layer after Adam",
-        );
+    fn fused_linear_equals_linear() {
+        against_linear::<7, 5, FusedLinear<7, 5, f32, Cpu>>(true, &[1, 3, 80]);
+        against_linear::<1, 1, FusedLinear<1, 1, f32, Cpu>>(true, &[1, 2]);
+        against_linear::<300, 37, FusedLinear<300, 37, f32, Cpu>>(true, &[13]);
+        against_linear::<256, 128, FusedLinear<256, 128, f32, Cpu>>(true, &[80]);
     }
 
-    /// In a Siamese network both branches record on one tape: the shared
-    /// first layer's gradient is the sum of the two branches'.
+    /// `InputLinear` is `Linear` but for the input, which gets no gradient.
     #[test]
-    fn shared_across_branches_on_one_tape() {
-        use crate::nets::Siamese;
-        use dfdx::nn::builders::{Linear, Tanh};
-        let dev = Cpu::seed_from_u64(4);
-        let net =
-            dev.build_module::<Siamese<(builder::InputLinear<3, 5>, Tanh, Linear<5, 2>)>, f32>();
-        let a: Tensor<Rank2<4, 3>, f32, _> = dev.sample_normal();
-        let b: Tensor<Rank2<4, 3>, f32, _> = dev.sample_normal();
-        let (ea, eb) = net.forward_pair(a.leaky_trace(), b.clone());
-        let joint = (ea.square().sum() + eb.sin().sum()).backward();
-        let enc = net.encoder();
-        let ga = enc.forward(a.leaky_trace()).square().sum().backward();
-        let gb = enc.forward(b.leaky_trace()).sin().sum().backward();
-        let want: Vec<f32> = ga
-            .get(&enc.0.weight)
-            .as_vec()
-            .iter()
-            .zip(gb.get(&enc.0.weight).as_vec())
-            .map(|(x, y)| x + y)
-            .collect();
-        close(
-            &joint.get(&enc.0.weight).as_vec(),
-            &want,
-            "shared first-layer grad",
-        );
+    fn input_linear_equals_linear_but_for_the_input_gradient() {
+        against_linear::<7, 5, InputLinear<7, 5, f32, Cpu>>(false, &[1, 3, 80]);
+        against_linear::<300, 37, InputLinear<300, 37, f32, Cpu>>(false, &[13]);
     }
 
-    /// Built, initialised and named like `Linear`: a safetensors file of one
-    /// loads into the other.
-    #[test]
-    fn parameters_and_names_match_linear() {
-        let dev = Cpu::seed_from_u64(1);
-        let l = dev.build_module::<Linear<9, 3>, f32>();
-        let mut il = dev.build_module::<builder::InputLinear<9, 3>, f32>();
-        let bound = 1.0 / 3.0;
-        assert!(
-            il.weight
-                .as_vec()
-                .iter()
-                .chain(&il.bias.as_vec())
-                .all(|v| v.abs() <= bound)
-        );
-        assert_eq!(il.num_trainable_params(), l.num_trainable_params());
-        let path =
-            std::env::temp_dir().join(format!("input_linear_{}.safetensors", std::process::id()));
-        l.save_safetensors(&path).unwrap();
-        il.load_safetensors(&path).unwrap();
-        std::fs::remove_file(&path).ok();
-        assert_eq!(il.weight.as_vec(), l.weight.as_vec());
-        assert_eq!(il.bias.as_vec(), l.bias.as_vec());
-    }
-
-    /// `FusedLinear` equals dfdx's `Linear` — values and the gradients of
-    /// the input, the weight and the bias — through a nonlinear loss, on
-    /// several batch and layer sizes (a single tile, edges, several blocks of
-    /// `k`) and on a strided input.
-    #[test]
-    fn fused_equals_linear() {
-        fn case<const I: usize, const O: usize>(dev: &Cpu, batches: &[usize]) {
-            let linear = dev.build_module::<Linear<I, O>, f32>();
-            let fused = FusedLinear::from(linear.clone());
-            for &b in batches {
-                let x: Tensor<(usize, Const<I>), f32, _> = dev.sample_normal_like(&(b, Const));
-                let loss = |y: Tensor<(usize, Const<O>), f32, _, OwnedTape<f32, Cpu>>| {
-                    y.square().sin().sum()
-                };
-                let (y1, y2) = (
-                    fused.forward(x.leaky_trace()),
-                    linear.forward(x.leaky_trace()),
-                );
-                let what = format!("{I}->{O} batch {b}");
-                // dot products of I (forward, weight grad: b) terms in
-                // another order than dfdx's GEMM
-                let tol = 1e-6 * ((I + b) as f32).sqrt().max(10.0);
-                let close = |x: &[f32], y: &[f32], w: &str| close_within(x, y, tol, w);
-                close(&y1.as_vec(), &y2.as_vec(), &format!("output {what}"));
-                let (g1, g2) = (loss(y1).backward(), loss(y2).backward());
-                close(
-                    &g1.get(&x).as_vec(),
-                    &g2.get(&x).as_vec(),
-                    &format!("input grad {what}"),
-                );
-                close(
-                    &g1.get(&fused.weight).as_vec(),
-                    &g2.get(&linear.weight).as_vec(),
-                    &format!("weight grad {what}"),
-                );
-                close(
-                    &g1.get(&fused.bias).as_vec(),
-                    &g2.get(&linear.bias).as_vec(),
-                    &format!("bias grad {what}"),
-                );
-            }
-        }
-        let dev = Cpu::seed_from_u64(5);
-        case::<7, 5>(&dev, &[1, 3, 80]);
-        case::<1, 1>(&dev, &[1, 2]);
-        case::<300, 37>(&dev, &[13]);
-        case::<256, 128>(&dev, &[80]);
-        // a strided input (a transposed view) reads the same rows
-        let linear = dev.build_module::<Linear<7, 5>, f32>();
-        let fused = FusedLinear::from(linear.clone());
-        let xt: Tensor<Rank2<7, 4>, f32, _> = dev.sample_normal();
-        let x = xt.clone().permute::<Rank2<4, 7>, _>();
-        let y1 = fused.forward(x.clone().leaky_trace());
-        let y2 = generic_linear(x.leaky_trace(), &linear.weight, &linear.bias).unwrap();
-        close(&y1.as_vec(), &y2.as_vec(), "strided output");
-        let (g1, g2) = (y1.sum().backward(), y2.sum().backward());
-        close(
-            &g1.get(&xt).as_vec(),
-            &g2.get(&xt).as_vec(),
-            "strided input grad",
-        );
-        close(
-            &g1.get(&fused.weight).as_vec(),
-            &g2.get(&linear.weight).as_vec(),
-            "strided weight grad",
-        );
-    }
-
-    /// A network of fused layers trains as one of `Linear`s: the gradients
+    /// A network of the two layers trains as one of `Linear`s: the gradients
     /// accumulate over two backward passes into one buffer, and the
     /// parameters stay equal over several Adam steps.
     #[test]
-    fn fused_network_trains_like_linear() {
+    fn networks_train_like_linear() {
         let dev = Cpu::seed_from_u64(11);
         let mut a =
             dev.build_module::<(Linear<9, 20>, ReLU, Linear<20, 6>, ReLU, Linear<6, 3>), f32>();
@@ -496,7 +362,7 @@ mod tests {
         );
         let mut oa = Adam::new(&a, AdamConfig::default());
         let mut ob = Adam::new(&b, AdamConfig::default());
-        let x: Tensor<(usize, Const<9>), f32, _> = dev.sample_normal_like(&(16, Const));
+        let x: Rows<9> = dev.sample_normal_like(&(16, Const));
         for _ in 0..5 {
             let mut ga = a.alloc_grads();
             let mut gb = b.alloc_grads();
@@ -516,15 +382,11 @@ mod tests {
                 (gb.get(&b.0.weight).as_vec(), ga.get(&a.0.weight).as_vec()),
                 (gb.get(&b.2.weight).as_vec(), ga.get(&a.2.weight).as_vec()),
                 (gb.get(&b.4.weight).as_vec(), ga.get(&a.4.weight).as_vec()),
+                (gb.get(&b.2.bias).as_vec(), ga.get(&a.2.bias).as_vec()),
             ];
-            for (layer, (got, want)) in pairs.iter().enumerate() {
-                close(got, want, &format!("accumulated grad of layer {layer}"));
+            for (at, (got, want)) in pairs.iter().enumerate() {
+                close(got, want, &format!("accumulated grad {at}"));
             }
-            close(
-                &gb.get(&b.2.bias).as_vec(),
-                &ga.get(&a.2.bias).as_vec(),
-                "bias",
-            );
             oa.update(&mut a, &ga).unwrap();
             ob.update(&mut b, &gb).unwrap();
         }
@@ -545,15 +407,16 @@ mod tests {
         );
     }
 
-    /// Shared across the branches of a Siamese network on one tape, a fused
-    /// hidden layer gets the sum of the two branches' gradients, and passes
-    /// each branch's gradient on to the layer before it.
+    /// In a Siamese network both branches record on one tape: each shared
+    /// layer's gradient is the sum of the two branches', the first layer's
+    /// reached through the second.
     #[test]
-    fn fused_shared_across_branches_on_one_tape() {
+    fn shared_across_branches_on_one_tape() {
         use crate::nets::Siamese;
         use dfdx::nn::builders::Tanh;
+        type Encoder = (builder::InputLinear<3, 5>, Tanh, builder::FusedLinear<5, 2>);
         let dev = Cpu::seed_from_u64(6);
-        let net = dev.build_module::<Siamese<(builder::InputLinear<3, 5>, Tanh, builder::FusedLinear<5, 2>)>, f32>();
+        let net = dev.build_module::<Siamese<Encoder>, f32>();
         let a: Tensor<Rank2<4, 3>, f32, _> = dev.sample_normal();
         let b: Tensor<Rank2<4, 3>, f32, _> = dev.sample_normal();
         let (ea, eb) = net.forward_pair(a.leaky_trace(), b.clone());
@@ -576,33 +439,36 @@ mod tests {
         close(&joint.get(&enc.2.weight).as_vec(), &want, "second");
     }
 
-    /// Saved from `Linear`, loaded into `FusedLinear`, and back: the names
-    /// are `Linear`'s.
-    #[test]
-    fn fused_parameters_and_names_match_linear() {
-        let dev = Cpu::seed_from_u64(2);
-        let l = dev.build_module::<Linear<6, 4>, f32>();
-        let mut f = dev.build_module::<builder::FusedLinear<6, 4>, f32>();
-        let bound = 1.0 / 6f32.sqrt();
-        assert!(
-            f.weight
-                .as_vec()
-                .iter()
-                .chain(&f.bias.as_vec())
-                .all(|v| v.abs() <= bound)
-        );
-        assert_eq!(f.num_trainable_params(), l.num_trainable_params());
-        let path =
-            std::env::temp_dir().join(format!("fused_linear_{}.safetensors", std::process::id()));
+    /// Built and initialised like `Linear` (within `±1/√I`), and named like
+    /// it: a safetensors file of either loads into the other.
+    fn named_like_linear<L>(tag: &str)
+    where
+        L: BuildOnDevice<Cpu, f32>,
+        L::Built: TensorCollection<f32, Cpu> + Params<9, 3>,
+    {
+        let dev = Cpu::seed_from_u64(1);
+        let l = dev.build_module::<Linear<9, 3>, f32>();
+        let mut ours = dev.build_module::<L, f32>();
+        let (w, b) = ours.params();
+        let bound = 1.0 / 3.0;
+        let values = [w.as_vec(), b.as_vec()].concat();
+        assert!(values.iter().all(|v| v.abs() <= bound), "{tag} init");
+        assert_eq!(ours.num_trainable_params(), l.num_trainable_params());
+        let path = std::env::temp_dir().join(format!("{tag}_{}.safetensors", std::process::id()));
         l.save_safetensors(&path).unwrap();
-        f.load_safetensors(&path).unwrap();
-        assert_eq!(f.weight.as_vec(), l.weight.as_vec());
-        assert_eq!(f.bias.as_vec(), l.bias.as_vec());
-        let f2 = dev.build_module::<builder::FusedLinear<6, 4>, f32>();
-        let mut l2 = dev.build_module::<Linear<6, 4>, f32>();
-        f2.save_safetensors(&path).unwrap();
-        l2.load_safetensors(&path).unwrap();
+        ours.load_safetensors(&path).unwrap();
+        assert_eq!(ours.params().0.as_vec(), l.weight.as_vec(), "{tag} loaded");
+        let fresh = dev.build_module::<L, f32>();
+        let mut back = dev.build_module::<Linear<9, 3>, f32>();
+        fresh.save_safetensors(&path).unwrap();
+        back.load_safetensors(&path).unwrap();
         std::fs::remove_file(&path).ok();
-        assert_eq!(l2.weight.as_vec(), f2.weight.as_vec());
+        assert_eq!(back.bias.as_vec(), fresh.params().1.as_vec(), "{tag} saved");
+    }
+
+    #[test]
+    fn parameters_and_names_match_linear() {
+        named_like_linear::<builder::FusedLinear<9, 3>>("fused_linear");
+        named_like_linear::<builder::InputLinear<9, 3>>("input_linear");
     }
 }
