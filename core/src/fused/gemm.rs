@@ -158,7 +158,10 @@ thread_local! {
 /// Runs `f` with every product [`gemm`] starts on this thread cut in
 /// `parts` parts whatever its size (serial for 1), as [`gemm`] would cut it
 /// on that many threads: for the benches that measure where cutting starts
-/// to pay ([`PARALLEL_MIN_MADDS`]).
+/// to pay ([`PARALLEL_MIN_MADDS`]). `cut_in(1, f)` keeps every product of
+/// `f` on the calling thread, for a caller that already shares its work
+/// among rayon's threads (cutting again costs a helper task and a second
+/// packing of the shared operand, never a wait).
 #[doc(hidden)]
 pub fn cut_in<R>(parts: usize, f: impl FnOnce() -> R) -> R {
     let before = CUT_IN.replace(Some(parts));
