@@ -47,11 +47,11 @@ const NC: usize = 4080;
 
 /// From this many multiply-adds (`m·n·k`) on, a product is cut in parts
 /// for rayon's threads. Below it, handing a part to a second thread costs
-/// more than it saves. Measured on the 2-core machine (busy with other
-/// builds; serial vs cut in 2, first quartile of 400 runs, `benches/gemm.rs`
-/// group `gemm_cut` measures the same pairs): 393 K multiply-adds 9.6 vs
-/// 10.8 µs, 655 K 16.2 vs 13.5 µs, 1.3 M 31.3 vs 27.2 µs, 2.6 M 64.4 vs
-/// 47.2 µs.
+/// more than it saves. Measured on the 2-core machine while other builds
+/// ran, serial vs cut in 2, 400 calls of each alternating from a thread
+/// outside the pool, first quartile (the products of `benches/gemm.rs`'s
+/// group `gemm_cut`): 393 K multiply-adds 9.6 vs 10.8 µs, 655 K 16.2 vs
+/// 13.5 µs, 1.3 M 31.3 vs 27.2 µs, 2.6 M 64.4 vs 47.2 µs.
 const PARALLEL_MIN_MADDS: usize = 1 << 19;
 
 /// One operand of [`gemm`]: `data` holds a row-major matrix with row stride
