@@ -4,10 +4,13 @@ this project's criterion benches, in one run, same thread count. Prints one
 markdown table with ratios (project time / reference time).
 
     python3 benches/compare.py [--python ../ref-venv/bin/python] [--threads 2]
-                               [--only all|losses|search]
+                               [--only all|losses|search|gemm]
 
 `--only search` runs `reference.py search` (faiss IndexFlatL2 build + search,
-torch cdist + topk) and `cargo bench --bench search` back to back.
+torch cdist + topk) and `cargo bench --bench search` back to back. `--only
+gemm` runs `benches/gemm_torch.py` and `cargo bench --bench gemm` (the
+project's GEMM and the `gemm` crate on its callers' shapes) and prints
+GFLOP/s.
 
 The reference needs torch and pytorch-metric-learning (see reference.py's
 set-up line); it is a large download, so this is never run in CI.
@@ -55,15 +58,16 @@ def main():
     ap.add_argument("--reference", default=str(ROOT.parent / "shared" / "bench" / "reference.py"))
     ap.add_argument("--threads", default="2")
     ap.add_argument("--mnist-epochs", default="2")
-    ap.add_argument("--only", choices=["all", "losses", "search"], default="all",
+    ap.add_argument("--only", choices=["all", "losses", "search", "gemm"], default="all",
                     help="losses: the loss benches and the training step; search: exact k-NN "
-                         "and retrieval_metrics against faiss and torch")
+                         "and retrieval_metrics against faiss and torch; gemm: the GEMM's shapes "
+                         "against torch.mm and the gemm crate")
     args = ap.parse_args()
     env = dict(os.environ, OMP_NUM_THREADS=args.threads, MKL_NUM_THREADS=args.threads,
                RAYON_NUM_THREADS=args.threads)
 
     rows, notes = [], []
-    for part, make in [("search", search_rows), ("losses", loss_rows)]:
+    for part, make in [("search", search_rows), ("losses", loss_rows), ("gemm", gemm_rows)]:
         if args.only in ("all", part):
             r, n = make(args, env)
             rows += r
@@ -85,7 +89,7 @@ def read_ref(out):
         m = re.match(r"ref (\S+) (.*)", line)
         if m:
             kv = dict(p.split("=") for p in m.group(2).split())
-            ref[(m.group(1), kv.get("n"))] = kv
+            ref[(m.group(1), kv.get("n") or kv.get("encoder") or kv.get("name"))] = kv
     return ref
 
 
@@ -120,6 +124,7 @@ def search_rows(args, env):
 
 def loss_rows(args, env):
     out = run([args.python, args.reference, "losses"], env)
+    out += run([args.python, args.reference, "steps"], env)
     out += run([args.python, args.reference, "mnist", str(ROOT / "data"), args.mnist_epochs], env)
     print(out, file=sys.stderr)
     ref = read_ref(out)
@@ -146,6 +151,11 @@ def loss_rows(args, env):
                  "PML", pml_step))
     rows.append(("MNIST training step (batch 80), `InputLinear` first",
                  criterion_us("train_step_input_linear_80", ""), "PML", pml_step))
+    torch_step = float(ref[("train_step_torch", "mlp")]["us"])
+    for name, bench in [("dfdx `Linear`s", "train_step_80"),
+                        ("`InputLinear`, `FusedLinear` (the examples')", "train_step_fused_80")]:
+        rows.append((f"MLP training step (batch 80), {name}", criterion_us(bench, ""),
+                     "PyTorch", torch_step))
 
     notes = []
     for n in ["256", "1024"]:
@@ -153,6 +163,24 @@ def loss_rows(args, env):
         notes.append(f"Floor at N={n}: one {n} x {n} x 128 GEMM through torch takes {floor[n]:.1f} us; "
                      f"batch-hard forward + backward here takes {ours / floor[n]:.2f} x that.")
     return rows, notes
+
+
+def gemm_rows(args, env):
+    """The project's GEMM on its callers' shapes (benches/gemm.rs) beside the
+    gemm crate and torch.mm: a GFLOP/s table, as notes."""
+    ref = read_ref(run([args.python, str(ROOT / "benches" / "gemm_torch.py")], env))
+    run(["cargo", "bench", "--bench", "gemm", "--", "--noplot", "gemm/"], env)
+    notes = ["| GEMM | m x n x k | ours GFLOP/s | `gemm` crate GFLOP/s | torch GFLOP/s |",
+             "|---|---|---:|---:|---:|"]
+    for (who, name), kv in ref.items():
+        if who != "gemm_torch":
+            continue
+        m, n, k = int(kv["m"]), int(kv["n"]), int(kv["k"])
+        flop = 2 * m * n * k / 1e3  # per us -> GFLOP/s
+        ours = flop / criterion_us("gemm", "ours", name)
+        crate = flop / criterion_us("gemm", "gemm_crate", name)
+        notes.append(f"| {name} | {m} x {n} x {k} | {ours:.1f} | {crate:.1f} | {float(kv['gflops']):.1f} |")
+    return [], notes
 
 
 if __name__ == "__main__":

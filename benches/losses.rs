@@ -4,7 +4,7 @@
 //! `cargo bench --bench losses` ; set `RAYON_NUM_THREADS` / `OMP_NUM_THREADS`
 //! alike when comparing with the reference.
 
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, criterion_group};
 use metric_loss::distance::euclidean_matrix;
 use metric_loss::miners::{BatchAll, BatchHard, SemiHard};
 use metric_loss::prelude::*;
@@ -72,45 +72,121 @@ fn losses(c: &mut Criterion) {
 
 /// One training step of the MNIST protocol: 784-256-ReLU-128 encoder on a
 /// batch of 80 (5 classes x 16), L2-normalized batch-hard triplet loss
-/// (margin 0.2), backward, Adam update. `train_step` has dfdx's `Linear` as
-/// the first layer, `train_step_input_linear` [`InputLinear`] (no gradient
-/// for the input pixels, as in PyTorch).
-fn train_step(c: &mut Criterion) {
-    fn bench<M>(c: &mut Criterion, name: &str)
-    where
-        M: BuildOnDevice<Cpu, f32>,
-        M::Built: TensorCollection<f32, Cpu>
-            + ModuleMut<
-                Tensor<(usize, Const<784>), f32, Cpu, OwnedTape<f32, Cpu>>,
-                Output = Tensor<(usize, Const<128>), f32, Cpu, OwnedTape<f32, Cpu>>,
-            >,
-    {
-        #[metric_loss(triplet, normalize, margin = 0.2)]
-        struct NormalizedTriplet;
+/// (margin 0.2), backward, Adam update. `train_step` is dfdx's `Linear`
+/// throughout; `train_step_input_linear` has [`InputLinear`] first (no
+/// gradient for the input pixels, as in PyTorch); `train_step_fused` is the
+/// examples' encoder, [`InputLinear`] then [`FusedLinear`] (one op each way
+/// on the project's GEMM). `reference.py steps` times the same step in
+/// PyTorch (`train_step_torch encoder=mlp`).
+struct Step<M: Encoder> {
+    net: M::Net,
+    opt: Adam<M::Net, f32, Cpu>,
+    grads: Option<Gradients<f32, Cpu>>,
+    x: Tensor<(usize, Const<784>), f32, Cpu>,
+    labels: Vec<usize>,
+}
 
+#[metric_loss(triplet, normalize, margin = 0.2)]
+struct NormalizedTriplet;
+
+/// A 784 → 128 encoder the step trains.
+trait Encoder: BuildOnDevice<Cpu, f32, Built = Self::Net> {
+    type Net: TensorCollection<f32, Cpu>
+        + ModuleMut<
+            Tensor<(usize, Const<784>), f32, Cpu, OwnedTape<f32, Cpu>>,
+            Output = Tensor<(usize, Const<128>), f32, Cpu, OwnedTape<f32, Cpu>>,
+        >;
+}
+
+impl<M> Encoder for M
+where
+    M: BuildOnDevice<Cpu, f32>,
+    M::Built: TensorCollection<f32, Cpu>
+        + ModuleMut<
+            Tensor<(usize, Const<784>), f32, Cpu, OwnedTape<f32, Cpu>>,
+            Output = Tensor<(usize, Const<128>), f32, Cpu, OwnedTape<f32, Cpu>>,
+        >,
+{
+    type Net = M::Built;
+}
+
+impl<M: Encoder> Step<M> {
+    fn new() -> Self {
         let dev = Cpu::seed_from_u64(0);
-        let mut net = dev.build_module::<M, f32>();
-        let mut opt = Adam::new(&net, AdamConfig::default());
-        let x: Tensor<(usize, Const<784>), f32, _> = dev.sample_uniform_like(&(80, Const));
-        let labels: Vec<usize> = (0..80).map(|i| i / 16).collect();
-        c.bench_function(name, |b| {
-            b.iter_custom(|iters| {
-                let mut grads = net.alloc_grads();
-                let start = std::time::Instant::now();
-                for _ in 0..iters {
-                    let e = net.forward_mut(x.clone().traced(grads));
-                    let loss = NormalizedTriplet.mined(&BatchHard, e, &labels).loss;
-                    grads = loss.backward();
-                    opt.update(&mut net, &grads).unwrap();
-                    net.zero_grads(&mut grads);
-                }
-                start.elapsed()
-            })
-        });
+        let net = dev.build_module::<M, f32>();
+        let opt = Adam::new(&net, AdamConfig::default());
+        let grads = Some(net.alloc_grads());
+        Step {
+            net,
+            opt,
+            grads,
+            x: dev.sample_uniform_like(&(80, Const)),
+            labels: (0..80).map(|i| i / 16).collect(),
+        }
     }
-    bench::<(Linear<784, 256>, ReLU, Linear<256, 128>)>(c, "train_step/80");
-    bench::<(InputLinear<784, 256>, ReLU, Linear<256, 128>)>(c, "train_step_input_linear/80");
+
+    fn step(&mut self) {
+        let grads = self.grads.take().expect("gradients");
+        let e = self.net.forward_mut(self.x.clone().traced(grads));
+        let loss = NormalizedTriplet.mined(&BatchHard, e, &self.labels).loss;
+        let mut grads = loss.backward();
+        self.opt.update(&mut self.net, &grads).unwrap();
+        self.net.zero_grads(&mut grads);
+        self.grads = Some(grads);
+    }
+}
+
+type DfdxMlp = (Linear<784, 256>, ReLU, Linear<256, 128>);
+type InputMlp = (InputLinear<784, 256>, ReLU, Linear<256, 128>);
+type FusedMlp = (InputLinear<784, 256>, ReLU, FusedLinear<256, 128>);
+
+fn train_step(c: &mut Criterion) {
+    fn bench<M: Encoder>(c: &mut Criterion, name: &str) {
+        let mut step = Step::<M>::new();
+        c.bench_function(name, |b| b.iter(|| step.step()));
+    }
+    bench::<DfdxMlp>(c, "train_step/80");
+    bench::<InputMlp>(c, "train_step_input_linear/80");
+    bench::<FusedMlp>(c, "train_step_fused/80");
+}
+
+/// `STEP_TABLE=1 cargo bench --bench losses`: each step timed alone, 300
+/// times after 20 to warm up, the best and the first quartile printed (on a
+/// machine shared with other work, what the code can do; criterion's
+/// median measures the neighbours too). `benches/step_torch.py` prints the
+/// same for PyTorch.
+fn step_table() {
+    fn row<M: Encoder>(name: &str) {
+        let mut step = Step::<M>::new();
+        let mut ms: Vec<f64> = (0..320)
+            .map(|_| {
+                let start = std::time::Instant::now();
+                step.step();
+                start.elapsed().as_secs_f64() * 1e3
+            })
+            .skip(20)
+            .collect();
+        ms.sort_by(f64::total_cmp);
+        println!("| {name} | {:.2} | {:.2} |", ms[0], ms[ms.len() / 4]);
+    }
+    println!(
+        "MLP training step, batch 80, {} rayon threads",
+        rayon::current_num_threads()
+    );
+    println!("| encoder | best (ms) | first quartile (ms) |");
+    println!("|---|---:|---:|");
+    row::<DfdxMlp>("dfdx `Linear`s");
+    row::<InputMlp>("`InputLinear`, dfdx `Linear`");
+    row::<FusedMlp>("`InputLinear`, `FusedLinear`");
 }
 
 criterion_group!(benches, losses, train_step);
-criterion_main!(benches);
+
+fn main() {
+    if std::env::var_os("STEP_TABLE").is_some() {
+        step_table();
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

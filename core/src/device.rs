@@ -142,6 +142,37 @@ pub trait MetricDevice: Device<f32> + 'static {
     ) -> Result<Tensor<(B, Const<O>), f32, Self, T>, Self::Err> {
         generic_linear(x, weight, bias)
     }
+
+    /// `x·Wᵀ + b`, the affine map of a fully connected layer
+    /// ([`FusedLinear`](crate::nets::FusedLinear)), named after PyTorch's
+    /// `torch.nn.functional.linear(x, W, b)`: `W` is `O × I` as in dfdx's
+    /// and PyTorch's `Linear`. The gradients are `Linear`'s (for `x`, `W`
+    /// and `b`). The generic body is dfdx's `Linear` ([`generic_linear`]);
+    /// the CPU runs one op each way on the project's GEMM instead of a
+    /// matmul, a broadcast and an add, and adds the parameters' gradients
+    /// straight into their buffers.
+    ///
+    /// ```
+    /// use dfdx::prelude::*;
+    /// use metric_loss_core::device::MetricDevice;
+    /// let dev = Cpu::default();
+    /// let w = dev.tensor([[1.0f32, 2.0], [0.0, -1.0]]);
+    /// let b = dev.tensor([0.5f32, 0.0]);
+    /// let x = dev.tensor([[1.0f32, 1.0]]);
+    /// let y = Cpu::try_linear(x.leaky_trace(), &w, &b).unwrap();
+    /// assert_eq!(y.array(), [[3.5, -1.0]]);
+    /// let g = y.sum().backward();
+    /// assert_eq!(g.get(&x).array(), [[1.0, 1.0]]); // Σ_o W_oi
+    /// assert_eq!(g.get(&w).array(), [[1.0, 1.0], [1.0, 1.0]]);
+    /// assert_eq!(g.get(&b).array(), [1.0, 1.0]);
+    /// ```
+    fn try_linear<B: Dim, const I: usize, const O: usize, T: Tape<f32, Self>>(
+        x: Tensor<(B, Const<I>), f32, Self, T>,
+        weight: &Tensor<Rank2<O, I>, f32, Self>,
+        bias: &Tensor<Rank1<O>, f32, Self>,
+    ) -> Result<Tensor<(B, Const<O>), f32, Self, T>, Self::Err> {
+        generic_linear(x, weight, bias)
+    }
 }
 
 /// `x·Wᵀ + b` exactly as dfdx's `Linear` computes it: a matmul and a
@@ -260,7 +291,15 @@ impl MetricDevice for Cpu {
         weight: &Tensor<Rank2<O, I>, f32, Self>,
         bias: &Tensor<Rank1<O>, f32, Self>,
     ) -> Result<Tensor<(B, Const<O>), f32, Self, T>, Self::Err> {
-        crate::fused::input_linear_cpu(x, weight, bias)
+        crate::fused::linear_cpu(x, weight, bias, false)
+    }
+
+    fn try_linear<B: Dim, const I: usize, const O: usize, T: Tape<f32, Self>>(
+        x: Tensor<(B, Const<I>), f32, Self, T>,
+        weight: &Tensor<Rank2<O, I>, f32, Self>,
+        bias: &Tensor<Rank1<O>, f32, Self>,
+    ) -> Result<Tensor<(B, Const<O>), f32, Self, T>, Self::Err> {
+        crate::fused::linear_cpu(x, weight, bias, true)
     }
 
     fn try_l2_normalize<B: Dim, const D: usize, T: Tape<f32, Self>>(

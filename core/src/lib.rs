@@ -40,7 +40,10 @@ pub mod prelude {
         AllPairs, BatchAll, BatchHard, DistanceMatrix, HardPairs, MinerStats, PairMiner, SemiHard,
         SemiHardFallback, TripletMiner,
     };
-    pub use crate::nets::{Siamese, TripletNet, builder::InputLinear};
+    pub use crate::nets::{
+        Siamese, TripletNet,
+        builder::{FusedLinear, InputLinear},
+    };
     pub use crate::sampler::PkSampler;
     pub use dfdx::optim::{Adam, AdamConfig, Sgd, SgdConfig};
     pub use dfdx::prelude::*;
@@ -48,5 +51,7 @@ pub mod prelude {
 
 #[doc(hidden)]
 pub mod __private {
+    /// The project's GEMM, reached by its benches (`benches/gemm.rs`).
+    pub use crate::fused::gemm::{Operand, cut_in, gemm};
     pub use dfdx;
 }

@@ -55,9 +55,10 @@ pub const K: usize = 16;
 /// Image width.
 pub const PIXELS: usize = 784;
 
-/// The encoder of every example but `embed_2d`. The first layer is an
-/// [`InputLinear`]: dfdx's `Linear` without the gradient for the pixels,
-/// which nothing reads (the largest product of the backward otherwise).
-pub type Encoder = (InputLinear<784, 256>, ReLU, Linear<256, 128>);
+/// The encoder of every example but `embed_2d`: dfdx's `Linear`s as one op
+/// each way on the project's GEMM. The first layer is an [`InputLinear`]
+/// (no gradient for the pixels, which nothing reads: the largest product of
+/// the backward otherwise), the second a [`FusedLinear`].
+pub type Encoder = (InputLinear<784, 256>, ReLU, FusedLinear<256, 128>);
 /// The DrLIM encoder: straight to the plane.
-pub type Encoder2d = (InputLinear<784, 256>, ReLU, Linear<256, 2>);
+pub type Encoder2d = (InputLinear<784, 256>, ReLU, FusedLinear<256, 2>);

@@ -11,7 +11,7 @@ use metric_loss::miners::{AllPairs, BatchAll, BatchHard, SemiHard};
 use metric_loss::prelude::*;
 
 type Rows<T = NoneTape> = Tensor<(usize, Const<8>), f32, Cuda, T>;
-type Encoder = (InputLinear<8, 16>, ReLU, Linear<16, 4>);
+type Encoder = (InputLinear<8, 16>, ReLU, FusedLinear<16, 4>);
 
 fn rows(dev: &Cuda, n: usize) -> Rows {
     let data: Vec<f32> = (0..n * 8)
@@ -49,7 +49,7 @@ fn the_api_runs_on_cuda() {
     let m = ContrastiveLoss.mined(&AllPairs, x.leaky_trace(), &labels);
     let _ = m.loss.backward();
 
-    // Shared-weight nets with InputLinear, one Adam step.
+    // Shared-weight nets with InputLinear and FusedLinear, one Adam step.
     let mut net = dev.build_module::<TripletNet<Encoder>, f32>();
     let mut opt = Adam::new(&net, AdamConfig::default());
     let grads = net.alloc_grads();

@@ -514,8 +514,8 @@ pub(crate) fn batch_hard_euclidean_cpu<N: Dim, const D: usize, T: Tape<f32, Cpu>
         return Ok(crate::device::FusedBatchHard::Unavailable(x));
     }
     let (x, mut tape) = x.try_contiguous().map_err(dev_err)?.split_tape();
-    // Read with room for the kernel's padding rows: one copy in all.
-    let xs = Scratch::copy_with_capacity(&x, n.div_ceil(MR) * MR * D);
+    // The rows on the host: packed for the kernel, kept for the backward.
+    let xs = Scratch::copy_of(&x);
     // Labels as u32 lanes: as they are when they fit, renumbered otherwise.
     let mut dense: Vec<u32> = labels
         .iter()

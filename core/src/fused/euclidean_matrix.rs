@@ -24,7 +24,7 @@ pub(crate) fn euclidean_matrix_cpu<N: Dim, const D: usize, T: Tape<f32, Cpu>>(
     let rows = x.shape().0;
     let n = rows.size();
     let (x, mut tape) = x.try_contiguous()?.split_tape();
-    let xs = Scratch::copy_with_capacity(&x, n.div_ceil(MR) * MR * D);
+    let xs = Scratch::copy_of(&x);
     let panels = Panels::new(xs, n, D);
     let mut out = vec![0.0f32; n * n];
     if n > 0 {

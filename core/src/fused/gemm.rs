@@ -2,13 +2,62 @@
 //! buffers, with `op` the identity or the transpose on either side, so that
 //! `A·B`, `A·Bᵀ` and `Aᵀ·B` are one call each.
 //!
-//! This first version forwards to the `gemm` crate (the GEMM dfdx itself
-//! runs); its contract is what the callers build on.
+//! Built as BLIS builds one (Van Zee and van de Geijn, 2015): `k` is cut
+//! into blocks of at most [`KC`] steps, `op(B)`'s block packed into panels
+//! of [`NR`] columns (at most `NC` columns at a time), `op(A)`'s into slivers
+//! of [`MR`] rows (at most `MC` rows at a time), and every `MR × NR` tile of
+//! `C` is one call of the micro-kernel ([`kernel`]: AVX2 + FMA picked at run
+//! time, a portable twin elsewhere) on a sliver and a panel that sit in L1.
+//! [`pack`] is the one copy loop for every storage order, so the four
+//! transpose pairs cost the same. Packing buffers are [`Scratch`].
+//!
+//! Large products are cut in as many parts as rayon has threads, along
+//! whichever of `m`, `n` or `k` makes the parts copy the least twice (each
+//! part packs the whole of the operand it shares; a cut along `k` sums the
+//! parts' results instead), and each part runs the serial loops above. The
+//! calling thread runs parts too, and any part no pool thread has claimed
+//! yet: a busy machine's late-scheduled helper never stalls a product.
+//!
+//! A `C` narrower than a panel (a convolution's weight gradient, `O × 9`)
+//! is computed as `Cᵀ = op(B)ᵀ·op(A)ᵀ` when that takes fewer tiles.
+//!
+//! The Gram tiles of the fused mining passes ([`super::gram`]) are the same
+//! micro-kernel on the same packing.
+
+mod kernel;
+mod pack;
+
+pub(crate) use kernel::{Kernel, MR, NR, Store};
+pub(crate) use pack::pack;
+
+#[cfg(test)]
+pub(crate) use kernel::tests::portable;
+
+use super::Scratch;
+use super::parallel::in_parallel;
+
+/// Steps of `k` per packed block: a sliver of `A` (`MR·KC`, 6 KiB) and a
+/// panel of `B` (`KC·NR`, 16 KiB) share the 32 KiB L1 of the cores this was
+/// tuned on (AMD Zen 3).
+pub(crate) const KC: usize = 256;
+/// Rows of `op(A)` per packed block (`MC·KC`, 144 KiB, stays in L2).
+const MC: usize = 144;
+/// Columns of `op(B)` per packed block (`KC·NC`, 4 MiB, in L3).
+const NC: usize = 4080;
+
+/// From this many multiply-adds (`m·n·k`) on, a product is cut in parts
+/// for rayon's threads. Below it, handing a part to a second thread costs
+/// more than it saves. Measured on the 2-core machine while other builds
+/// ran, serial vs cut in 2, 400 calls of each alternating from a thread
+/// outside the pool, first quartile (the products of `benches/gemm.rs`'s
+/// group `gemm_cut`): 393 K multiply-adds 9.6 vs 10.8 µs, 655 K 16.2 vs
+/// 13.5 µs, 1.3 M 31.3 vs 27.2 µs, 2.6 M 64.4 vs 47.2 µs.
+const PARALLEL_MIN_MADDS: usize = 1 << 19;
 
 /// One operand of [`gemm`]: `data` holds a row-major matrix with row stride
 /// `ld`; with `trans` the operand is its transpose.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Operand<'a> {
+pub struct Operand<'a> {
     /// The stored matrix, row-major.
     pub data: &'a [f32],
     /// Its row stride (at least its number of stored columns).
@@ -19,7 +68,7 @@ pub(crate) struct Operand<'a> {
 
 impl<'a> Operand<'a> {
     /// The stored matrix itself.
-    pub(crate) fn plain(data: &'a [f32], ld: usize) -> Self {
+    pub fn plain(data: &'a [f32], ld: usize) -> Self {
         Operand {
             data,
             ld,
@@ -28,7 +77,7 @@ impl<'a> Operand<'a> {
     }
 
     /// The transpose of the stored matrix.
-    pub(crate) fn transposed(data: &'a [f32], ld: usize) -> Self {
+    pub fn transposed(data: &'a [f32], ld: usize) -> Self {
         Operand {
             data,
             ld,
@@ -36,13 +85,26 @@ impl<'a> Operand<'a> {
         }
     }
 
-    /// (row stride, column stride) of the logical operand.
-    fn strides(&self) -> (isize, isize) {
-        if self.trans {
-            (1, self.ld as isize)
-        } else {
-            (self.ld as isize, 1)
+    /// The transpose of this operand (the same storage).
+    pub(crate) fn t(self) -> Self {
+        Operand {
+            trans: !self.trans,
+            ..self
         }
+    }
+
+    /// The logical rows from `r0` on (`r0` below the row count).
+    fn skip_rows(self, r0: usize) -> Self {
+        let at = if self.trans { r0 } else { r0 * self.ld };
+        Operand {
+            data: &self.data[at..],
+            ..self
+        }
+    }
+
+    /// The logical columns from `c0` on (`c0` below the column count).
+    fn skip_cols(self, c0: usize) -> Self {
+        self.t().skip_rows(c0).t()
     }
 
     /// Whether the operand, `rows × cols` logically, fits in `data`.
@@ -61,12 +123,136 @@ impl<'a> Operand<'a> {
 
 /// `C = α·op(A)·op(B) + β·C`, with `op(A)` `m × k`, `op(B)` `k × n` and `C`
 /// `m × n` row-major with row stride `ldc`. With `β = 0`, `C` is only
-/// written (its old values, even NaN, are ignored), as in BLAS.
+/// written (its old values, even NaN, are ignored), as in BLAS; so is it
+/// with `k = 0` or `α = 0`, where `C = β·C` and the operands are not read.
+/// Runs on rayon's threads when the product is large enough to pay.
 ///
 /// Panics if an operand does not fit its buffer (a caller's bug, never a
 /// user's input).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm(
+pub fn gemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: Operand<'_>,
+    b: Operand<'_>,
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
+) {
+    let forced = CUT_IN.get();
+    let how = How {
+        threads: forced.unwrap_or_else(rayon::current_num_threads),
+        cut_small: forced.is_some(),
+        ..How::default()
+    };
+    gemm_with(how, m, n, k, alpha, a, b, beta, c, ldc);
+}
+
+thread_local! {
+    /// Set by [`cut_in`] on its thread.
+    static CUT_IN: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with every product [`gemm`] starts on this thread cut in
+/// `parts` parts whatever its size (serial for 1), as [`gemm`] would cut it
+/// on that many threads: for the benches that measure where cutting starts
+/// to pay ([`PARALLEL_MIN_MADDS`]). `cut_in(1, f)` keeps every product of
+/// `f` on the calling thread, for a caller that already shares its work
+/// among rayon's threads (cutting again costs a helper task and a second
+/// packing of the shared operand, never a wait).
+#[doc(hidden)]
+pub fn cut_in<R>(parts: usize, f: impl FnOnce() -> R) -> R {
+    let before = CUT_IN.replace(Some(parts));
+    let r = f();
+    CUT_IN.set(before);
+    r
+}
+
+/// How [`gemm_with`] runs a product: on how many threads, and (for the
+/// tests) a forced split and orientation.
+#[derive(Debug, Clone, Copy)]
+struct How {
+    kernel: Kernel,
+    threads: usize,
+    /// Cut for the threads whatever the size (see [`cut_in`]).
+    cut_small: bool,
+    /// The split, instead of [`plan`]'s.
+    split: Option<Split>,
+    /// Whether `Cᵀ` is computed, instead of [`transposes`]'s choice.
+    transpose: Option<bool>,
+}
+
+impl Default for How {
+    fn default() -> Self {
+        How {
+            kernel: Kernel::detect(),
+            threads: 1,
+            cut_small: false,
+            split: None,
+            transpose: None,
+        }
+    }
+}
+
+/// Whether `C = op(A)·op(B)` is better computed as `Cᵀ = op(B)ᵀ·op(A)ᵀ`:
+/// when a quarter fewer `MR × NR` tiles cover it that way (a `C` of fewer
+/// than [`NR`] columns, such as a convolution's weight gradient `O × 9`),
+/// and `k` is long enough to pay for storing every tile through the
+/// strided edge path.
+fn transposes(m: usize, n: usize, k: usize) -> bool {
+    let tiles = m.div_ceil(MR) * n.div_ceil(NR);
+    let flipped = n.div_ceil(MR) * m.div_ceil(NR);
+    k >= 32 && 4 * flipped <= 3 * tiles
+}
+
+/// How a product is shared among threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Split {
+    /// One thread runs it all.
+    Serial,
+    /// Parts of the rows of `C`, each packing the whole of `op(B)`.
+    Rows(usize),
+    /// Parts of the columns of `C`, each packing the whole of `op(A)`.
+    Cols(usize),
+    /// Parts of `k`, each summed into its own `m × n` result.
+    Depth(usize),
+}
+
+/// The split for a product on `threads` threads: serial below
+/// [`PARALLEL_MIN_MADDS`], else the cut whose parts copy the least twice —
+/// `k·n` for rows, `m·k` for columns, `m·n` written and read again for `k` —
+/// among those with at least one tile (or one block of `k`) per part.
+fn plan(m: usize, n: usize, k: usize, threads: usize) -> Split {
+    if m.saturating_mul(n).saturating_mul(k) < PARALLEL_MIN_MADDS {
+        return Split::Serial;
+    }
+    cut(m, n, k, threads)
+}
+
+/// The cut [`plan`] makes of a large product (serial for 1 thread).
+fn cut(m: usize, n: usize, k: usize, threads: usize) -> Split {
+    if threads < 2 {
+        return Split::Serial;
+    }
+    let parts = threads;
+    let options = [
+        (m.div_ceil(MR) >= parts, k * n, Split::Rows(parts)),
+        (n.div_ceil(NR) >= parts, m * k, Split::Cols(parts)),
+        (k >= parts * 64, 2 * m * n, Split::Depth(parts)),
+    ];
+    options
+        .into_iter()
+        .filter(|o| o.0)
+        .min_by_key(|o| o.1)
+        .map_or(Split::Serial, |o| o.2)
+}
+
+/// [`gemm`] with the kernel and the split given.
+#[allow(clippy::too_many_arguments)]
+fn gemm_with(
+    how: How,
     m: usize,
     n: usize,
     k: usize,
@@ -86,7 +272,7 @@ pub(crate) fn gemm(
     if m == 0 || n == 0 {
         return;
     }
-    if k == 0 {
+    if k == 0 || alpha == 0.0 {
         for row in c.chunks_mut(ldc).take(m) {
             for v in &mut row[..n] {
                 *v = if beta == 0.0 { 0.0 } else { beta * *v };
@@ -94,32 +280,213 @@ pub(crate) fn gemm(
         }
         return;
     }
-    let (a_rs, a_cs) = a.strides();
-    let (b_rs, b_cs) = b.strides();
-    // SAFETY: every operand fits its buffer (asserted above, with the
-    // strides `strides` gives); `c` is exclusively borrowed.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            ldc as isize,
-            beta != 0.0,
-            a.data.as_ptr(),
-            a_cs,
-            a_rs,
-            b.data.as_ptr(),
-            b_cs,
-            b_rs,
-            beta,
-            alpha,
-            false,
-            false,
-            false,
-            gemm::Parallelism::Rayon(rayon::current_num_threads()),
-        );
+    // C (i, j) at c[i·rs + j·cs]; computed as Cᵀ, the roles swap
+    let (m, n, a, b, rs, cs) = if how.transpose.unwrap_or_else(|| transposes(m, n, k)) {
+        (n, m, b.t(), a.t(), 1, ldc)
+    } else {
+        (m, n, a, b, ldc, 1)
+    };
+    let kernel = how.kernel;
+    let split = how.split.unwrap_or_else(|| {
+        if how.cut_small {
+            cut(m, n, k, how.threads)
+        } else {
+            plan(m, n, k, how.threads)
+        }
+    });
+    let c = SharedC(c.as_mut_ptr());
+    let to = Strides { rs, cs };
+    // SAFETY (every call below): the operands fit (asserted), and `c`
+    // reaches (m − 1)·rs + (n − 1)·cs + 1 values of the exclusively borrowed
+    // `c` (the asserted extent, in either orientation); the parts write
+    // disjoint rows, disjoint columns, or (`Depth`) only part 0 writes `c`.
+    match split {
+        Split::Serial => unsafe { serial(kernel, m, n, k, alpha, a, b, beta, c.0, to) },
+        Split::Rows(parts) => {
+            let rows = m.div_ceil(MR).div_ceil(parts) * MR;
+            in_parallel(m.div_ceil(rows), |p| {
+                let r0 = p * rows;
+                let mp = rows.min(m - r0);
+                let cp = c.at(r0 * rs);
+                unsafe { serial(kernel, mp, n, k, alpha, a.skip_rows(r0), b, beta, cp, to) }
+            });
+        }
+        Split::Cols(parts) => {
+            let cols = n.div_ceil(NR).div_ceil(parts) * NR;
+            in_parallel(n.div_ceil(cols), |p| {
+                let c0 = p * cols;
+                let np = cols.min(n - c0);
+                let cp = c.at(c0 * cs);
+                unsafe { serial(kernel, m, np, k, alpha, a, b.skip_cols(c0), beta, cp, to) }
+            });
+        }
+        Split::Depth(parts) => {
+            let depth = k.div_ceil(parts);
+            let parts = k.div_ceil(depth);
+            // parts past the first sum into buffers of their own
+            let mut partial: Vec<Scratch> =
+                (1..parts).map(|_| Scratch::with_len(m * n, 0)).collect();
+            let buffers: Vec<SharedC> = partial
+                .iter_mut()
+                .map(|s| SharedC(s.as_mut_ptr()))
+                .collect();
+            in_parallel(parts, |p| {
+                let k0 = p * depth;
+                let kp = depth.min(k - k0);
+                let (a, b) = (a.skip_cols(k0), b.skip_rows(k0));
+                if p == 0 {
+                    unsafe { serial(kernel, m, n, kp, alpha, a, b, beta, c.at(0), to) }
+                } else {
+                    let buf = buffers[p - 1].at(0);
+                    let own = Strides { rs: n, cs: 1 };
+                    unsafe { serial(kernel, m, n, kp, alpha, a, b, 0.0, buf, own) }
+                }
+            });
+            for part in &partial {
+                for (i, src) in part.chunks_exact(n).enumerate() {
+                    for (j, &v) in src.iter().enumerate() {
+                        // SAFETY: (i, j) is inside C; no part is running.
+                        unsafe { *c.at(i * rs + j * cs) += v };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `C`'s base pointer, handed to the parts of a split product (which write
+/// disjoint parts of it).
+#[derive(Clone, Copy)]
+struct SharedC(*mut f32);
+// SAFETY: the parts of one product write disjoint elements (see
+// `gemm_with`), and the borrow of `C` outlives them all.
+unsafe impl Send for SharedC {}
+// SAFETY: as above.
+unsafe impl Sync for SharedC {}
+
+impl SharedC {
+    /// The pointer `at` values in.
+    fn at(self, at: usize) -> *mut f32 {
+        self.0.wrapping_add(at)
+    }
+}
+
+/// Where `C`'s element `(i, j)` is: `i·rs + j·cs` values in.
+#[derive(Debug, Clone, Copy)]
+struct Strides {
+    rs: usize,
+    cs: usize,
+}
+
+/// The length of each of the near-equal blocks `len` is cut into, at most
+/// `max` (a multiple of `unit`) and a multiple of `unit`.
+fn block_len(len: usize, max: usize, unit: usize) -> usize {
+    let blocks = len.div_ceil(max).max(1);
+    len.div_ceil(blocks).div_ceil(unit) * unit
+}
+
+/// How the block of `k` numbered `i` is stored: the first with the caller's
+/// `α` and `β`, the others added (continuing the sum when `α = 1`).
+fn store(i: usize, alpha: f32, beta: f32) -> Store {
+    match (i, alpha == 1.0) {
+        (0, true) if beta == 0.0 => Store::Set,
+        (0, true) if beta == 1.0 => Store::Add,
+        (0, _) => Store::Scale(alpha, beta),
+        (_, true) => Store::Add,
+        (_, false) => Store::Scale(alpha, 1.0),
+    }
+}
+
+/// The BLIS loops on one thread, for `k ≥ 1`, `m, n ≥ 1`.
+///
+/// # Safety
+/// The operands fit `m × k` and `k × n`; `c` reaches element `(m − 1,
+/// n − 1)` through `to`, and no other thread touches `C`'s `m × n` during
+/// the call.
+#[allow(clippy::too_many_arguments)]
+unsafe fn serial(
+    kernel: Kernel,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: Operand<'_>,
+    b: Operand<'_>,
+    beta: f32,
+    c: *mut f32,
+    to: Strides,
+) {
+    let kcb = block_len(k, KC, 1);
+    let ncb = block_len(n, NC, NR);
+    let mcb = block_len(m, MC, MR);
+    let mut bp = Scratch::with_len(kcb * ncb, 0);
+    let mut ap = Scratch::with_len(mcb * kcb, 0);
+    for jc in (0..n).step_by(ncb) {
+        let nc = ncb.min(n - jc);
+        for (i, pc) in (0..k).step_by(kcb).enumerate() {
+            let kc = kcb.min(k - pc);
+            let store = store(i, alpha, beta);
+            pack::<NR>(kernel, b, pc, kc, jc, nc, &mut bp);
+            for ic in (0..m).step_by(mcb) {
+                let mc = mcb.min(m - ic);
+                pack::<MR>(kernel, a.t(), pc, kc, ic, mc, &mut ap);
+                // SAFETY: the block (ic.., jc..) of C, mc × nc, is inside
+                // the caller's m × n; the packs hold mc and nc rounded up to
+                // whole slivers and panels of kc steps.
+                unsafe {
+                    block(
+                        kernel,
+                        (mc, nc, kc),
+                        &ap,
+                        &bp,
+                        c.add(ic * to.rs + jc * to.cs),
+                        to,
+                        store,
+                    )
+                };
+            }
+        }
+    }
+}
+
+/// Every tile of one packed block: `mc × nc` of `C` from `kc` steps. With
+/// `C` stored by columns (`cs ≠ 1`, a transposed product) every tile goes
+/// through the edge path, which reads and writes it value by value.
+///
+/// # Safety
+/// `ap` holds `mc.div_ceil(MR)` slivers and `bp` `nc.div_ceil(NR)` panels of
+/// `kc` steps; `c` reaches element `(mc − 1, nc − 1)` through `to`, all of
+/// it this thread's.
+unsafe fn block(
+    kernel: Kernel,
+    (mc, nc, kc): (usize, usize, usize),
+    ap: &[f32],
+    bp: &[f32],
+    c: *mut f32,
+    to: Strides,
+    store: Store,
+) {
+    assert!(ap.len() >= mc.div_ceil(MR) * MR * kc && bp.len() >= nc.div_ceil(NR) * NR * kc);
+    // the edge tiles' local tile, set up once
+    let mut tile = [0.0f32; MR * NR];
+    for q in 0..nc.div_ceil(NR) {
+        let cols = NR.min(nc - q * NR);
+        let b = bp[q * kc * NR..].as_ptr();
+        for s in 0..mc.div_ceil(MR) {
+            let rows = MR.min(mc - s * MR);
+            let a = ap[s * kc * MR..].as_ptr();
+            // SAFETY: tile (s, q) lies inside the block; the sliver and the
+            // panel hold kc steps (asserted above).
+            unsafe {
+                let cp = c.add(s * MR * to.rs + q * NR * to.cs);
+                if rows == MR && cols == NR && to.cs == 1 {
+                    kernel.full(kc, a, b, cp, to.rs, store);
+                } else {
+                    let at = (to.rs, to.cs);
+                    kernel.edge(kc, a, b, cp, at, (rows, cols), store, &mut tile);
+                }
+            }
+        }
     }
 }
 
@@ -127,53 +494,228 @@ pub(crate) fn gemm(
 mod tests {
     use super::*;
 
-    fn naive(m: usize, n: usize, k: usize, a: &[f32], ta: bool, b: &[f32], tb: bool) -> Vec<f32> {
+    /// `op(A)·op(B)` in f64, read through the same strides a caller gives.
+    fn naive(m: usize, n: usize, k: usize, a: Operand<'_>, b: Operand<'_>) -> Vec<f64> {
+        let at = |op: Operand<'_>, r: usize, c: usize| {
+            f64::from(if op.trans {
+                op.data[c * op.ld + r]
+            } else {
+                op.data[r * op.ld + c]
+            })
+        };
         let mut out = vec![0.0; m * n];
         for i in 0..m {
             for j in 0..n {
-                let mut s = 0.0f64;
-                for p in 0..k {
-                    let av = if ta { a[p * m + i] } else { a[i * k + p] };
-                    let bv = if tb { b[j * k + p] } else { b[p * n + j] };
-                    s += av as f64 * bv as f64;
-                }
-                out[i * n + j] = s as f32;
+                out[i * n + j] = (0..k).map(|p| at(a, i, p) * at(b, p, j)).sum();
             }
         }
         out
     }
 
-    #[test]
-    fn every_transpose_equals_the_naive_product() {
-        for &(m, n, k) in &[(1, 1, 1), (7, 5, 3), (33, 17, 65), (6, 16, 128), (50, 3, 0)] {
-            let a: Vec<f32> = (0..m * k).map(|i| ((i * 37) % 11) as f32 - 5.0).collect();
-            let b: Vec<f32> = (0..k * n).map(|i| ((i * 53) % 13) as f32 / 3.0).collect();
-            for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
-                let want = naive(m, n, k, &a, ta, &b, tb);
-                let opa = if ta {
-                    Operand::transposed(&a, m)
-                } else {
-                    Operand::plain(&a, k)
-                };
-                let opb = if tb {
-                    Operand::transposed(&b, k)
-                } else {
-                    Operand::plain(&b, n)
-                };
-                // β = 0 ignores NaN garbage; β = 1 accumulates.
-                let mut c = vec![f32::NAN; m * n];
-                gemm(m, n, k, 1.0, opa, opb, 0.0, &mut c, n);
-                for (g, w) in c.iter().zip(&want) {
-                    assert!(
-                        (g - w).abs() <= 1e-3 * (1.0 + w.abs()),
-                        "{m}x{n}x{k} {ta} {tb}"
-                    );
+    fn values(len: usize, seed: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * 7919 + seed * 31) % 29) as f32 / 7.0 - 2.0)
+            .collect()
+    }
+
+    /// Runs `how` with this kernel, split and orientation.
+    fn how(kernel: Kernel, split: Split, transpose: bool) -> How {
+        How {
+            kernel,
+            split: Some(split),
+            transpose: Some(transpose),
+            ..How::default()
+        }
+    }
+
+    /// One product with stored operands padded by `pad` columns, checked
+    /// against [`naive`] for several `α`, `β`; `C` padded too, and its
+    /// padding untouched.
+    fn check(how: How, (m, n, k): (usize, usize, usize), ta: bool, tb: bool, pad: usize) {
+        let (ar, ac) = if ta { (k, m) } else { (m, k) };
+        let (br, bc) = if tb { (n, k) } else { (k, n) };
+        let (lda, ldb, ldc) = (ac + pad, bc + pad, n + pad);
+        let av = values(ar * lda, 1);
+        let bv = values(br * ldb, 2);
+        let a = if ta {
+            Operand::transposed(&av, lda)
+        } else {
+            Operand::plain(&av, lda)
+        };
+        let b = if tb {
+            Operand::transposed(&bv, ldb)
+        } else {
+            Operand::plain(&bv, ldb)
+        };
+        let want = naive(m, n, k, a, b);
+        for (alpha, beta) in [(1.0f32, 0.0f32), (1.0, 1.0), (-2.5, 0.0), (0.5, -3.0)] {
+            let old = values(m * ldc, 3);
+            let mut c = old.clone();
+            if beta == 0.0 {
+                // β = 0 ignores what was there, NaN included
+                for i in 0..m {
+                    c[i * ldc..i * ldc + n].fill(f32::NAN);
                 }
-                gemm(m, n, k, 2.0, opa, opb, 1.0, &mut c, n);
-                for (g, w) in c.iter().zip(&want) {
-                    assert!((g - 3.0 * w).abs() <= 1e-3 * (1.0 + w.abs()));
+            }
+            gemm_with(how, m, n, k, alpha, a, b, beta, &mut c, ldc);
+            for i in 0..m {
+                for j in 0..ldc {
+                    let got = c[i * ldc + j];
+                    if j >= n {
+                        assert_eq!(got, old[i * ldc + j], "padding of C written");
+                        continue;
+                    }
+                    let w = f64::from(alpha) * want[i * n + j]
+                        + f64::from(beta) * f64::from(old[i * ldc + j]);
+                    let scale = (k as f64).sqrt() * 4.0 + w.abs();
+                    assert!(
+                        (f64::from(got) - w).abs() <= 2e-6 * scale,
+                        "{how:?} {m}x{n}x{k} ta={ta} tb={tb} pad={pad} α={alpha} β={beta} ({i},{j}): {got} vs {w}"
+                    );
                 }
             }
         }
+    }
+
+    /// Odd sizes, every transpose pair, strided operands, both kernels,
+    /// serial and every kind of parallel split, `C` or `Cᵀ` computed.
+    #[test]
+    fn every_transpose_pair_equals_the_naive_product() {
+        let sizes = [
+            (1, 1, 1),
+            (7, 5, 3),
+            (33, 17, 65),
+            (6, 16, 128),
+            (1, 40, 300),  // m = 1, two blocks of k
+            (40, 1, 77),   // n = 1
+            (13, 29, 600), // three blocks of k
+            (150, 20, 10), // two blocks of rows
+        ];
+        for kernel in [Kernel::detect(), portable(Kernel::detect)] {
+            for &size in &sizes {
+                for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+                    for transpose in [false, true] {
+                        for pad in [0, 3] {
+                            check(how(kernel, Split::Serial, transpose), size, ta, tb, pad);
+                        }
+                        for split in [
+                            Split::Rows(2),
+                            Split::Cols(2),
+                            Split::Depth(2),
+                            Split::Rows(3),
+                            Split::Depth(3),
+                        ] {
+                            check(how(kernel, split, transpose), size, ta, tb, 1);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// More columns than one packed block of `B` holds.
+    #[test]
+    fn wide_products_take_several_blocks_of_columns() {
+        for (ta, tb) in [(false, false), (true, true)] {
+            let (kernel, cols) = (Kernel::detect(), Split::Cols(2));
+            check(
+                how(kernel, Split::Serial, false),
+                (3, NC + 37, 5),
+                ta,
+                tb,
+                2,
+            );
+            check(how(kernel, cols, false), (7, 2 * NC + 1, 2), ta, tb, 0);
+            // as Cᵀ: several blocks of rows of B
+            check(
+                how(kernel, Split::Rows(2), true),
+                (NC + 37, 3, 5),
+                ta,
+                tb,
+                1,
+            );
+        }
+    }
+
+    /// `k = 0` and `α = 0` give `β·C` (0 for `β = 0`, NaN or not), reading
+    /// no operand.
+    #[test]
+    fn empty_sums_scale_c() {
+        for alpha in [1.0, 0.0] {
+            for (beta, want) in [(0.0f32, [0.0f32, 0.0]), (2.0, [2.0, 4.0])] {
+                let mut c = vec![1.0f32, 2.0];
+                if beta == 0.0 {
+                    c.fill(f32::NAN);
+                }
+                let k = if alpha == 0.0 { 3 } else { 0 };
+                let ones = [f32::NAN; 6];
+                gemm(
+                    1,
+                    2,
+                    k,
+                    alpha,
+                    Operand::plain(&ones, k),
+                    Operand::plain(&ones, 2),
+                    beta,
+                    &mut c,
+                    2,
+                );
+                assert_eq!(c, want, "α={alpha} β={beta}");
+            }
+        }
+        let mut nothing: [f32; 0] = [];
+        gemm(
+            0,
+            5,
+            4,
+            1.0,
+            Operand::plain(&[], 4),
+            Operand::plain(&[0.0; 20], 5),
+            0.0,
+            &mut nothing,
+            5,
+        );
+    }
+
+    /// `Cᵀ` is computed when it takes a quarter fewer tiles and `k` is long.
+    #[test]
+    fn narrow_products_are_computed_transposed() {
+        assert!(transposes(32, 9, 676)); // 6 tiles as C, 4 as Cᵀ
+        assert!(!transposes(32, 9, 9)); // too short a sum
+        assert!(!transposes(80, 256, 784));
+        assert!(!transposes(9, 32, 676));
+    }
+
+    /// The plan: serial when small or single-threaded, and the cut that
+    /// copies least otherwise.
+    #[test]
+    fn plans_cut_where_least_is_copied() {
+        assert_eq!(plan(80, 256, 784, 1), Split::Serial);
+        assert_eq!(plan(16, 16, 16, 2), Split::Serial);
+        // tall C: rows (B is small)
+        assert_eq!(plan(54080, 32, 9, 2), Split::Rows(2));
+        // wide C: columns (A is small)
+        assert_eq!(plan(2000, 8000, 128, 2), Split::Cols(2));
+        // long k, small C: k
+        assert_eq!(plan(32, 9, 54080, 2), Split::Depth(2));
+        // a single tile cannot be cut by rows or columns
+        assert_eq!(plan(6, 16, 1 << 20, 2), Split::Depth(2));
+    }
+
+    #[test]
+    #[should_panic(expected = "B does not hold")]
+    fn a_short_operand_panics() {
+        let mut c = [0.0; 4];
+        gemm(
+            2,
+            2,
+            2,
+            1.0,
+            Operand::plain(&[0.0; 4], 2),
+            Operand::plain(&[0.0; 3], 2),
+            0.0,
+            &mut c,
+            2,
+        );
     }
 }

@@ -1,26 +1,22 @@
 //! Gram tiles `G[i][j] = ⟨x_i, x_j⟩` of one row-major matrix `X` (`n × d`),
 //! the whole cost of a fused mining pass.
 //!
-//! A register-blocked kernel in the style of BLIS: `X` is packed once,
-//! `O(n·d)`, into [`Panels`] (the rows padded to a multiple of [`MR`], and `Xᵀ`
-//! cut into [`NR`]-wide column panels), then each `MR × NR` output tile is a
-//! sum of `d` outer products held in registers — 12 AVX2 accumulators, two
-//! panel loads and six broadcasts per step of `k`, no horizontal sums. The
-//! AVX2 + FMA kernel is picked at run time; elsewhere a portable kernel of
-//! the same shape runs (the tests check both against plain dot products).
+//! The project's GEMM ([`super::gemm`]) with its packing done once for the
+//! whole pass: `X` is packed, `O(n·d)`, into [`Panels`] — as the slivers of
+//! `A = X` and the panels of `B = Xᵀ` the GEMM's micro-kernel reads, with
+//! the GEMM's own [`pack`] and blocks of `k` — and each `MR × NR` output
+//! tile is one call of that micro-kernel.
 //!
-//! Why not a GEMM crate: for the Gram matrix of a mining pass (`n` in the
-//! hundreds, `d ≈ 128`) a general GEMM spends much of its time packing and
-//! dispatching; here the packing is shared by every tile, the caller asks
-//! only for the blocks it needs (half of a symmetric matrix), and it consumes
-//! each block while it is still in cache.
+//! Why not call [`gemm`](super::gemm::gemm): for the Gram matrix of a mining
+//! pass (`n` in the hundreds, `d ≈ 128`) the packing is shared by every
+//! tile, the caller asks only for the blocks it needs (half of a symmetric
+//! matrix), and it consumes each block while it is still in cache.
 
 use super::Scratch;
+use super::gemm::{KC, Kernel, NR, Operand, Store, pack};
 
-/// Rows per micro-tile.
-pub(crate) const MR: usize = 6;
-/// Columns per micro-tile (the width of one packed panel).
-pub(crate) const NR: usize = 16;
+pub(crate) use super::gemm::MR;
+
 /// Rows per block of a pass over the matrix: a multiple of [`MR`] and
 /// [`NR`], so that every block starts on a panel boundary.
 pub(crate) const BLOCK: usize = 48;
@@ -47,87 +43,80 @@ pub(crate) fn distance(sq_a: f32, sq_b: f32, dot: f32, squared: bool) -> f32 {
 pub(crate) struct Panels {
     n: usize,
     d: usize,
-    /// `X`, row-major, with zero rows up to a multiple of `MR`.
+    /// `X` as given, row-major.
     rows: Scratch,
-    /// `Xᵀ` in panels: value `(p, k, l)` at `(p·d + k)·NR + l` is
-    /// `X[p·NR + l][k]`, zero past the last row.
+    /// `X` as the GEMM's `A`: for each block of `k` (`p0..p0 + kc`), at
+    /// `row_pad·p0`, the slivers of [`MR`] rows (`kc·MR` values each), zero
+    /// rows past `n`.
+    slivers: Scratch,
+    /// `Xᵀ` as the GEMM's `B`: for each block of `k`, at `cols·p0`, the
+    /// panels of [`NR`] columns (`kc·NR` values each), zero past `n`.
     panels: Scratch,
+    /// `n` rounded up to a multiple of `MR`.
+    row_pad: usize,
     /// `n` rounded up to a multiple of `NR`.
     cols: usize,
+    /// The blocks of `k`: `kc` steps each (the last one shorter).
+    kc: usize,
     /// `⟨x_i, x_i⟩` for every row (zero past `n`, `cols` values), summed in
     /// exactly the order and precision the tile kernel sums a dot product:
     /// so `G_ii + G_jj − 2G_ij` is exactly 0 when rows `i` and `j` are equal.
     sq: Vec<f32>,
-    /// Whether the AVX2 + FMA kernels run: decided once, so that the norms,
-    /// every tile and the callers' SIMD passes agree.
-    simd: bool,
+    /// The micro-kernel: chosen once, so that the norms, every tile and the
+    /// callers' SIMD passes agree.
+    kernel: Kernel,
 }
 
 impl Panels {
-    /// Packs `X` from its `n × d` row-major values, padding `rows` in place
-    /// (so a buffer read with spare capacity is not copied again). Both
-    /// buffers are [`Scratch`]: a pass at a size seen before allocates
-    /// nothing here.
-    pub(crate) fn new(mut rows: Scratch, n: usize, d: usize) -> Self {
+    /// Packs `X` from its `n × d` row-major values (kept, and given back by
+    /// [`into_rows`](Self::into_rows)). The packed buffers are [`Scratch`]:
+    /// a pass at a size seen before allocates nothing here.
+    pub(crate) fn new(rows: Scratch, n: usize, d: usize) -> Self {
         assert_eq!(
             rows.len(),
             n * d,
             "Panels: {} values for {n} x {d}",
             rows.len()
         );
-        let cols = n.div_ceil(NR) * NR;
+        let kernel = Kernel::detect();
+        let (row_pad, cols) = (n.div_ceil(MR) * MR, n.div_ceil(NR) * NR);
+        let kc = KC.min(d.max(1));
+        let mut slivers = Scratch::with_len(row_pad * d, 0);
         let mut panels = Scratch::with_len(cols * d, 0);
-        panels.fill(0.0);
-        for (p, panel) in panels.chunks_exact_mut((NR * d).max(1)).enumerate() {
-            for l in 0..NR.min(n.saturating_sub(p * NR)) {
-                let row = &rows[(p * NR + l) * d..][..d];
-                for (k, &v) in row.iter().enumerate() {
-                    panel[k * NR + l] = v;
-                }
-            }
-        }
-        rows.resize(n.div_ceil(MR) * MR * d);
-        let simd = simd();
         let mut sq = vec![0.0f32; cols];
-        for (panel, sq) in panels
-            .chunks_exact((NR * d).max(1))
-            .zip(sq.chunks_exact_mut(NR))
-        {
-            #[cfg(target_arch = "x86_64")]
-            if simd {
-                // SAFETY: AVX2 and FMA are present; `panel` holds d steps of
-                // NR values and `sq` NR values.
-                unsafe { avx2::norms(panel.as_ptr(), d, sq.as_mut_ptr()) };
-                continue;
-            }
-            for b in panel.chunks_exact(NR).take(d) {
-                for (s, &v) in sq.iter_mut().zip(b) {
-                    *s += v * v;
-                }
+        let x = Operand::plain(&rows, d.max(1));
+        for p0 in (0..d).step_by(kc) {
+            let kc = kc.min(d - p0);
+            pack::<MR>(kernel, x.t(), p0, kc, 0, n, &mut slivers[row_pad * p0..]);
+            let block = &mut panels[cols * p0..cols * (p0 + kc)];
+            pack::<NR>(kernel, x.t(), p0, kc, 0, n, block);
+            for (panel, sq) in block.chunks_exact(kc * NR).zip(sq.chunks_exact_mut(NR)) {
+                kernel.norms(panel, kc, sq);
             }
         }
         Panels {
             n,
             d,
             rows,
+            slivers,
             panels,
+            row_pad,
             cols,
+            kc,
             sq,
-            simd,
+            kernel,
         }
     }
 
     /// Whether the AVX2 + FMA kernels run (for this packing and its users).
     pub(crate) fn simd(&self) -> bool {
-        self.simd
+        self.kernel.simd()
     }
 
-    /// The rows of `X` again (`n × d`), the panel buffer back to this
+    /// The rows of `X` again (`n × d`), the packed buffers back to this
     /// thread's scratch.
     pub(crate) fn into_rows(self) -> Scratch {
-        let Panels { n, d, mut rows, .. } = self;
-        rows.truncate(n * d);
-        rows
+        self.rows
     }
 
     /// The squared norm of every row, consistent with the tiles (see the
@@ -136,9 +125,9 @@ impl Panels {
         &self.sq
     }
 
-    /// The rows, padded with zero rows.
+    /// The rows of `X` (`n × d`).
     pub(crate) fn rows(&self) -> &[f32] {
-        &self.rows
+        &self.rows[..self.n * self.d]
     }
 
     /// `n` rounded up to a multiple of [`NR`]: the end of the last panel.
@@ -148,8 +137,8 @@ impl Panels {
 
     /// Writes `⟨x_{i0 + r}, x_{j0 + c}⟩` to `out[r * ld + c]` for
     /// `r < rows.div_ceil(MR) * MR` (rows past `n` are zero rows) and
-    /// `c < j1 - j0`. `j0` and `j1` are multiples of [`NR`], `j1` at most
-    /// [`padded_cols`](Self::padded_cols).
+    /// `c < j1 - j0`. `i0` is a multiple of [`MR`]; `j0` and `j1` are
+    /// multiples of [`NR`], `j1` at most [`padded_cols`](Self::padded_cols).
     pub(crate) fn tile(
         &self,
         i0: usize,
@@ -163,112 +152,37 @@ impl Panels {
         let row_tiles = rows.div_ceil(MR);
         assert!(j0 % NR == 0 && j1 % NR == 0 && j0 <= j1 && j1 <= self.cols);
         assert!(
-            (i0 + row_tiles * MR) * d <= self.rows.len(),
+            i0 % MR == 0 && i0 + row_tiles * MR <= self.row_pad,
             "tile rows out of range"
         );
+        if row_tiles == 0 || j0 == j1 {
+            return;
+        }
         assert!(ld >= j1 - j0 && out.len() >= (row_tiles * MR - 1) * ld + (j1 - j0));
-        for p in (j0..j1).step_by(NR) {
-            let panel = &self.panels[p * d..(p + NR) * d];
-            for t in 0..row_tiles {
-                let a = &self.rows[(i0 + t * MR) * d..(i0 + t * MR + MR) * d];
-                let c = &mut out[t * MR * ld + (p - j0)..];
-                #[cfg(target_arch = "x86_64")]
-                if self.simd {
-                    // SAFETY: AVX2 and FMA were detected (`simd`); `a` holds
-                    // MR rows of d values, `panel` d steps of NR values, and
-                    // `c` reaches (MR - 1) * ld + NR values (asserted above).
-                    unsafe { avx2::micro(a.as_ptr(), panel.as_ptr(), d, c.as_mut_ptr(), ld) };
-                    continue;
-                }
-                micro_portable(a, panel, d, c, ld);
+        if d == 0 {
+            for r in 0..row_tiles * MR {
+                out[r * ld..r * ld + (j1 - j0)].fill(0.0);
             }
+            return;
         }
-    }
-}
-
-/// Whether the AVX2 + FMA kernels can run on this CPU (`std` caches the
-/// answer); [`Panels::new`] asks once per packing.
-fn simd() -> bool {
-    #[cfg(test)]
-    if tests::PORTABLE.get() {
-        return false;
-    }
-    #[cfg(target_arch = "x86_64")]
-    return std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
-/// The portable micro-kernel: `out[r·ld + l] = Σ_k a[r·d + k] · panel[k·NR + l]`.
-fn micro_portable(a: &[f32], panel: &[f32], d: usize, out: &mut [f32], ld: usize) {
-    let mut acc = [[0.0f32; NR]; MR];
-    for (k, b) in panel.chunks_exact(NR).enumerate().take(d) {
-        for (r, acc) in acc.iter_mut().enumerate() {
-            let av = a[r * d + k];
-            for (c, &bv) in acc.iter_mut().zip(b) {
-                *c += av * bv;
-            }
-        }
-    }
-    for (r, acc) in acc.iter().enumerate() {
-        out[r * ld..r * ld + NR].copy_from_slice(acc);
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use super::{MR, NR};
-    use std::arch::x86_64::*;
-
-    /// The AVX2 + FMA micro-kernel, same contract as `micro_portable`.
-    ///
-    /// # Safety
-    /// The CPU has AVX2 and FMA; `a` points at `MR · d` values, `panel` at
-    /// `d · NR`, and `out` at `(MR − 1) · ld + NR`.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn micro(
-        a: *const f32,
-        panel: *const f32,
-        d: usize,
-        out: *mut f32,
-        ld: usize,
-    ) {
-        unsafe {
-            let mut acc = [[_mm256_setzero_ps(); 2]; MR];
-            for k in 0..d {
-                let b0 = _mm256_loadu_ps(panel.add(k * NR));
-                let b1 = _mm256_loadu_ps(panel.add(k * NR + 8));
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let av = _mm256_broadcast_ss(&*a.add(r * d + k));
-                    acc[0] = _mm256_fmadd_ps(av, b0, acc[0]);
-                    acc[1] = _mm256_fmadd_ps(av, b1, acc[1]);
+        for (i, p0) in (0..d).step_by(self.kc).enumerate() {
+            let kc = self.kc.min(d - p0);
+            let store = if i == 0 { Store::Set } else { Store::Add };
+            let slivers = &self.slivers[self.row_pad * p0..self.row_pad * (p0 + kc)];
+            let panels = &self.panels[self.cols * p0..self.cols * (p0 + kc)];
+            for p in (j0..j1).step_by(NR) {
+                let panel = &panels[p * kc..(p + NR) * kc];
+                for t in 0..row_tiles {
+                    let a = &slivers[(i0 + t * MR) * kc..(i0 + t * MR + MR) * kc];
+                    let c = &mut out[t * MR * ld + (p - j0)..];
+                    // SAFETY: `a` holds kc·MR values and `panel` kc·NR;
+                    // `c` reaches (MR − 1)·ld + NR values (asserted above).
+                    unsafe {
+                        self.kernel
+                            .full(kc, a.as_ptr(), panel.as_ptr(), c.as_mut_ptr(), ld, store)
+                    };
                 }
             }
-            for (r, acc) in acc.iter().enumerate() {
-                _mm256_storeu_ps(out.add(r * ld), acc[0]);
-                _mm256_storeu_ps(out.add(r * ld + 8), acc[1]);
-            }
-        }
-    }
-
-    /// The squared norms of one panel's `NR` rows, each lane the same chain
-    /// of fused multiply-adds as `micro` runs for a diagonal entry.
-    ///
-    /// # Safety
-    /// The CPU has AVX2 and FMA; `panel` points at `d · NR` values and `sq`
-    /// at `NR`.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn norms(panel: *const f32, d: usize, sq: *mut f32) {
-        unsafe {
-            let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-            for k in 0..d {
-                let b0 = _mm256_loadu_ps(panel.add(k * NR));
-                let b1 = _mm256_loadu_ps(panel.add(k * NR + 8));
-                s0 = _mm256_fmadd_ps(b0, b0, s0);
-                s1 = _mm256_fmadd_ps(b1, b1, s1);
-            }
-            _mm256_storeu_ps(sq, s0);
-            _mm256_storeu_ps(sq.add(8), s1);
         }
     }
 }
@@ -277,18 +191,8 @@ mod avx2 {
 pub(crate) mod tests {
     use super::*;
 
-    thread_local! {
-        /// Set by a test to run the portable kernels on this thread.
-        pub(crate) static PORTABLE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    }
-
-    /// Runs `f` on the portable kernels (on this thread).
-    pub(crate) fn portable<R>(f: impl FnOnce() -> R) -> R {
-        PORTABLE.set(true);
-        let r = f();
-        PORTABLE.set(false);
-        r
-    }
+    /// Runs `f` on the portable kernels (on this thread): the GEMM's switch.
+    pub(crate) use crate::fused::gemm::portable;
 
     fn values(n: usize, d: usize) -> Vec<f32> {
         (0..n * d)
@@ -330,7 +234,16 @@ pub(crate) mod tests {
     }
 
     fn tiles_equal_dot_products_here() {
-        for (n, d) in [(1, 3), (5, 2), (17, 1), (70, 9), (100, 128), (33, 0)] {
+        // (30, 600): three blocks of k
+        for (n, d) in [
+            (1, 3),
+            (5, 2),
+            (17, 1),
+            (70, 9),
+            (100, 128),
+            (33, 0),
+            (30, 600),
+        ] {
             let xs = values(n, d);
             let p = Panels::new(xs.clone().into(), n, d);
             assert_eq!(p.padded_cols(), n.div_ceil(NR) * NR);
@@ -349,7 +262,13 @@ pub(crate) mod tests {
     }
 
     fn norms_equal_the_diagonal_here() {
-        let (n, d) = (40, 129);
+        // one block of k, and three
+        for d in [129, 531] {
+            norms_equal_the_diagonal_at(40, d);
+        }
+    }
+
+    fn norms_equal_the_diagonal_at(n: usize, d: usize) {
         let mut xs = values(n, d);
         xs[7 * d] = 1e-3; // not a pattern the sums could share by luck
         let p = Panels::new(xs.clone().into(), n, d);
@@ -360,20 +279,5 @@ pub(crate) mod tests {
             assert_eq!(p.sq()[i].to_bits(), out[i * ld + i].to_bits(), "row {i}");
         }
         assert!(p.sq()[n..].iter().all(|&s| s == 0.0));
-    }
-
-    #[test]
-    fn portable_kernel_equals_dot_products() {
-        let (n, d) = (12, 37);
-        let xs = values(n, d);
-        let p = Panels::new(xs.clone().into(), n, d);
-        let mut out = vec![0.0; MR * NR];
-        micro_portable(&p.rows[6 * d..12 * d], &p.panels[..NR * d], d, &mut out, NR);
-        for r in 0..MR {
-            for c in 0..n {
-                let want: f32 = (0..d).map(|k| xs[(6 + r) * d + k] * xs[c * d + k]).sum();
-                assert!((out[r * NR + c] - want).abs() < 1e-4);
-            }
-        }
     }
 }

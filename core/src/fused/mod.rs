@@ -10,9 +10,10 @@ use dfdx::prelude::*;
 
 mod batch_hard;
 mod euclidean_matrix;
-mod gemm;
+pub(crate) mod gemm;
 mod gram;
-mod input_linear;
+mod linear;
+mod parallel;
 mod scratch;
 
 pub(crate) use scratch::Scratch;
@@ -21,7 +22,7 @@ pub(crate) use batch_hard::batch_hard_euclidean_cpu;
 pub(crate) use euclidean_matrix::euclidean_matrix_cpu;
 pub(crate) use gemm::{Operand, gemm};
 pub(crate) use gram::distance;
-pub(crate) use input_linear::input_linear_cpu;
+pub(crate) use linear::linear_cpu;
 
 /// The elements of a contiguous CPU tensor, copied out with one `memcpy`.
 pub(crate) fn read<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Vec<f32> {

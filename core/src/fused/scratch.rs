@@ -20,32 +20,34 @@ thread_local! {
 }
 
 /// A `Vec<f32>` borrowed from this thread's free list, returned on drop.
+///
+/// The vector is kept at its full length (every value initialised once,
+/// when it was first allocated) and the scratch shows its first `len`
+/// values: taking a buffer of any size up to that never writes it again.
 #[derive(Debug, Default)]
-pub(crate) struct Scratch(Vec<f32>);
+pub(crate) struct Scratch {
+    buf: Vec<f32>,
+    len: usize,
+}
 
 impl Scratch {
     /// `len` values of unspecified content (the caller overwrites them), and
     /// room for `capacity` in all.
     pub(crate) fn with_len(len: usize, capacity: usize) -> Self {
-        let capacity = capacity.max(len);
-        let mut v = FREE
+        let size = capacity.max(len);
+        let buf = FREE
             .try_with(|free| {
                 let mut free = free.borrow_mut();
                 // the smallest buffer that is large enough
                 let best = (0..free.len())
-                    .filter(|&i| free[i].capacity() >= capacity)
-                    .min_by_key(|&i| free[i].capacity());
+                    .filter(|&i| free[i].len() >= size)
+                    .min_by_key(|&i| free[i].len());
                 best.map(|i| free.swap_remove(i))
             })
             .ok()
             .flatten()
-            .unwrap_or_else(|| Vec::with_capacity(capacity));
-        if v.len() >= len {
-            v.truncate(len);
-        } else {
-            v.resize(len, 0.0);
-        }
-        Scratch(v)
+            .unwrap_or_else(|| vec![0.0; size]);
+        Scratch { buf, len }
     }
 
     /// A copy of `values`.
@@ -57,54 +59,37 @@ impl Scratch {
 
     /// The elements of a contiguous CPU tensor.
     pub(crate) fn copy_of<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Self {
-        Self::copy_with_capacity(t, 0)
-    }
-
-    /// [`copy_of`](Self::copy_of) with room for `capacity` values.
-    pub(crate) fn copy_with_capacity<S: Shape, T>(
-        t: &Tensor<S, f32, Cpu, T>,
-        capacity: usize,
-    ) -> Self {
-        let mut s = Self::with_len(t.shape().num_elements(), capacity);
+        let mut s = Self::with_len(t.shape().num_elements(), 0);
         t.copy_into(&mut s);
         s
-    }
-
-    /// Resizes, zero-filling what is added.
-    pub(crate) fn resize(&mut self, len: usize) {
-        self.0.resize(len, 0.0);
-    }
-
-    /// Shortens to `len` values.
-    pub(crate) fn truncate(&mut self, len: usize) {
-        self.0.truncate(len);
     }
 }
 
 impl From<Vec<f32>> for Scratch {
     /// Adopts a buffer (given to the free list when dropped).
-    fn from(v: Vec<f32>) -> Self {
-        Scratch(v)
+    fn from(buf: Vec<f32>) -> Self {
+        let len = buf.len();
+        Scratch { buf, len }
     }
 }
 
 impl Deref for Scratch {
     type Target = [f32];
     fn deref(&self) -> &[f32] {
-        &self.0
+        &self.buf[..self.len]
     }
 }
 
 impl DerefMut for Scratch {
     fn deref_mut(&mut self) -> &mut [f32] {
-        &mut self.0
+        &mut self.buf[..self.len]
     }
 }
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let v = std::mem::take(&mut self.0);
-        if v.capacity() == 0 {
+        let v = std::mem::take(&mut self.buf);
+        if v.is_empty() {
             return;
         }
         // During thread teardown the list may be gone: then just free.
@@ -112,9 +97,9 @@ impl Drop for Scratch {
             if let Ok(mut free) = free.try_borrow_mut() {
                 if free.len() < KEEP {
                     free.push(v);
-                } else if let Some(small) = free.iter_mut().min_by_key(|b| b.capacity()) {
+                } else if let Some(small) = free.iter_mut().min_by_key(|b| b.len()) {
                     // keep the larger of the two
-                    if small.capacity() < v.capacity() {
+                    if small.len() < v.len() {
                         *small = v;
                     }
                 }
@@ -132,13 +117,19 @@ mod tests {
         let a = Scratch::with_len(1000, 0);
         let ptr = a.as_ptr();
         drop(a);
-        let mut b = Scratch::with_len(500, 0);
+        let b = Scratch::with_len(500, 0);
         assert_eq!(b.as_ptr(), ptr, "the returned buffer is reused");
         assert_eq!(b.len(), 500);
-        b.resize(700);
-        assert!(b[500..].iter().all(|&v| v == 0.0));
         let c = Scratch::with_len(10, 5000);
         assert_ne!(c.as_ptr(), ptr, "too small a buffer is not handed out");
+        drop((b, c));
+        // shrunk and grown again, a buffer is not written (no zero-fill)
+        let mut d = Scratch::with_len(1000, 0);
+        d.fill(7.0);
+        drop(d);
+        drop(Scratch::with_len(300, 0));
+        let e = Scratch::with_len(1000, 0);
+        assert!(e.iter().all(|&v| v == 7.0));
         let dev = Cpu::default();
         let t = dev.tensor([[1.0f32, 2.0], [3.0, 4.0]]);
         assert_eq!(&*Scratch::copy_of(&t), &[1.0, 2.0, 3.0, 4.0]);

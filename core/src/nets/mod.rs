@@ -94,8 +94,8 @@
 //! are a [`MetricLossError::BatchMismatch`] from the `try_` methods; the
 //! others panic with its message.
 
-mod input_linear;
-pub use input_linear::{InputLinear, builder};
+mod linear;
+pub use linear::{FusedLinear, InputLinear, builder};
 
 use crate::error::{MetricLossError, unwrap_or_panic};
 use dfdx::nn::{BuildOnDevice, Module, ModuleMut, ModuleVisitor, TensorCollection};

@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""PyTorch's MLP training step of `../shared/bench/reference.py steps`, each
+step timed alone, 300 times after 20 to warm up: the best and the first
+quartile, to set beside `STEP_TABLE=1 cargo bench --bench losses` on a machine
+shared with other work (reference.py's median of 3 rounds measures the
+neighbours too).
+
+    OMP_NUM_THREADS=1 ../ref-venv/bin/python benches/step_torch.py [--reference PATH]
+"""
+import argparse, importlib.util, time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+
+F = torch.nn.functional
+
+
+def batch_hard(e, y, m=0.2):
+    # reference.py steps' loss, as written there
+    e = F.normalize(e)
+    d = torch.cdist(e, e)
+    same = y[:, None] == y[None, :]
+    eye = torch.eye(len(y), dtype=torch.bool)
+    hp = d.masked_fill(~same | eye, -1).max(1).values
+    hn = d.masked_fill(same, 1e9).min(1).values
+    return F.relu(hp - hn + m).mean()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reference", default=str(ROOT.parent / "shared" / "bench" / "reference.py"))
+    args = ap.parse_args()
+    spec = importlib.util.spec_from_file_location("reference", args.reference)
+    reference = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reference)  # its encoders: the step's model
+    torch.manual_seed(0)
+    model = reference.mlp()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x, y = torch.rand(80, 784), torch.arange(80) // 16
+
+    def step():
+        opt.zero_grad()
+        batch_hard(model(x), y).backward()
+        opt.step()
+
+    ms = []
+    for i in range(320):
+        t = time.perf_counter()
+        step()
+        if i >= 20:
+            ms.append((time.perf_counter() - t) * 1e3)
+    ms.sort()
+    print(f"ref train_step_torch_best encoder=mlp batch=80 threads={torch.get_num_threads()} "
+          f"best_ms={ms[0]:.2f} q1_ms={ms[len(ms) // 4]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
