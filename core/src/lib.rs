@@ -33,7 +33,7 @@ pub mod prelude {
     pub use crate::device::MetricDevice;
     pub use crate::error::MetricLossError;
     pub use crate::labels::{Pair, PairLabels};
-    pub use crate::loss::{Margined, MetricSpace, PairCriterion, TripletCriterion};
+    pub use crate::loss::{Criterion, Margined, MetricSpace, PairCriterion, TripletCriterion};
     pub use crate::losses::*;
     pub use crate::metric_loss;
     pub use crate::miners::{

@@ -15,9 +15,13 @@ pub fn expand(spec: &Spec, item: &syn::ItemStruct) -> TokenStream {
     let pos_margin = spec.pos_margin;
     let distance_name = spec.distance.name();
     let (squared, normalize, swap, soft) = (spec.squared, spec.normalize, spec.swap, spec.soft);
-    let (arity, trait_name) = match spec.arity {
-        Arity::Pair => (quote!(Pair), quote!(PairCriterion)),
-        Arity::Triplet => (quote!(Triplet), quote!(TripletCriterion)),
+    let (arity, trait_name, family) = match spec.arity {
+        Arity::Pair => (quote!(Pair), quote!(PairCriterion), quote!(PairFamily)),
+        Arity::Triplet => (
+            quote!(Triplet),
+            quote!(TripletCriterion),
+            quote!(TripletFamily),
+        ),
     };
     let (reduction, output, reduce_fn) = match spec.reduction {
         Reduction::Mean => (quote!(Mean), quote!(()), quote!(mean)),
@@ -159,6 +163,11 @@ pub fn expand(spec: &Spec, item: &syn::ItemStruct) -> TokenStream {
                 use #dfdx::prelude::*;
                 #distance_matrix
             }
+        }
+
+        #[allow(clippy::all, clippy::pedantic)]
+        impl #k::loss::Criterion for #name {
+            type Family = #k::loss::#family;
         }
 
         #[allow(clippy::all, clippy::pedantic)]
