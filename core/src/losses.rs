@@ -86,3 +86,23 @@ pub struct FaceNet;
 #[metric_loss(triplet, distance = euclidean, soft, crate = crate)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SoftMarginTriplet;
+
+/// Multi-similarity loss (Wang et al., CVPR 2019) with PML's defaults
+/// (`alpha = 2`, `beta = 50`, `base = 0.5`): see
+/// [`MultiSimilarity`](crate::formulas::MultiSimilarity). Usually mined with
+/// [`MultiSimilarityMiner`](crate::miners::MultiSimilarityMiner).
+///
+/// ```
+/// use metric_loss_core::prelude::*;
+/// let dev = Cpu::default();
+/// // two classes of two unit vectors, cosine 0.6 within each; rows 1 and 2 are
+/// // closer across (0.8): one hard positive and one hard negative pair each
+/// let x = dev.tensor([[1.0f32, 0.0], [0.6, 0.8], [0.0, 1.0], [-0.8, 0.6]]);
+/// let loss = MultiSimilarityLoss.forward(x.leaky_trace(), &[0, 0, 1, 1]);
+/// assert!(loss.array() > 0.0);
+/// let m = MultiSimilarityLoss.mined(&MultiSimilarityMiner::default(), x, &[0, 0, 1, 1]);
+/// assert_eq!(m.stats.pairs, 4);
+/// ```
+#[metric_loss(multi_similarity, crate = crate)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MultiSimilarityLoss;

@@ -9,6 +9,9 @@ mod common;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod examples;
+mod family_fixtures;
+mod family_miners;
+mod family_support;
 mod index;
 mod losses;
 mod mined;

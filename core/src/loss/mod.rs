@@ -16,7 +16,7 @@
 //!   statistics, and hand the matrix and the mined tuples to the formula.
 //! - The family's own trait, which holds only its formula: [`TripletCriterion`]
 //!   (from `d(A,P)`, `d(A,N)`), [`PairCriterion`] (from `d` and `Y`), or
-//!   `BatchCriterion` (the ranking family: multi-similarity, NT-Xent, ...,
+//!   [`BatchCriterion`] (the ranking family: multi-similarity, NT-Xent, ...,
 //!   from the batch's similarity matrix and its positive and negative
 //!   pairs). The triplet and pair traits also provide the explicit paths
 //!   (`forward(a, p, n)`, `forward(a, b, labels)`).
@@ -37,7 +37,7 @@
 //! the negative by `m`. It only asks for a relative order, which leaves the
 //! embedding free to use its space, and usually retrieves better; it needs
 //! triplets, which is why it comes with mining. The **ranking family**
-//! (`BatchCriterion`) looks at every pair of a batch at once, weighting
+//! ([`BatchCriterion`]) looks at every pair of a batch at once, weighting
 //! each by how much it violates the order (soft maxima, log-sum-exps): no
 //! hard triplet selection, and usually the best retrieval.
 //!
@@ -53,12 +53,14 @@ use crate::error::{MetricLossError, unwrap_or_panic};
 use crate::miners::{DistanceMatrix, Miner, MinerStats, MiningMargins, Units};
 use dfdx::prelude::*;
 
+mod batch;
 mod check;
 mod explicit;
 mod pair;
 pub mod reduce;
 mod triplet;
 
+pub use batch::{BatchCriterion, BatchFamily};
 pub(crate) use check::{check_distances, check_label_count, check_loss, check_rows, check_same};
 pub use check::{check_finite, check_margin};
 pub use pair::{PairCriterion, PairFamily};
@@ -269,7 +271,7 @@ pub enum Fused<X, L> {
 /// A family of losses: the glue between the one mined path
 /// ([`Criterion::try_mined`]) and a family's formula.
 ///
-/// Implemented by [`TripletFamily`], [`PairFamily`] and `BatchFamily` for
+/// Implemented by [`TripletFamily`], [`PairFamily`] and [`BatchFamily`] for
 /// every loss of their trait; a declared loss names its family in
 /// [`Criterion::Family`]. Everything here runs once per mined batch, in the
 /// order of [`Criterion::try_mined`].
@@ -382,6 +384,8 @@ pub trait Criterion: MetricSpace + Sized {
     /// assert_eq!(m.stats.triplets, 6);
     /// let m = ContrastiveLoss.mined(&AllPairs, x.leaky_trace(), &labels);
     /// assert_eq!(m.stats.pairs, 15);
+    /// let m = MultiSimilarityLoss.mined(&MultiSimilarityMiner::default(), x.leaky_trace(), &labels);
+    /// assert!(m.loss.array().is_finite());
     /// ```
     fn try_mined<N, const D: usize, Dev, T, M>(
         &self,

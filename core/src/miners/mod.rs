@@ -21,6 +21,8 @@
 //! | [`SemiHard`] | Schroff et al. 2015 (FaceNet), eq. 4 | per (anchor, positive), the closest negative farther than the positive |
 //! | [`AllPairs`] | — | every pair `i < j` |
 //! | [`HardPairs`] | pytorch-metric-learning's `PairMarginMiner` | pairs with a nonzero contrastive loss |
+//! | [`MultiSimilarityMiner`] | Wang et al. 2019 (PML's) | per anchor, the positives less similar than its most similar negative (+ε), and the negatives more similar than its least similar positive (−ε) |
+//! | [`DistanceWeightedMiner`] | Wu et al. 2017 (PML's) | per anchor, random triplets, negatives drawn by the inverse density of distances on the sphere |
 //!
 //! # Conventions shared by every miner
 //!
@@ -55,12 +57,16 @@ use crate::error::{MetricLossError, unwrap_or_panic};
 
 mod batch_all;
 mod batch_hard;
+mod distance_weighted;
+mod multi_similarity;
 mod pairs;
 mod semi_hard;
 mod stats;
 
 pub use batch_all::BatchAll;
 pub use batch_hard::BatchHard;
+pub use distance_weighted::DistanceWeightedMiner;
+pub use multi_similarity::MultiSimilarityMiner;
 pub use pairs::{AllPairs, HardPairs};
 pub use semi_hard::{SemiHard, SemiHardFallback};
 pub use stats::MinerStats;
@@ -98,9 +104,9 @@ pub struct DistanceMatrix {
 /// Most miners compare distances only with each other and with the loss's
 /// margin, in whatever units the loss uses ([`Units::Distance`]). Some are
 /// defined on one geometry: pytorch-metric-learning's
-/// `DistanceWeightedMiner` weighs negatives by the density of distances
+/// [`DistanceWeightedMiner`] weighs negatives by the density of distances
 /// between points on the unit sphere of dimension `dim`, and its
-/// `MultiSimilarityMiner` compares cosine similarities. The mined path of
+/// [`MultiSimilarityMiner`] compares cosine similarities. The mined path of
 /// every loss tags the matrix it hands its miner (a loss declared with
 /// `normalize` and the Euclidean distance gives [`Units::UnitEuclidean`], a
 /// cosine loss [`Units::Cosine`]), so that such miners can convert or refuse.
@@ -309,8 +315,10 @@ pub struct Triplet {
     pub negative: usize,
 }
 
-/// One mined pair: indices of two rows (`a < b` for the miners of this
-/// module) and whether they are of the same class.
+/// One mined pair: indices of two rows and whether they are of the same
+/// class. [`AllPairs`] and [`HardPairs`] give each unordered pair once, with
+/// `a < b`; the directed miners ([`MultiSimilarityMiner`],
+/// [`DistanceWeightedMiner`]) give `a` as the anchor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct IndexPair {
     /// Index of the first row.
@@ -467,7 +475,7 @@ pub enum Tuples {
         /// `(anchor, negative)` pairs, in the miner's order.
         negative: Vec<(usize, usize)>,
     },
-    /// Triplets (PML's 3-tuple), e.g. from `DistanceWeightedMiner`. As pairs
+    /// Triplets (PML's 3-tuple), e.g. from [`DistanceWeightedMiner`]. As pairs
     /// they are `(a, p)` and `(a, n)` per triplet (PML's `convert_to_pairs`).
     Triplets(Vec<Triplet>),
 }
