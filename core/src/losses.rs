@@ -106,3 +106,22 @@ pub struct SoftMarginTriplet;
 #[metric_loss(multi_similarity, crate = crate)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MultiSimilarityLoss;
+
+/// NT-Xent, SimCLR's normalized temperature-scaled cross entropy (Chen et
+/// al., ICML 2020; InfoNCE, van den Oord et al. 2018), with PML's default
+/// `temperature = 0.07`: see [`NtXent`](crate::formulas::NtXent). With
+/// labels, every same-label pair is a positive (two augmented views of one
+/// image share a label).
+///
+/// ```
+/// use metric_loss_core::prelude::*;
+/// let dev = Cpu::default();
+/// // two views of each of two images: the views agree, the images differ
+/// let x = dev.tensor([[1.0f32, 0.1], [1.0, -0.1], [0.1, 1.0], [-0.1, 1.0]]);
+/// let good = NtXentLoss.forward(x.clone(), &[0, 0, 1, 1]).array();
+/// let bad = NtXentLoss.forward(x, &[0, 1, 0, 1]).array();
+/// assert!(good < 0.01 && bad > 10.0);
+/// ```
+#[metric_loss(ntxent, crate = crate)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NtXentLoss;

@@ -90,3 +90,9 @@ fn multi_similarity_matches_pml() {
     against_pml("multi_similarity");
     builtin_against_pml("multi_similarity", MultiSimilarityLoss);
 }
+
+#[test]
+fn ntxent_matches_pml() {
+    against_pml("ntxent");
+    builtin_against_pml("ntxent", NtXentLoss);
+}

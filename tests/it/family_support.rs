@@ -2,7 +2,7 @@
 //! formula through either path, and a miner that hands over fixed tuples.
 
 use metric_loss::formulas::{
-    BatchFormula, MultiSimilarity, PairWeights, Score, generic_batch_formula,
+    BatchFormula, MultiSimilarity, NtXent, PairWeights, Score, generic_batch_formula,
 };
 use metric_loss::miners::{IndexPair, Triplet, Tuples};
 use metric_loss::prelude::*;
@@ -194,6 +194,9 @@ pub fn with_formula(name: &str, p: &Value, v: &mut impl Visit) {
             alpha: num(p, "alpha", 2.0),
             beta: num(p, "beta", 50.0),
             base: num(p, "base", 0.5),
+        }),
+        "ntxent" => v.visit(NtXent {
+            temperature: num(p, "temperature", 0.07),
         }),
         other => panic!("unknown loss {other}"),
     }

@@ -33,11 +33,13 @@
 //! project's GEMM — no `N × N` (or `N × N × D`) buffer anywhere.
 
 mod multi_similarity;
+mod ntxent;
 mod rows;
 pub mod tape;
 mod weights;
 
 pub use multi_similarity::MultiSimilarity;
+pub use ntxent::NtXent;
 pub use rows::{Row, RowValue, RowsForward, batch_grad_on_rows, batch_loss_on_rows};
 pub use tape::TapeWeights;
 pub use weights::{PairWeights, Weighting};

@@ -74,6 +74,30 @@ impl Lse {
     }
 }
 
+/// `ln(1 + eˣ)`, stable.
+pub(crate) fn softplus(x: f64) -> f64 {
+    x.max(0.0) + (-x.abs()).exp().ln_1p()
+}
+
+/// `1 / (1 + e⁻ˣ)`.
+pub(crate) fn sigmoid(x: f64) -> f64 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// `ln(eᵃ + eᵇ)`, stable (either may be `−∞`).
+pub(crate) fn logaddexp(a: f64, b: f64) -> f64 {
+    let m = a.max(b);
+    if m == f64::NEG_INFINITY {
+        return m;
+    }
+    m + ((a - m).exp() + (b - m).exp()).ln()
+}
+
 /// What [`batch_loss_on_rows`] found: the loss and what its backward needs.
 #[derive(Debug, Clone)]
 pub struct RowsForward {
@@ -231,5 +255,19 @@ mod tests {
         let big = Lse::of([(1e4f32, 1.0f32), (1e4, 1.0)].into_iter(), true).unwrap();
         assert!((big.value - (1e4 + 2f64.ln())).abs() < 1e-9);
         assert!((l.grad(-3.0, 2.0) - 2.0 * (-3f64).exp() / want.exp()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn scalar_helpers() {
+        assert!((softplus(0.0) - 2f64.ln()).abs() < 1e-15);
+        assert_eq!(softplus(-1000.0), 0.0);
+        assert_eq!(softplus(1000.0), 1000.0);
+        assert_eq!(sigmoid(0.0), 0.5);
+        assert!(sigmoid(-1000.0) >= 0.0 && sigmoid(1000.0) == 1.0);
+        assert_eq!(
+            logaddexp(f64::NEG_INFINITY, f64::NEG_INFINITY),
+            f64::NEG_INFINITY
+        );
+        assert!((logaddexp(0.0, 0.0) - 2f64.ln()).abs() < 1e-15);
     }
 }
