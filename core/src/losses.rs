@@ -125,3 +125,20 @@ pub struct MultiSimilarityLoss;
 #[metric_loss(ntxent, crate = crate)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NtXentLoss;
+
+/// Supervised contrastive loss (Khosla et al., NeurIPS 2020) with PML's
+/// default `temperature = 0.1`: see [`SupCon`](crate::formulas::SupCon).
+///
+/// ```
+/// use metric_loss_core::prelude::*;
+/// let dev = Cpu::default();
+/// let x = dev.tensor([[1.0f32, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]]);
+/// let loss = SupConLoss.forward(x.leaky_trace(), &[0, 0, 1, 1]);
+/// // each row's one positive is far more similar than its negatives: near 0
+/// assert!(loss.array() < 0.01);
+/// // a single class has no negative pair: PML's 0, with a zero gradient
+/// assert_eq!(SupConLoss.forward(x, &[3, 3, 3, 3]).array(), 0.0);
+/// ```
+#[metric_loss(supcon, crate = crate)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SupConLoss;

@@ -2,7 +2,7 @@
 //! formula through either path, and a miner that hands over fixed tuples.
 
 use metric_loss::formulas::{
-    BatchFormula, MultiSimilarity, NtXent, PairWeights, Score, generic_batch_formula,
+    BatchFormula, MultiSimilarity, NtXent, PairWeights, Score, SupCon, generic_batch_formula,
 };
 use metric_loss::miners::{IndexPair, Triplet, Tuples};
 use metric_loss::prelude::*;
@@ -16,8 +16,12 @@ pub struct Case {
     pub x: Vec<f32>,
     pub labels: Vec<usize>,
     pub tuples: Tuples,
+    /// PML in float64 (its definitions, computed exactly).
     pub loss: f32,
     pub grad: Vec<f32>,
+    /// PML in float32.
+    pub loss_f32: f32,
+    pub grad_f32: Vec<f32>,
 }
 
 pub fn floats(v: &Value) -> Vec<f32> {
@@ -96,6 +100,8 @@ pub fn cases(name: &str) -> Vec<Case> {
             tuples: tuples(&c["tuples"]),
             loss: c["loss"].as_f64().unwrap() as f32,
             grad: floats(&c["grad"]),
+            loss_f32: c["loss_f32"].as_f64().unwrap() as f32,
+            grad_f32: floats(&c["grad_f32"]),
         })
         .collect()
 }
@@ -198,6 +204,9 @@ pub fn with_formula(name: &str, p: &Value, v: &mut impl Visit) {
         "ntxent" => v.visit(NtXent {
             temperature: num(p, "temperature", 0.07),
         }),
+        "supcon" => v.visit(SupCon {
+            temperature: num(p, "temperature", 0.1),
+        }),
         other => panic!("unknown loss {other}"),
     }
 }
@@ -219,13 +228,11 @@ pub fn run_dim<F: BatchFormula>(
     }
 }
 
-/// `|a − b| ≤ tol · (1 + |b|)` entry by entry.
-pub fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: lengths");
-    for (i, (a, b)) in got.iter().zip(want).enumerate() {
-        assert!(
-            a.is_finite() && (a - b).abs() <= tol * (1.0 + b.abs()),
-            "{what}[{i}]: {a} vs {b}"
-        );
-    }
+/// Whether `|a − b| ≤ tol · (1 + |b|)` entry by entry.
+pub fn close(got: &[f32], want: &[f32], tol: f32) -> bool {
+    got.len() == want.len()
+        && got
+            .iter()
+            .zip(want)
+            .all(|(a, b)| a.is_finite() && (a - b).abs() <= tol * (1.0 + b.abs()))
 }

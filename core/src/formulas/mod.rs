@@ -35,12 +35,14 @@
 mod multi_similarity;
 mod ntxent;
 mod rows;
+mod supcon;
 pub mod tape;
 mod weights;
 
 pub use multi_similarity::MultiSimilarity;
 pub use ntxent::NtXent;
 pub use rows::{Row, RowValue, RowsForward, batch_grad_on_rows, batch_loss_on_rows};
+pub use supcon::SupCon;
 pub use tape::TapeWeights;
 pub use weights::{PairWeights, Weighting};
 

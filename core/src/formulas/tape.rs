@@ -2,7 +2,7 @@
 //! constant tensors, and the few stable building blocks every formula uses
 //! (masked log-sum-exp, softplus, log-add-exp), each written once.
 
-use super::{ListSizes, PairWeights};
+use super::{BatchFormula, ListSizes, PairWeights, batch_loss_on_rows};
 use dfdx::prelude::*;
 
 /// An `R × C` matrix on the tape.
@@ -38,6 +38,8 @@ pub struct TapeWeights<Dev: Device<f32>> {
     pub sizes: ListSizes,
     /// `(R, C)`.
     pub shape: (usize, usize),
+    /// The weights themselves (host), for the row form.
+    pub host: PairWeights,
 }
 
 impl<Dev: Device<f32>> TapeWeights<Dev> {
@@ -81,6 +83,7 @@ impl<Dev: Device<f32>> TapeWeights<Dev> {
             pos_per_row,
             sizes: w.sizes(),
             shape,
+            host: w.clone(),
         })
     }
 
@@ -163,23 +166,36 @@ pub fn total<Dev: Device<f32>, T: Tape<f32, Dev>>(
     x.try_sum::<(), Axes2<0, 1>>()
 }
 
-/// The number of entries `> 0` of `x` (host; no gradient).
-pub fn count_positive<S: Shape, Dev: Device<f32>, T>(x: &Tensor<S, f32, Dev, T>) -> f32 {
-    if x.shape().num_elements() == 0 {
-        return 0.0;
+
+/// Each row's count by the formula's row form, on a host copy of `s`: for
+/// the reducers that count rows by their value (PML's `AvgNonZeroReducer`),
+/// so that both paths leave out the same rows, however the last bits of a
+/// row whose loss is about 0 round.
+pub fn row_counts<F: BatchFormula, Dev: Device<f32>, T>(
+    f: &F,
+    s: &Mat<Dev, T>,
+    w: &TapeWeights<Dev>,
+) -> Vec<f32> {
+    let c = w.shape.1;
+    if w.shape.0 * c == 0 {
+        return vec![0.0; w.shape.0];
     }
-    x.as_vec().iter().filter(|&&v| v > 0.0).count() as f32
+    let data = s.as_vec();
+    batch_loss_on_rows(f, &w.host, |i, buf| {
+        buf.copy_from_slice(&data[i * c..(i + 1) * c])
+    })
+    .counts
 }
 
-/// The mean of the entries `> 0` of `v`, 0 when there are none (PML's
-/// `AvgNonZeroReducer`): entries `≤ 0` are left out of the sum and the count.
-pub fn mean_positive<Dev: Device<f32>, T: Tape<f32, Dev>>(
+/// The mean of `v` over the rows whose count is `> 0` (PML's
+/// `AvgNonZeroReducer`, with the counts of [`row_counts`]); 0 when none is.
+pub fn mean_counted<Dev: Device<f32>, T: Tape<f32, Dev>>(
     v: Vector<Dev, T>,
+    counts: &[f32],
 ) -> Result<Tensor<(), f32, Dev, T>, Dev::Err> {
-    let keep: Vec<f32> = v
-        .as_vec()
+    let keep: Vec<f32> = counts
         .iter()
-        .map(|&x| f32::from(u8::from(x > 0.0)))
+        .map(|&c| f32::from(u8::from(c > 0.0)))
         .collect();
     let count = keep.iter().sum();
     let keep = v.device().try_tensor_from_vec(keep, *v.shape())?;
