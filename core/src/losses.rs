@@ -142,3 +142,17 @@ pub struct NtXentLoss;
 #[metric_loss(supcon, crate = crate)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SupConLoss;
+
+/// Circle loss (Sun et al., CVPR 2020), pair form, with PML's defaults
+/// (`m = 0.4`, `gamma = 80`): see [`Circle`](crate::formulas::Circle).
+///
+/// ```
+/// use metric_loss_core::prelude::*;
+/// let dev = Cpu::default();
+/// let x = dev.tensor([[1.0f32, 0.0], [0.8, 0.6], [0.0, 1.0], [-0.6, 0.8]]);
+/// let loss = CircleLoss.forward(x.leaky_trace(), &[0, 0, 1, 1]);
+/// assert!(loss.array().is_finite() && loss.array() > 0.0);
+/// ```
+#[metric_loss(circle, crate = crate)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CircleLoss;

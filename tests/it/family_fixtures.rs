@@ -136,3 +136,9 @@ fn supcon_matches_pml() {
     against_pml("supcon");
     builtin_against_pml("supcon", SupConLoss);
 }
+
+#[test]
+fn circle_matches_pml() {
+    against_pml("circle");
+    builtin_against_pml("circle", CircleLoss);
+}

@@ -2,7 +2,8 @@
 //! formula through either path, and a miner that hands over fixed tuples.
 
 use metric_loss::formulas::{
-    BatchFormula, MultiSimilarity, NtXent, PairWeights, Score, SupCon, generic_batch_formula,
+    BatchFormula, Circle, MultiSimilarity, NtXent, PairWeights, Score, SupCon,
+    generic_batch_formula,
 };
 use metric_loss::miners::{IndexPair, Triplet, Tuples};
 use metric_loss::prelude::*;
@@ -206,6 +207,10 @@ pub fn with_formula(name: &str, p: &Value, v: &mut impl Visit) {
         }),
         "supcon" => v.visit(SupCon {
             temperature: num(p, "temperature", 0.1),
+        }),
+        "circle" => v.visit(Circle {
+            m: num(p, "m", 0.4),
+            gamma: num(p, "gamma", 80.0),
         }),
         other => panic!("unknown loss {other}"),
     }

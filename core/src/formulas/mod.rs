@@ -32,6 +32,7 @@
 //! for `∂L/∂s` of those rows, and push it through the Gram product with the
 //! project's GEMM — no `N × N` (or `N × N × D`) buffer anywhere.
 
+mod circle;
 mod multi_similarity;
 mod ntxent;
 mod rows;
@@ -39,6 +40,7 @@ mod supcon;
 pub mod tape;
 mod weights;
 
+pub use circle::Circle;
 pub use multi_similarity::MultiSimilarity;
 pub use ntxent::NtXent;
 pub use rows::{Row, RowValue, RowsForward, batch_grad_on_rows, batch_loss_on_rows};
