@@ -156,3 +156,34 @@ pub struct SupConLoss;
 #[metric_loss(circle, crate = crate)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CircleLoss;
+
+/// Lifted structure loss (Oh Song et al., CVPR 2016) with PML's defaults
+/// (`neg_margin = 1`, `pos_margin = 0`): see
+/// [`LiftedStructure`](crate::formulas::LiftedStructure).
+///
+/// ```
+/// use metric_loss_core::prelude::*;
+/// let dev = Cpu::default();
+/// let x = dev.tensor([[1.0f32, 0.0], [0.8, 0.6], [0.0, 1.0], [-0.6, 0.8]]);
+/// let loss = LiftedStructureLoss.forward(x.leaky_trace(), &[0, 0, 1, 1]);
+/// assert!(loss.array() > 0.0);
+/// ```
+#[metric_loss(lifted_structure, crate = crate)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LiftedStructureLoss;
+
+/// The generalized lifted structure loss (Hermans, Beyer & Leibe 2017,
+/// p. 4) with PML's defaults (`neg_margin = 1`, `pos_margin = 0`): see
+/// [`GeneralizedLiftedStructure`](crate::formulas::GeneralizedLiftedStructure).
+///
+/// ```
+/// use metric_loss_core::prelude::*;
+/// let dev = Cpu::default();
+/// let x = dev.tensor([[1.0f32, 0.0], [0.8, 0.6], [0.0, 1.0], [-0.6, 0.8]]);
+/// // PML: a single class still gives its positive term
+/// let one = GeneralizedLiftedStructureLoss.forward(x, &[2, 2, 2, 2]);
+/// assert!(one.array() > 0.0);
+/// ```
+#[metric_loss(generalized_lifted_structure, crate = crate)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GeneralizedLiftedStructureLoss;

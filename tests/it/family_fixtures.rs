@@ -142,3 +142,18 @@ fn circle_matches_pml() {
     against_pml("circle");
     builtin_against_pml("circle", CircleLoss);
 }
+
+#[test]
+fn lifted_structure_matches_pml() {
+    against_pml("lifted_structure");
+    builtin_against_pml("lifted_structure", LiftedStructureLoss);
+}
+
+#[test]
+fn generalized_lifted_structure_matches_pml() {
+    against_pml("generalized_lifted_structure");
+    builtin_against_pml(
+        "generalized_lifted_structure",
+        GeneralizedLiftedStructureLoss,
+    );
+}

@@ -2,8 +2,8 @@
 //! formula through either path, and a miner that hands over fixed tuples.
 
 use metric_loss::formulas::{
-    BatchFormula, Circle, MultiSimilarity, NtXent, PairWeights, Score, SupCon,
-    generic_batch_formula,
+    BatchFormula, Circle, GeneralizedLiftedStructure, LiftedStructure, MultiSimilarity, NtXent,
+    PairWeights, Score, SupCon, generic_batch_formula,
 };
 use metric_loss::miners::{IndexPair, Triplet, Tuples};
 use metric_loss::prelude::*;
@@ -211,6 +211,14 @@ pub fn with_formula(name: &str, p: &Value, v: &mut impl Visit) {
         "circle" => v.visit(Circle {
             m: num(p, "m", 0.4),
             gamma: num(p, "gamma", 80.0),
+        }),
+        "lifted_structure" => v.visit(LiftedStructure {
+            neg_margin: num(p, "neg_margin", 1.0),
+            pos_margin: num(p, "pos_margin", 0.0),
+        }),
+        "generalized_lifted_structure" => v.visit(GeneralizedLiftedStructure {
+            neg_margin: num(p, "neg_margin", 1.0),
+            pos_margin: num(p, "pos_margin", 0.0),
         }),
         other => panic!("unknown loss {other}"),
     }

@@ -33,6 +33,7 @@
 //! project's GEMM — no `N × N` (or `N × N × D`) buffer anywhere.
 
 mod circle;
+mod lifted_structure;
 mod multi_similarity;
 mod ntxent;
 mod rows;
@@ -41,6 +42,7 @@ pub mod tape;
 mod weights;
 
 pub use circle::Circle;
+pub use lifted_structure::{GeneralizedLiftedStructure, LiftedStructure};
 pub use multi_similarity::MultiSimilarity;
 pub use ntxent::NtXent;
 pub use rows::{Row, RowValue, RowsForward, batch_grad_on_rows, batch_loss_on_rows};
