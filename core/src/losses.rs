@@ -187,3 +187,18 @@ pub struct LiftedStructureLoss;
 #[metric_loss(generalized_lifted_structure, crate = crate)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GeneralizedLiftedStructureLoss;
+
+/// N-pairs loss (Sohn, NeurIPS 2016) as PML computes it: see
+/// [`NPairs`](crate::formulas::NPairs).
+///
+/// ```
+/// use metric_loss_core::prelude::*;
+/// let dev = Cpu::default();
+/// let x = dev.tensor([[1.0f32, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]]);
+/// // pairs (0, 1) and (2, 3): each anchor's own positive is the most similar
+/// let loss = NPairsLoss.forward(x.leaky_trace(), &[0, 0, 1, 1]);
+/// assert!(loss.array() < 2f32.ln());
+/// ```
+#[metric_loss(npairs, crate = crate)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NPairsLoss;

@@ -157,3 +157,9 @@ fn generalized_lifted_structure_matches_pml() {
         GeneralizedLiftedStructureLoss,
     );
 }
+
+#[test]
+fn npairs_matches_pml() {
+    against_pml("npairs");
+    builtin_against_pml("npairs", NPairsLoss);
+}

@@ -2,8 +2,8 @@
 //! formula through either path, and a miner that hands over fixed tuples.
 
 use metric_loss::formulas::{
-    BatchFormula, Circle, GeneralizedLiftedStructure, LiftedStructure, MultiSimilarity, NtXent,
-    PairWeights, Score, SupCon, generic_batch_formula,
+    BatchFormula, Circle, GeneralizedLiftedStructure, LiftedStructure, MultiSimilarity, NPairs,
+    NtXent, PairWeights, Score, SupCon, generic_batch_formula,
 };
 use metric_loss::miners::{IndexPair, Triplet, Tuples};
 use metric_loss::prelude::*;
@@ -220,6 +220,7 @@ pub fn with_formula(name: &str, p: &Value, v: &mut impl Visit) {
             neg_margin: num(p, "neg_margin", 1.0),
             pos_margin: num(p, "pos_margin", 0.0),
         }),
+        "npairs" => v.visit(NPairs),
         other => panic!("unknown loss {other}"),
     }
 }

@@ -35,6 +35,7 @@
 mod circle;
 mod lifted_structure;
 mod multi_similarity;
+mod npairs;
 mod ntxent;
 mod rows;
 mod supcon;
@@ -44,6 +45,7 @@ mod weights;
 pub use circle::Circle;
 pub use lifted_structure::{GeneralizedLiftedStructure, LiftedStructure};
 pub use multi_similarity::MultiSimilarity;
+pub use npairs::NPairs;
 pub use ntxent::NtXent;
 pub use rows::{Row, RowValue, RowsForward, batch_grad_on_rows, batch_loss_on_rows};
 pub use supcon::SupCon;
