@@ -202,3 +202,21 @@ pub struct GeneralizedLiftedStructureLoss;
 #[metric_loss(npairs, crate = crate)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NPairsLoss;
+
+/// Margin loss (Wu et al., "Sampling Matters in Deep Embedding Learning",
+/// ICCV 2017) with PML's defaults (`margin = 0.2`, `nu = 0`, `beta = 1.2`):
+/// see [`Margin`](crate::formulas::Margin). The paper mines it with
+/// [`DistanceWeightedMiner`](crate::miners::DistanceWeightedMiner).
+///
+/// ```
+/// use metric_loss_core::prelude::*;
+/// let dev = Cpu::default();
+/// let x: Tensor<Rank2<8, 4>, f32, _> = dev.sample_normal();
+/// let labels = [0, 0, 1, 1, 2, 2, 3, 3];
+/// let miner = DistanceWeightedMiner::default().with_seed(1);
+/// let m = MarginLoss.mined(&miner, x.leaky_trace(), &labels);
+/// assert!(m.loss.array().is_finite());
+/// ```
+#[metric_loss(margin_loss, crate = crate)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MarginLoss;

@@ -163,3 +163,9 @@ fn npairs_matches_pml() {
     against_pml("npairs");
     builtin_against_pml("npairs", NPairsLoss);
 }
+
+#[test]
+fn margin_matches_pml() {
+    against_pml("margin");
+    builtin_against_pml("margin", MarginLoss);
+}

@@ -2,8 +2,8 @@
 //! formula through either path, and a miner that hands over fixed tuples.
 
 use metric_loss::formulas::{
-    BatchFormula, Circle, GeneralizedLiftedStructure, LiftedStructure, MultiSimilarity, NPairs,
-    NtXent, PairWeights, Score, SupCon, generic_batch_formula,
+    BatchFormula, Circle, GeneralizedLiftedStructure, LiftedStructure, Margin, MultiSimilarity,
+    NPairs, NtXent, PairWeights, Score, SupCon, generic_batch_formula,
 };
 use metric_loss::miners::{IndexPair, Triplet, Tuples};
 use metric_loss::prelude::*;
@@ -221,6 +221,11 @@ pub fn with_formula(name: &str, p: &Value, v: &mut impl Visit) {
             pos_margin: num(p, "pos_margin", 0.0),
         }),
         "npairs" => v.visit(NPairs),
+        "margin" => v.visit(Margin {
+            margin: num(p, "margin", 0.2),
+            nu: num(p, "nu", 0.0),
+            beta: num(p, "beta", 1.2),
+        }),
         other => panic!("unknown loss {other}"),
     }
 }

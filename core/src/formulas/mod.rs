@@ -34,6 +34,7 @@
 
 mod circle;
 mod lifted_structure;
+mod margin;
 mod multi_similarity;
 mod npairs;
 mod ntxent;
@@ -44,6 +45,7 @@ mod weights;
 
 pub use circle::Circle;
 pub use lifted_structure::{GeneralizedLiftedStructure, LiftedStructure};
+pub use margin::Margin;
 pub use multi_similarity::MultiSimilarity;
 pub use npairs::NPairs;
 pub use ntxent::NtXent;
