@@ -313,7 +313,7 @@ pub fn parse_family(entries: Vec<Entry>) -> Result<FamilySpec, syn::Error> {
             Err(e) => errs.push(e),
             Ok(x) => match check(k, x) {
                 Ok(()) => given.push((k.name, x, span)),
-                Err(msg) => errs.push(syn::Error::new(v.span(), msg)),
+                Err(msg) => errs.push(syn::Error::new_spanned(&v, msg)),
             },
         }
     }

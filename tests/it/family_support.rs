@@ -255,3 +255,14 @@ pub fn close(got: &[f32], want: &[f32], tol: f32) -> bool {
             .zip(want)
             .all(|(a, b)| a.is_finite() && (a - b).abs() <= tol * (1.0 + b.abs()))
 }
+
+/// `|a − b| ≤ tol · (1 + |b|)` entry by entry.
+pub fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        assert!(
+            a.is_finite() && (a - b).abs() <= tol * (1.0 + b.abs()),
+            "{what}[{i}]: {a} vs {b}"
+        );
+    }
+}

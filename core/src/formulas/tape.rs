@@ -166,7 +166,6 @@ pub fn total<Dev: Device<f32>, T: Tape<f32, Dev>>(
     x.try_sum::<(), Axes2<0, 1>>()
 }
 
-
 /// Each row's count by the formula's row form, on a host copy of `s`: for
 /// the reducers that count rows by their value (PML's `AvgNonZeroReducer`),
 /// so that both paths leave out the same rows, however the last bits of a
