@@ -35,7 +35,7 @@ pub mod prelude {
     pub use crate::error::MetricLossError;
     pub use crate::labels::{Pair, PairLabels};
     pub use crate::loss::{
-        BatchCriterion, Criterion, Margined, MetricSpace, PairCriterion, TripletCriterion,
+        BatchCriterion, Margined, MetricLoss, MetricSpace, PairCriterion, TripletCriterion,
     };
     pub use crate::losses::*;
     pub use crate::metric_loss;

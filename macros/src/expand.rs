@@ -166,7 +166,7 @@ pub fn expand(spec: &Spec, item: &syn::ItemStruct) -> TokenStream {
         }
 
         #[allow(clippy::all, clippy::pedantic)]
-        impl #k::loss::Criterion for #name {
+        impl #k::loss::MetricLoss for #name {
             type Family = #k::loss::#family;
         }
 
@@ -231,7 +231,7 @@ pub fn expand_family(spec: &crate::family::FamilySpec, item: &syn::ItemStruct) -
         }
 
         #[allow(clippy::all, clippy::pedantic)]
-        impl #k::loss::Criterion for #name {
+        impl #k::loss::MetricLoss for #name {
             type Family = #k::loss::BatchFamily;
         }
 

@@ -5,7 +5,6 @@
 
 use crate::spec::{Entry, Errors, did_you_mean, parse_path, parse_signed_number};
 use proc_macro2::Span;
-use syn::spanned::Spanned;
 
 /// What a key's value must be.
 #[derive(Debug, Clone, Copy, PartialEq)]

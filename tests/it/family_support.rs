@@ -119,12 +119,7 @@ impl PairMiner for Fixed {
         _: f32,
         _: f32,
     ) -> Result<Vec<IndexPair>, MetricLossError> {
-        let (p, n) = self.0.to_pairs(labels);
-        let pair = |similar| move |(a, b)| IndexPair { a, b, similar };
-        Ok(p.into_iter()
-            .map(pair(true))
-            .chain(n.into_iter().map(pair(false)))
-            .collect())
+        Ok(self.0.to_index_pairs(labels))
     }
     fn try_mine_tuples(
         &self,

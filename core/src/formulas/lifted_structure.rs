@@ -68,7 +68,7 @@ impl BatchFormula for LiftedStructure {
     }
 
     fn is_zero(&self, sizes: ListSizes) -> bool {
-        sizes.generic_pair_zero() || sizes.pos == 0 || sizes.neg == 0
+        sizes.pair_based_zero()
     }
 
     fn try_tape<Dev: MetricDevice, T: Tape<f32, Dev>>(

@@ -13,8 +13,8 @@ use dfdx::prelude::*;
 ///
 /// `ℓ = [d_ap − β + α]+ + [β − d_an + α]+`
 ///
-/// with `α` = `margin`, and the loss `Σ ℓ / (number of those hinges that are
-/// > 0)` (PML's `DivisorReducer`; 0 when none is). The triplets are the
+/// with `α` = `margin`, and the loss `Σ ℓ` divided by the number of nonzero
+/// hinges (PML's `DivisorReducer`; 0 when none is). The triplets are the
 /// miner's (e.g. [`DistanceWeightedMiner`](crate::miners::DistanceWeightedMiner)),
 /// or, from pairs, every positive pair with every negative pair of the same
 /// anchor (PML's `convert_to_triplets`; for all pairs, every triplet of the

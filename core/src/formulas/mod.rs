@@ -91,7 +91,23 @@ impl ListSizes {
     pub fn generic_pair_zero(&self) -> bool {
         self.pos <= 1 && self.neg <= 1
     }
+
+    /// PML's rule for the losses it computes per pair (NT-Xent, lifted
+    /// structure) and SupCon's: [`generic_pair_zero`](Self::generic_pair_zero),
+    /// or no positive pair, or no negative pair.
+    pub fn pair_based_zero(&self) -> bool {
+        self.generic_pair_zero() || self.pos == 0 || self.neg == 0
+    }
 }
+
+/// The mining margins of a loss without a margin (NT-Xent, SupCon, N-pairs):
+/// the ends of the cosine-distance range, so that every pair counts as
+/// active in the statistics and [`HardPairs`](crate::miners::HardPairs)
+/// keeps every pair but exact duplicates and antipodes.
+pub const EVERY_PAIR: MiningMargins = MiningMargins {
+    pos_margin: 0.0,
+    margin: 2.0,
+};
 
 /// The formula of a loss of the ranking family: its numbers, validated, and
 /// its value in both forms (see the [module docs](self)).

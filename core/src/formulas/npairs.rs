@@ -40,12 +40,9 @@ impl BatchFormula for NPairs {
         Ok(())
     }
 
-    /// No margin: every pair counts (the ends of the cosine-distance range).
+    /// No margin: [`EVERY_PAIR`](super::EVERY_PAIR).
     fn margins(&self) -> MiningMargins {
-        MiningMargins {
-            pos_margin: 0.0,
-            margin: 2.0,
-        }
+        super::EVERY_PAIR
     }
 
     fn is_zero(&self, sizes: ListSizes) -> bool {

@@ -200,8 +200,8 @@ pub fn batch_grad_on_rows<F: BatchFormula>(
         ds.iter_mut().for_each(|v| *v = 0.0);
         let row = buf.row(w, i);
         f.row_backward(&row, &fwd.shared, g(i), &mut ds, &mut sink);
-        if F::SHARED {
-            f.shared_backward(&row, dshared[i], &mut ds);
+        if let Some(&d) = dshared.get(i) {
+            f.shared_backward(&row, d, &mut ds);
         }
         out(i, &ds);
     }

@@ -43,16 +43,13 @@ impl BatchFormula for SupCon {
         positive("SupCon temperature", self.temperature)
     }
 
-    /// No margin: every pair counts (the ends of the cosine-distance range).
+    /// No margin: [`EVERY_PAIR`](super::EVERY_PAIR).
     fn margins(&self) -> MiningMargins {
-        MiningMargins {
-            pos_margin: 0.0,
-            margin: 2.0,
-        }
+        super::EVERY_PAIR
     }
 
     fn is_zero(&self, sizes: ListSizes) -> bool {
-        sizes.generic_pair_zero() || sizes.pos == 0 || sizes.neg == 0
+        sizes.pair_based_zero()
     }
 
     fn try_tape<Dev: MetricDevice, T: Tape<f32, Dev>>(

@@ -2,11 +2,13 @@
 //! structure, N-pairs, margin): losses over every pair of a labelled batch,
 //! each a [`BatchFormula`] on one matrix of the batch.
 
-use super::{Criterion, Family, Rows, Square, host_matrix};
+use super::{Family, MetricLoss, Mined, Rows, Square, host_matrix};
 use crate::device::MetricDevice;
 use crate::error::{MetricLossError, unwrap_or_panic};
 use crate::formulas::{BatchFormula, PairWeights, Score, tape};
-use crate::miners::{AllPairs, DistanceMatrix, MinerStats, MiningMargins, Tuples, Units};
+use crate::miners::{
+    AllPairs, DistanceMatrix, MinerStats, MiningMargins, PairMiner, Tuples, Units,
+};
 use dfdx::prelude::*;
 
 /// A loss of the ranking family, declared with `#[metric_loss(multi_similarity)]`,
@@ -20,7 +22,7 @@ use dfdx::prelude::*;
 /// positive pairs gives): see each [`formula`](crate::formulas). It is
 /// used like PML's: [`forward`](Self::forward)`(embeddings, labels)` takes
 /// every pair of the batch (PML's no-miner call), and
-/// [`Criterion::mined`]`(&miner, embeddings, labels)` the pairs a
+/// [`mined`](Self::mined)`(&miner, embeddings, labels)` the pairs a
 /// [`PairMiner`](crate::miners::PairMiner) gives (its [`Tuples`]:
 /// [`AllPairs`] is the no-miner default, [`MultiSimilarityMiner`](crate::miners::MultiSimilarityMiner)
 /// PML's usual companion of multi-similarity, and
@@ -40,15 +42,22 @@ use dfdx::prelude::*;
 /// let mined = MultiSimilarityLoss.mined(&MultiSimilarityMiner::default(), x.leaky_trace(), &labels);
 /// println!("{} ({})", mined.loss.array(), mined.stats);
 /// ```
-pub trait BatchCriterion: Criterion<Family = BatchFamily> {
+pub trait BatchCriterion: MetricLoss<Family = BatchFamily> {
     /// The formula and its numbers.
     type Formula: BatchFormula;
 
     /// The formula in force (the declared numbers).
     fn formula(&self) -> Self::Formula;
 
+    super::mined_methods!(
+        PairMiner,
+        (),
+        "pairs (or triplets)",
+        "use metric_loss_core::prelude::*;\nlet dev = Cpu::default();\nlet x: Tensor<Rank2<6, 4>, f32, _> = dev.sample_normal();\nlet miner = MultiSimilarityMiner::default();\nlet m = MultiSimilarityLoss.mined(&miner, x.leaky_trace(), &[0, 0, 1, 1, 2, 2]);\nassert!(m.loss.array().is_finite());"
+    );
+
     /// The loss over every pair of the batch: PML's `loss(embeddings,
-    /// labels)`, i.e. [`Criterion::try_mined`] with [`AllPairs`].
+    /// labels)`, i.e. [`try_mined`](Self::try_mined) with [`AllPairs`].
     fn try_forward<N, const D: usize, Dev, T>(
         &self,
         embeddings: Rows<N, D, Dev, T>,

@@ -8,9 +8,9 @@
 //! - [`MetricSpace`]: how embeddings are prepared (`normalize`) and the
 //!   distance between them, row by row and as a batch's matrix. Generated
 //!   from the spec.
-//! - [`Criterion`]: names the loss's [`Family`], and provides the one mined
-//!   path every loss uses, [`Criterion::mined`] (`loss.mined(&miner,
-//!   embeddings, labels)`): check the batch and the loss's numbers, embed,
+//! - [`MetricLoss`]: names the loss's [`Family`]. The one mined path every
+//!   loss uses, [`try_mined`] (`loss.mined(&miner, embeddings, labels)`),
+//!   reads it: check the batch and the loss's numbers, embed,
 //!   let a device's fused kernel do the whole work where it has one, else
 //!   build the matrix on the tape, mine a host copy of it, compute the
 //!   statistics, and hand the matrix and the mined tuples to the formula.
@@ -49,7 +49,7 @@
 //! nothing and the gradient goes to the hard ones.
 
 use crate::device::MetricDevice;
-use crate::error::{MetricLossError, unwrap_or_panic};
+use crate::error::MetricLossError;
 use crate::miners::{DistanceMatrix, Miner, MinerStats, MiningMargins, Units};
 use dfdx::prelude::*;
 
@@ -269,12 +269,12 @@ pub enum Fused<X, L> {
 }
 
 /// A family of losses: the glue between the one mined path
-/// ([`Criterion::try_mined`]) and a family's formula.
+/// ([`try_mined`]) and a family's formula.
 ///
 /// Implemented by [`TripletFamily`], [`PairFamily`] and [`BatchFamily`] for
 /// every loss of their trait; a declared loss names its family in
-/// [`Criterion::Family`]. Everything here runs once per mined batch, in the
-/// order of [`Criterion::try_mined`].
+/// [`MetricLoss::Family`]. Everything here runs once per mined batch, in the
+/// order of [`try_mined`].
 pub trait Family<L>: Sized {
     /// What the family's miners give ([`Miner`]`<Tuples>`).
     type Tuples;
@@ -342,97 +342,134 @@ pub trait Family<L>: Sized {
         T: Tape<f32, Dev>;
 }
 
-/// What [`Criterion::try_mined`] returns for a loss `L` on device `Dev` with tape `T`.
+/// What [`try_mined`] returns for a loss `L` on device `Dev` with tape `T`.
 pub type MinedLoss<L, Dev, T> =
-    Mined<Tensor<<<L as Criterion>::Family as Family<L>>::Output, f32, Dev, T>>;
+    Mined<Tensor<<<L as MetricLoss>::Family as Family<L>>::Output, f32, Dev, T>>;
 
-/// Every declared loss: its [`Family`], and the mined path, written once.
-///
-/// `#[metric_loss]` implements it (`type Family = TripletFamily`, ...). Bring
-/// it into scope with `use metric_loss::prelude::*`.
-pub trait Criterion: MetricSpace + Sized {
+/// The `try_mined`/`mined` methods of a family's trait: [`try_mined`],
+/// the one mined path, with the family's miner trait and output, and an
+/// example.
+macro_rules! mined_methods {
+    ($miner:path, $out:ty, $what:literal, $example:literal) => {
+        #[doc = concat!(
+                    "The loss of the ", $what, " `miner` finds in one batch of embeddings with\n",
+                    "class labels: the one mined path of every loss,\n",
+                    "[`try_mined`](crate::loss::try_mined) (see it for the errors and for what\n",
+                    "a batch with nothing to mine gives).\n\n```\n", $example, "\n```"
+                )]
+        fn try_mined<N, const D: usize, Dev, T, M>(
+            &self,
+            miner: &M,
+            embeddings: Rows<N, D, Dev, T>,
+            labels: &[usize],
+        ) -> Result<Mined<Tensor<$out, f32, Dev, T>>, MetricLossError>
+        where
+            N: Dim,
+            Dev: MetricDevice,
+            T: Tape<f32, Dev>,
+            M: $miner + ?Sized,
+        {
+            crate::loss::try_mined(self, miner, embeddings, labels)
+        }
+
+        /// [`try_mined`](Self::try_mined), panicking with the error's message.
+        #[track_caller]
+        fn mined<N, const D: usize, Dev, T, M>(
+            &self,
+            miner: &M,
+            embeddings: Rows<N, D, Dev, T>,
+            labels: &[usize],
+        ) -> Mined<Tensor<$out, f32, Dev, T>>
+        where
+            N: Dim,
+            Dev: MetricDevice,
+            T: Tape<f32, Dev>,
+            M: $miner + ?Sized,
+        {
+            crate::error::unwrap_or_panic(self.try_mined(miner, embeddings, labels))
+        }
+    };
+}
+pub(crate) use mined_methods;
+
+/// Every declared loss: its [`Family`]. `#[metric_loss]` implements it
+/// (`type Family = TripletFamily`, ...); the mined path, [`try_mined`],
+/// is written once for all of them, and each family's trait offers it as
+/// its `try_mined`/`mined` methods.
+pub trait MetricLoss: MetricSpace + Sized {
     /// The loss's family: what its miners give and what its formula reads.
     type Family: Family<Self>;
-
-    /// The loss of the tuples `miner` finds in one batch of embeddings with
-    /// class labels: the matrix once on the tape, mining and statistics on a
-    /// detached host copy, then the mined entries gathered from the matrix
-    /// (no `N x N x D` intermediate), or one fused pass where the device has
-    /// a kernel for this loss and miner (batch-hard on the CPU).
-    ///
-    /// A batch where nothing can be mined (one class, no positives) gives a
-    /// zero loss whose gradient is zeros (with `reduction = none`: a `(0,)`
-    /// tensor; note that dfdx's `as_vec` panics on an empty tensor, so check
-    /// `loss.shape().0` first); the ranking family follows
-    /// pytorch-metric-learning there (see each loss). Errors: an empty
-    /// batch, a label count that is not the batch size, an invalid number of
-    /// the loss, and [`MetricLossError::NonFinite`] (with `what =
-    /// "distances"`, row and column of the first bad entry of the matrix)
-    /// when an embedding holds a NaN or an infinite value: the miners read a
-    /// host copy of the matrix, which [`DistanceMatrix::new`] checks, so no
-    /// separate scan of the embeddings is needed (`tests/it/reliability.rs`
-    /// checks this for every distance and miner). The fused CPU batch-hard
-    /// Euclidean path reads the embeddings on the host anyway and reports
-    /// `what = "embeddings"` with the row and column of the bad value.
-    ///
-    /// ```
-    /// use metric_loss_core::prelude::*;
-    /// let dev = Cpu::default();
-    /// let x: Tensor<Rank2<6, 4>, f32, _> = dev.sample_normal();
-    /// let labels = [0, 0, 1, 1, 2, 2];
-    /// let m = TripletLoss.mined(&BatchHard, x.leaky_trace(), &labels);
-    /// assert_eq!(m.stats.triplets, 6);
-    /// let m = ContrastiveLoss.mined(&AllPairs, x.leaky_trace(), &labels);
-    /// assert_eq!(m.stats.pairs, 15);
-    /// let m = MultiSimilarityLoss.mined(&MultiSimilarityMiner::default(), x.leaky_trace(), &labels);
-    /// assert!(m.loss.array().is_finite());
-    /// ```
-    fn try_mined<N, const D: usize, Dev, T, M>(
-        &self,
-        miner: &M,
-        embeddings: Rows<N, D, Dev, T>,
-        labels: &[usize],
-    ) -> Result<MinedLoss<Self, Dev, T>, MetricLossError>
-    where
-        N: Dim,
-        Dev: MetricDevice,
-        T: Tape<f32, Dev>,
-        M: Miner<<Self::Family as Family<Self>>::Tuples> + ?Sized,
-    {
-        check::check_labelled_batch(&embeddings, labels)?;
-        let params = <Self::Family as Family<Self>>::try_params(self)?;
-        let x = Self::try_embed(embeddings).map_err(MetricLossError::device)?;
-        let x = match Self::Family::try_fused(&params, miner, x, labels)? {
-            Fused::Done(mined) => return Ok(mined),
-            Fused::Unavailable(x) => x,
-        };
-        let (matrix, host) = Self::Family::try_matrix(&params, x)?;
-        let margins = Self::Family::margins(&params);
-        let tuples = miner.try_mine_for(&host, labels, margins)?;
-        let stats = Self::Family::try_stats(&params, &host, labels, &tuples)?;
-        let loss = Self::Family::try_loss(&params, matrix, &tuples, labels)?;
-        Ok(Mined { loss, stats })
-    }
-
-    /// [`try_mined`](Self::try_mined), panicking with the error's message.
-    #[track_caller]
-    fn mined<N, const D: usize, Dev, T, M>(
-        &self,
-        miner: &M,
-        embeddings: Rows<N, D, Dev, T>,
-        labels: &[usize],
-    ) -> MinedLoss<Self, Dev, T>
-    where
-        N: Dim,
-        Dev: MetricDevice,
-        T: Tape<f32, Dev>,
-        M: Miner<<Self::Family as Family<Self>>::Tuples> + ?Sized,
-    {
-        unwrap_or_panic(self.try_mined(miner, embeddings, labels))
-    }
 }
 
-impl<L: Criterion> Criterion for Margined<L>
+/// The mined path of every loss, written once: the loss of the tuples
+/// `miner` finds in one batch of embeddings with class labels. The matrix is
+/// built once on the tape, mining and statistics read a detached host copy,
+/// then the mined entries are gathered from the matrix (no `N x N x D`
+/// intermediate) for the family's formula — or one fused pass does it all
+/// where the device has a kernel for this loss and miner (batch-hard on the
+/// CPU). Call it as `loss.mined(&miner, embeddings, labels)`
+/// ([`TripletCriterion::mined`], [`PairCriterion::mined`],
+/// [`BatchCriterion::mined`]).
+///
+/// A batch where nothing can be mined (one class, no positives) gives a
+/// zero loss whose gradient is zeros (with `reduction = none`: a `(0,)`
+/// tensor; note that dfdx's `as_vec` panics on an empty tensor, so check
+/// `loss.shape().0` first); the ranking family follows
+/// pytorch-metric-learning there (see each loss). Errors: an empty batch, a
+/// label count that is not the batch size, an invalid number of the loss,
+/// and [`MetricLossError::NonFinite`] (with `what = "distances"`, row and
+/// column of the first bad entry of the matrix) when an embedding holds a
+/// NaN or an infinite value: the miners read a host copy of the matrix,
+/// which [`DistanceMatrix::new`] checks, so no separate scan of the
+/// embeddings is needed (`tests/it/reliability.rs` checks this for every
+/// distance and miner). The fused CPU batch-hard Euclidean path reads the
+/// embeddings on the host anyway and reports `what = "embeddings"` with the
+/// row and column of the bad value.
+///
+/// ```
+/// use metric_loss_core::prelude::*;
+/// let dev = Cpu::default();
+/// let x: Tensor<Rank2<6, 4>, f32, _> = dev.sample_normal();
+/// let labels = [0, 0, 1, 1, 2, 2];
+/// let m = TripletLoss.mined(&BatchHard, x.leaky_trace(), &labels);
+/// assert_eq!(m.stats.triplets, 6);
+/// let m = ContrastiveLoss.mined(&AllPairs, x.leaky_trace(), &labels);
+/// assert_eq!(m.stats.pairs, 15);
+/// let m = MultiSimilarityLoss.mined(&MultiSimilarityMiner::default(), x.leaky_trace(), &labels);
+/// assert!(m.loss.array().is_finite());
+/// // the same path, called directly
+/// let m = metric_loss_core::loss::try_mined(&TripletLoss, &BatchHard, x, &labels).unwrap();
+/// assert_eq!(m.stats.triplets, 6);
+/// ```
+pub fn try_mined<L, N, const D: usize, Dev, T, M>(
+    loss: &L,
+    miner: &M,
+    embeddings: Rows<N, D, Dev, T>,
+    labels: &[usize],
+) -> Result<MinedLoss<L, Dev, T>, MetricLossError>
+where
+    L: MetricLoss,
+    N: Dim,
+    Dev: MetricDevice,
+    T: Tape<f32, Dev>,
+    M: Miner<<L::Family as Family<L>>::Tuples> + ?Sized,
+{
+    check::check_labelled_batch(&embeddings, labels)?;
+    let params = L::Family::try_params(loss)?;
+    let x = L::try_embed(embeddings).map_err(MetricLossError::device)?;
+    let x = match L::Family::try_fused(&params, miner, x, labels)? {
+        Fused::Done(mined) => return Ok(mined),
+        Fused::Unavailable(x) => x,
+    };
+    let (matrix, host) = L::Family::try_matrix(&params, x)?;
+    let margins = L::Family::margins(&params);
+    let tuples = miner.try_mine_for(&host, labels, margins)?;
+    let stats = L::Family::try_stats(&params, &host, labels, &tuples)?;
+    let loss = L::Family::try_loss(&params, matrix, &tuples, labels)?;
+    Ok(Mined { loss, stats })
+}
+
+impl<L: MetricLoss> MetricLoss for Margined<L>
 where
     L::Family: Family<Margined<L>>,
 {

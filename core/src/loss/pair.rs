@@ -3,14 +3,14 @@
 
 use super::explicit::{absorb, embed_other};
 use super::{
-    Col, Criterion, Family, LossSpec, Margined, Rows, Square, check_distances, check_finite,
-    check_label_count, check_loss, check_margin, check_rows, check_same, distance_matrix_and_host,
-    gather_entries,
+    Col, Family, LossSpec, Margined, MetricLoss, Mined, Rows, Square, check_distances,
+    check_finite, check_label_count, check_loss, check_margin, check_rows, check_same,
+    distance_matrix_and_host, gather_entries,
 };
 use crate::device::MetricDevice;
 use crate::error::{MetricLossError, unwrap_or_panic};
 use crate::labels::PairLabels;
-use crate::miners::{DistanceMatrix, IndexPair, MinerStats, MiningMargins};
+use crate::miners::{DistanceMatrix, IndexPair, MinerStats, MiningMargins, PairMiner};
 use dfdx::prelude::*;
 use dfdx::tensor::Merge;
 
@@ -18,7 +18,7 @@ use dfdx::tensor::Merge;
 ///
 /// Labels are [`PairLabels`], built from words (`Pair::Similar`,
 /// `from_similar`, `from_dissimilar`, `from_classes`), never a bare 0/1 whose
-/// meaning could be flipped silently. [`Criterion::mined`] mines a batch
+/// meaning could be flipped silently. [`mined`](Self::mined) mines a batch
 /// with a [`PairMiner`](crate::miners::PairMiner) (pairs of equal labels are
 /// similar).
 ///
@@ -30,8 +30,8 @@ use dfdx::tensor::Merge;
 /// [`try_forward_checked`](Self::try_forward_checked) returns
 /// [`MetricLossError::NonFinite`] instead (also for distances that overflow
 /// `f32` from finite embeddings: a finite loss or an error), and
-/// [`Criterion::try_mined`] always does.
-pub trait PairCriterion: Criterion<Family = PairFamily> {
+/// [`try_mined`](Self::try_mined) always does.
+pub trait PairCriterion: MetricLoss<Family = PairFamily> {
     /// `()` for a reduced loss, `(B,)` for `reduction = none`.
     type Output<B: Dim>: Shape;
     /// The declared spec.
@@ -54,6 +54,13 @@ pub trait PairCriterion: Criterion<Family = PairFamily> {
         let margin = check_pair_margin(margin, Self::SPEC.pos_margin)?;
         Ok(Margined { loss: self, margin })
     }
+
+    super::mined_methods!(
+        PairMiner,
+        Self::Output<usize>,
+        "pairs",
+        "use metric_loss_core::prelude::*;\nlet dev = Cpu::default();\nlet x: Tensor<Rank2<6, 4>, f32, _> = dev.sample_normal();\nlet m = ContrastiveLoss.mined(&HardPairs, x.leaky_trace(), &[0, 0, 1, 1, 2, 2]);\nassert!(m.stats.pairs <= 15);"
+    );
 
     /// The loss of explicit pairs: row `i` of `a` with row `i` of `b`, labelled by `labels`.
     ///

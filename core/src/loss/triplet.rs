@@ -3,21 +3,23 @@
 
 use super::explicit::{absorb, embed_other};
 use super::{
-    Col, Criterion, Family, Fused, LossSpec, Margined, Mined, Rows, Square, check_distances,
+    Col, Family, Fused, LossSpec, Margined, MetricLoss, Mined, Rows, Square, check_distances,
     check_finite, check_loss, check_margin, check_rows, check_same, distance_matrix_and_host,
     gather_entries,
 };
 use crate::device::{FusedBatchHard, MetricDevice};
 use crate::error::{MetricLossError, unwrap_or_panic};
-use crate::miners::{DistanceMatrix, Fusable, Miner, MinerStats, MiningMargins, Triplet};
+use crate::miners::{
+    DistanceMatrix, Fusable, Miner, MinerStats, MiningMargins, Triplet, TripletMiner,
+};
 use dfdx::prelude::*;
 use dfdx::tensor::Merge;
 
 /// A triplet loss declared with `#[metric_loss(triplet, ...)]`.
 ///
-/// The macro implements [`MetricSpace`](super::MetricSpace), [`Criterion`]
+/// The macro implements [`MetricSpace`](super::MetricSpace), [`MetricLoss`]
 /// and the `try_from_distances` item from the spec; the other methods are
-/// provided, and [`Criterion::mined`] mines a batch with a
+/// provided, and [`mined`](Self::mined) mines a batch with a
 /// [`TripletMiner`](crate::miners::TripletMiner). Bring it into scope with
 /// `use metric_loss::prelude::*`.
 ///
@@ -29,14 +31,14 @@ use dfdx::tensor::Merge;
 /// every training step. Call [`try_forward_checked`](Self::try_forward_checked)
 /// (or [`check_finite`]) to get [`MetricLossError::NonFinite`] instead, e.g.
 /// while debugging a diverging run. The mined path
-/// ([`Criterion::try_mined`]) always rejects them, for free: it reads
+/// ([`try_mined`](Self::try_mined)) always rejects them, for free: it reads
 /// the distance matrix on the host anyway.
 ///
 /// The checked path's rule is *a finite loss or an error*: finite
 /// embeddings whose distances overflow `f32` (entries near `1e20`, whose
 /// squares pass `f32::MAX`) are an error too (`what = "distances"`), as a
 /// non-finite entry of the mined path's distance matrix is.
-pub trait TripletCriterion: Criterion<Family = TripletFamily> {
+pub trait TripletCriterion: MetricLoss<Family = TripletFamily> {
     /// `()` for a reduced loss, `(B,)` for `reduction = none`.
     type Output<B: Dim>: Shape;
     /// The declared spec.
@@ -62,6 +64,13 @@ pub trait TripletCriterion: Criterion<Family = TripletFamily> {
             margin: check_margin(margin)?,
         })
     }
+
+    super::mined_methods!(
+        TripletMiner,
+        Self::Output<usize>,
+        "triplets",
+        "use metric_loss_core::prelude::*;\nlet dev = Cpu::default();\nlet x: Tensor<Rank2<6, 4>, f32, _> = dev.sample_normal();\nlet m = TripletLoss.mined(&BatchHard, x.leaky_trace(), &[0, 0, 1, 1, 2, 2]);\nassert_eq!(m.stats.triplets, 6);\nlet _ = m.loss.backward();"
+    );
 
     /// The loss of explicit triplets: row `i` of each argument is one triplet.
     ///

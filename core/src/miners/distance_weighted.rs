@@ -249,14 +249,9 @@ impl PairMiner for DistanceWeightedMiner {
         pos_margin: f32,
         neg_margin: f32,
     ) -> Result<Vec<IndexPair>, MetricLossError> {
-        let t = self.try_mine_tuples(dist, labels, pos_margin, neg_margin)?;
-        let (pos, neg) = t.to_pairs(labels);
-        let pair = |similar| move |(a, b)| IndexPair { a, b, similar };
-        Ok(pos
-            .into_iter()
-            .map(pair(true))
-            .chain(neg.into_iter().map(pair(false)))
-            .collect())
+        Ok(self
+            .try_mine_tuples(dist, labels, pos_margin, neg_margin)?
+            .to_index_pairs(labels))
     }
 
     /// [`Tuples::Triplets`].

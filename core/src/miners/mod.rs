@@ -518,6 +518,27 @@ impl Tuples {
         }
     }
 
+    /// The directed pairs of [`to_pairs`](Self::to_pairs) as [`IndexPair`]s,
+    /// positive then negative (`a` is the anchor): what a directed miner's
+    /// [`PairMiner::try_mine_pairs`] gives a contrastive loss.
+    ///
+    /// ```
+    /// use metric_loss_core::miners::{IndexPair, Tuples};
+    /// let t = Tuples::Pairs { positive: vec![(1, 0)], negative: vec![(1, 2)] };
+    /// assert_eq!(
+    ///     t.to_index_pairs(&[0, 0, 1]),
+    ///     [IndexPair { a: 1, b: 0, similar: true }, IndexPair { a: 1, b: 2, similar: false }]
+    /// );
+    /// ```
+    pub fn to_index_pairs(&self, labels: &[usize]) -> Vec<IndexPair> {
+        let (pos, neg) = self.to_pairs(labels);
+        let pair = |similar| move |(a, b)| IndexPair { a, b, similar };
+        pos.into_iter()
+            .map(pair(true))
+            .chain(neg.into_iter().map(pair(false)))
+            .collect()
+    }
+
     /// Checks every index against the batch size `n`.
     pub fn check(&self, n: usize) -> Result<(), MetricLossError> {
         let bad =

@@ -120,13 +120,9 @@ impl PairMiner for MultiSimilarityMiner {
         pos_margin: f32,
         neg_margin: f32,
     ) -> Result<Vec<IndexPair>, MetricLossError> {
-        let (pos, neg) = self.mine(dist, labels, [pos_margin, neg_margin])?;
-        let pair = |similar| move |(a, b)| IndexPair { a, b, similar };
-        Ok(pos
-            .into_iter()
-            .map(pair(true))
-            .chain(neg.into_iter().map(pair(false)))
-            .collect())
+        Ok(self
+            .try_mine_tuples(dist, labels, pos_margin, neg_margin)?
+            .to_index_pairs(labels))
     }
 
     fn try_mine_tuples(
@@ -176,13 +172,14 @@ mod tests {
         // anchor 2 (at 1.0): positives 0.0 (d 1), 2.5 (d 1.5); negatives 0.3 (0.7), 1.2 (0.2):
         // hard positives d > 0.2: both; hard negatives d < 1.5: both
         assert_eq!(pos.iter().filter(|p| p.0 == 2).count(), 2);
-        // by decreasing distance = increasing similarity: 4 (d 1.5) before 0 (d 1)
+        // in the order of the matrix's values (PML sorts it): increasing distance,
+        // 0 (d 1) before 4 (d 1.5)
         assert_eq!(
             pos.iter()
                 .filter(|p| p.0 == 2)
                 .map(|p| p.1)
                 .collect::<Vec<_>>(),
-            [4, 0]
+            [0, 4]
         );
     }
 
