@@ -117,6 +117,35 @@ pub trait MetricDevice: Device<f32> + 'static {
         crate::distance::generic_l2_normalize(x)
     }
 
+    /// A loss of the ranking family from its matrix `s` (the batch's cosine
+    /// similarities or distances, `R × C`) and the pair weights `w`: the
+    /// body of [`BatchFamily`](crate::loss::BatchFamily)'s loss. The generic
+    /// body is [`generic_batch_formula`](crate::formulas::generic_batch_formula)
+    /// (dfdx tape ops on `R × C` tensors); the CPU runs the formula's row form
+    /// ([`BatchFormula::row`](crate::formulas::BatchFormula::row)), one pass
+    /// over the rows each way.
+    ///
+    /// ```
+    /// use dfdx::prelude::*;
+    /// use metric_loss_core::device::MetricDevice;
+    /// use metric_loss_core::formulas::{generic_batch_formula, MultiSimilarity, PairWeights, Weighting};
+    /// use metric_loss_core::miners::Tuples;
+    /// let dev = Cpu::default();
+    /// let s = dev.tensor_from_vec(vec![1.0f32, 0.6, 0.0, 0.6, 1.0, 0.8, 0.0, 0.8, 1.0], (3, 3));
+    /// let w = PairWeights::try_new(Weighting::Mask, &Tuples::All, &[0, 0, 1]).unwrap();
+    /// let f = MultiSimilarity { alpha: 2.0, beta: 50.0, base: 0.5 };
+    /// let cpu = Cpu::try_batch_formula(s.leaky_trace(), &w, &f).unwrap();
+    /// let generic = generic_batch_formula(s.leaky_trace(), &w, &f).unwrap();
+    /// assert!((cpu.array() - generic.array()).abs() < 1e-6);
+    /// ```
+    fn try_batch_formula<F: crate::formulas::BatchFormula, T: Tape<f32, Self>>(
+        s: Tensor<(usize, usize), f32, Self, T>,
+        w: &crate::formulas::PairWeights,
+        f: &F,
+    ) -> Result<Tensor<(), f32, Self, T>, Self::Err> {
+        crate::formulas::generic_batch_formula(s, w, f)
+    }
+
     /// The affine map of [`InputLinear`](crate::nets::InputLinear),
     /// `x·Wᵀ + b`, on the tape of `x`. The CPU registers a backward for `W`
     /// and `b` only (no gradient for `x`); the generic body is dfdx's
@@ -313,6 +342,14 @@ impl MetricDevice for Cpu {
         squared: bool,
     ) -> Result<Tensor<(N, N), f32, Self, T>, Self::Err> {
         crate::fused::euclidean_matrix_cpu(x, squared)
+    }
+
+    fn try_batch_formula<F: crate::formulas::BatchFormula, T: Tape<f32, Self>>(
+        s: Tensor<(usize, usize), f32, Self, T>,
+        w: &crate::formulas::PairWeights,
+        f: &F,
+    ) -> Result<Tensor<(), f32, Self, T>, Self::Err> {
+        crate::fused::batch_formula_cpu(s, w, f)
     }
 }
 

@@ -19,6 +19,7 @@ pub mod sampler;
 pub use error::MetricLossError;
 pub mod device;
 pub mod distance;
+pub mod formulas;
 mod fused;
 pub mod labels;
 pub mod loss;
@@ -33,12 +34,14 @@ pub mod prelude {
     pub use crate::device::MetricDevice;
     pub use crate::error::MetricLossError;
     pub use crate::labels::{Pair, PairLabels};
-    pub use crate::loss::{Margined, MetricSpace, PairCriterion, TripletCriterion};
+    pub use crate::loss::{
+        BatchCriterion, Margined, MetricLoss, MetricSpace, PairCriterion, TripletCriterion,
+    };
     pub use crate::losses::*;
     pub use crate::metric_loss;
     pub use crate::miners::{
-        AllPairs, BatchAll, BatchHard, DistanceMatrix, HardPairs, MinerStats, PairMiner, SemiHard,
-        SemiHardFallback, TripletMiner,
+        AllPairs, BatchAll, BatchHard, DistanceMatrix, DistanceWeightedMiner, HardPairs,
+        MinerStats, MultiSimilarityMiner, PairMiner, SemiHard, SemiHardFallback, TripletMiner,
     };
     pub use crate::nets::{
         Siamese, TripletNet,

@@ -15,9 +15,13 @@ pub fn expand(spec: &Spec, item: &syn::ItemStruct) -> TokenStream {
     let pos_margin = spec.pos_margin;
     let distance_name = spec.distance.name();
     let (squared, normalize, swap, soft) = (spec.squared, spec.normalize, spec.swap, spec.soft);
-    let (arity, trait_name) = match spec.arity {
-        Arity::Pair => (quote!(Pair), quote!(PairCriterion)),
-        Arity::Triplet => (quote!(Triplet), quote!(TripletCriterion)),
+    let (arity, trait_name, family) = match spec.arity {
+        Arity::Pair => (quote!(Pair), quote!(PairCriterion), quote!(PairFamily)),
+        Arity::Triplet => (
+            quote!(Triplet),
+            quote!(TripletCriterion),
+            quote!(TripletFamily),
+        ),
     };
     let (reduction, output, reduce_fn) = match spec.reduction {
         Reduction::Mean => (quote!(Mean), quote!(()), quote!(mean)),
@@ -162,6 +166,11 @@ pub fn expand(spec: &Spec, item: &syn::ItemStruct) -> TokenStream {
         }
 
         #[allow(clippy::all, clippy::pedantic)]
+        impl #k::loss::MetricLoss for #name {
+            type Family = #k::loss::#family;
+        }
+
+        #[allow(clippy::all, clippy::pedantic)]
         impl #k::loss::#trait_name for #name {
             type Output<B: #dfdx::shapes::Dim> = #output;
             const SPEC: #k::loss::LossSpec = #k::loss::LossSpec {
@@ -177,6 +186,61 @@ pub fn expand(spec: &Spec, item: &syn::ItemStruct) -> TokenStream {
             };
 
             #formula
+        }
+    }
+}
+
+/// A loss of the ranking family: its metric space (L2-normalized, the
+/// formula's distance), its family, and its formula with the declared numbers.
+pub fn expand_family(spec: &crate::family::FamilySpec, item: &syn::ItemStruct) -> TokenStream {
+    let k = &spec.krate;
+    let name = &item.ident;
+    let dfdx = quote!(#k::__private::dfdx);
+    let formula = syn::Ident::new(spec.def.formula, proc_macro2::Span::call_site());
+    let formula = quote!(#k::formulas::#formula);
+    let value = if spec.values.is_empty() {
+        quote!(#formula)
+    } else {
+        let fields = spec.values.iter().map(|(field, v)| {
+            let field = syn::Ident::new(field, proc_macro2::Span::call_site());
+            quote!(#field: #v)
+        });
+        quote!(#formula { #(#fields),* })
+    };
+    quote! {
+        #[allow(clippy::all, clippy::pedantic)]
+        impl #k::loss::MetricSpace for #name {
+            fn try_embed<B: #dfdx::shapes::Dim, const D: usize, Dev: #k::device::MetricDevice, T: #dfdx::tensor::Tape<f32, Dev>>(
+                x: #dfdx::tensor::Tensor<(B, #dfdx::shapes::Const<D>), f32, Dev, T>,
+            ) -> ::core::result::Result<#dfdx::tensor::Tensor<(B, #dfdx::shapes::Const<D>), f32, Dev, T>, Dev::Err> {
+                #k::formulas::space::try_embed(x)
+            }
+
+            fn try_distance<B: #dfdx::shapes::Dim, const D: usize, Dev: #k::device::MetricDevice, T: #dfdx::tensor::Tape<f32, Dev>>(
+                a: #dfdx::tensor::Tensor<(B, #dfdx::shapes::Const<D>), f32, Dev, T>,
+                b: #dfdx::tensor::Tensor<(B, #dfdx::shapes::Const<D>), f32, Dev, T>,
+            ) -> ::core::result::Result<#dfdx::tensor::Tensor<(B,), f32, Dev, T>, Dev::Err> {
+                #k::formulas::space::try_distance::<#formula, B, D, Dev, T>(a, b)
+            }
+
+            fn try_distance_matrix<N: #dfdx::shapes::Dim, const D: usize, Dev: #k::device::MetricDevice, T: #dfdx::tensor::Tape<f32, Dev>>(
+                x: #dfdx::tensor::Tensor<(N, #dfdx::shapes::Const<D>), f32, Dev, T>,
+            ) -> ::core::result::Result<#dfdx::tensor::Tensor<(N, N), f32, Dev, T>, Dev::Err> {
+                #k::formulas::space::try_distance_matrix::<#formula, N, D, Dev, T>(x)
+            }
+        }
+
+        #[allow(clippy::all, clippy::pedantic)]
+        impl #k::loss::MetricLoss for #name {
+            type Family = #k::loss::BatchFamily;
+        }
+
+        #[allow(clippy::all, clippy::pedantic)]
+        impl #k::loss::BatchCriterion for #name {
+            type Formula = #formula;
+            fn formula(&self) -> Self::Formula {
+                #value
+            }
         }
     }
 }

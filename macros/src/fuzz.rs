@@ -4,7 +4,10 @@
 
 #[cfg(test)]
 mod tests {
-    use crate::spec::{Arity, Distance, KEYS, Reduction, did_you_mean, parse_spec};
+    use crate::family::{FAMILIES, Rule};
+    use crate::spec::{
+        Arity, Declared, Distance, KEYS, Reduction, did_you_mean, parse, parse_spec,
+    };
     use proc_macro2::TokenStream;
     use proptest::prelude::*;
     use proptest::test_runner::{Config, TestCaseError, TestRunner};
@@ -472,5 +475,113 @@ mod tests {
             msgs[0].contains("must be smaller than `margin`"),
             "{msgs:?}"
         );
+    }
+
+    /// Words of the ranking family's specs, with misspellings and values.
+    const FAMILY_VOCAB: &[&str] = &[
+        "multi_similarity",
+        "ntxent",
+        "supcon",
+        "circle",
+        "lifted_structure",
+        "generalized_lifted_structure",
+        "npairs",
+        "margin_loss",
+        "alpha",
+        "beta",
+        "base",
+        "temperature",
+        "temprature",
+        "m",
+        "gamma",
+        "neg_margin",
+        "pos_margin",
+        "nu",
+        "margin",
+        "pair",
+        "triplet",
+        "distance",
+        "reduction",
+        "cosine",
+        "crate",
+        "::metric_loss",
+        "=",
+        "=",
+        ",",
+        ",",
+        "0",
+        "0.1",
+        "-0.1",
+        "2",
+        "1e40",
+        "\"x\"",
+    ];
+
+    #[test]
+    fn random_family_tokens_never_panic() {
+        let words = prop::collection::vec(proptest::sample::select(FAMILY_VOCAB), 0..12)
+            .prop_map(|v| v.join(" "));
+        let (ok, err) = (Cell::new(0usize), Cell::new(0usize));
+        runner(RANDOM_CASES)
+            .run(&words, |src| {
+                match parse(tokens(&src)) {
+                    Ok(_) => ok.set(ok.get() + 1),
+                    Err(e) => {
+                        let msgs = messages(e);
+                        prop_assert!(!msgs.is_empty(), "no message for {:?}", src);
+                        prop_assert!(msgs.iter().all(|m| !m.trim().is_empty()), "{:?}", src);
+                        err.set(err.get() + 1);
+                    }
+                }
+                Ok(())
+            })
+            .unwrap();
+        eprintln!("family token sequences: {} Ok, {} Err", ok.get(), err.get());
+        assert!(ok.get() > 0 && err.get() > 0);
+    }
+
+    #[test]
+    fn valid_family_specs_parse_to_their_values() {
+        // (family index, for each key: whether it is written and a uniform draw)
+        let strategy = (
+            0..FAMILIES.len(),
+            prop::collection::vec((any::<bool>(), 0.0f64..1.0), 3),
+        );
+        runner(VALID_CASES)
+            .run(&strategy, |(fi, draws)| {
+                let def = &FAMILIES[fi];
+                let mut src = def.flag.to_string();
+                let mut want = Vec::new();
+                for (k, &(write, u)) in def.keys.iter().zip(&draws) {
+                    let mut v = match k.rule {
+                        Rule::Positive => 1e-3 + 100.0 * u,
+                        Rule::NonNegative => 100.0 * u,
+                        Rule::Finite => 200.0 * u - 100.0,
+                        Rule::BelowHalf => 0.49 * u,
+                    } as f32;
+                    if k.name == "pos_margin" {
+                        v = v.min(0.5); // below any neg_margin written (>= 1 then)
+                    }
+                    if k.name == "neg_margin" {
+                        v += 1.0;
+                    }
+                    let v = if write { v } else { k.default };
+                    if write {
+                        src.push_str(&format!(", {} = {v:?}", k.name));
+                    }
+                    want.push((k.name, v));
+                }
+                let spec = match parse(tokens(&src)) {
+                    Ok(Declared::Family(s)) => s,
+                    Ok(Declared::Classic(_)) => {
+                        return Err(TestCaseError::fail(format!("classic: {src}")));
+                    }
+                    Err(e) => return Err(TestCaseError::fail(format!("{src}: {:?}", messages(e)))),
+                };
+                prop_assert_eq!(spec.def.flag, def.flag);
+                prop_assert_eq!(spec.values, want, "{}", src);
+                Ok(())
+            })
+            .unwrap();
     }
 }

@@ -9,6 +9,7 @@
 extern crate proc_macro;
 
 mod expand;
+mod family;
 #[cfg(test)]
 mod fuzz;
 mod spec;
@@ -108,11 +109,15 @@ pub fn metric_loss(args: TokenStream, item: TokenStream) -> TokenStream {
             return quote::quote!(#item2 #err).into();
         }
     };
-    let spec = spec::parse_spec(args.into());
+    let spec = spec::parse(args.into());
     let checked = spec::check_item(&parsed);
     match (spec, checked) {
-        (Ok(spec), Ok(s)) => {
+        (Ok(spec::Declared::Classic(spec)), Ok(s)) => {
             let imp = expand::expand(&spec, s);
+            quote::quote!(#parsed #imp).into()
+        }
+        (Ok(spec::Declared::Family(spec)), Ok(s)) => {
+            let imp = expand::expand_family(&spec, s);
             quote::quote!(#parsed #imp).into()
         }
         (spec, checked) => {

@@ -7,6 +7,8 @@ use syn::parse::{ParseStream, Parser};
 use syn::spanned::Spanned;
 use syn::{Ident, Token};
 
+use crate::family::{self, FamilySpec};
+
 /// `pair` or `triplet`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arity {
@@ -84,9 +86,9 @@ const VALUED: [&str; 5] = ["distance", "margin", "pos_margin", "reduction", "cra
 const REDUCTIONS: [&str; 4] = ["mean", "sum", "none", "mean_nonzero"];
 
 /// One `key` or `key = value` entry, as written.
-struct Entry {
-    key: Ident,
-    value: Option<TokenStream>,
+pub(crate) struct Entry {
+    pub key: Ident,
+    pub value: Option<TokenStream>,
 }
 
 fn parse_entries(input: ParseStream) -> syn::Result<Vec<Entry>> {
@@ -157,7 +159,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 /// The closest candidate, if close enough: one edit per three letters, at
 /// least one (so `foo` does not suggest `dot`).
-fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+pub(crate) fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
     candidates
         .iter()
         .map(|c| (edit_distance(word, c), *c))
@@ -173,8 +175,20 @@ pub(crate) fn did_you_mean(word: &str, candidates: &[&str]) -> String {
         .unwrap_or_default()
 }
 
-/// A number written as a literal, possibly negated: `0.2`, `1`, `-1.0`.
+/// A number written as a literal, possibly negated, that must be `>= 0`.
 fn parse_number(key: &Ident, tokens: &TokenStream) -> syn::Result<f32> {
+    let value = parse_signed_number(key, tokens)?;
+    if value < 0.0 {
+        return Err(syn::Error::new_spanned(
+            tokens,
+            format!("`{key}` must be >= 0 (got {value}): a negative margin asks for nothing"),
+        ));
+    }
+    Ok(value)
+}
+
+/// A number written as a literal, possibly negated: `0.2`, `1`, `-1.0`.
+pub(crate) fn parse_signed_number(key: &Ident, tokens: &TokenStream) -> syn::Result<f32> {
     let expr: syn::Expr = syn::parse2(tokens.clone()).map_err(|_| {
         syn::Error::new_spanned(
             tokens,
@@ -211,12 +225,6 @@ fn parse_number(key: &Ident, tokens: &TokenStream) -> syn::Result<f32> {
         }
     };
     let value = if negative { -value } else { value };
-    if negative && value != 0.0 {
-        return Err(syn::Error::new_spanned(
-            tokens,
-            format!("`{key}` must be >= 0 (got {value}): a negative margin asks for nothing"),
-        ));
-    }
     let value = value as f32;
     if !value.is_finite() {
         return Err(syn::Error::new_spanned(
@@ -227,7 +235,7 @@ fn parse_number(key: &Ident, tokens: &TokenStream) -> syn::Result<f32> {
     Ok(value)
 }
 
-fn parse_path(tokens: &TokenStream) -> syn::Result<syn::Path> {
+pub(crate) fn parse_path(tokens: &TokenStream) -> syn::Result<syn::Path> {
     Parser::parse2(
         |input: ParseStream| {
             let path = if input.peek(Token![crate]) && !input.peek2(Token![::]) {
@@ -247,24 +255,50 @@ fn parse_path(tokens: &TokenStream) -> syn::Result<syn::Path> {
 
 /// Collects errors, serde_derive's `Ctxt` style.
 #[derive(Default)]
-struct Errors(Option<syn::Error>);
+pub(crate) struct Errors(pub Option<syn::Error>);
 
 impl Errors {
-    fn push(&mut self, e: syn::Error) {
+    pub(crate) fn push(&mut self, e: syn::Error) {
         match &mut self.0 {
             Some(all) => all.combine(e),
             None => self.0 = Some(e),
         }
     }
-    fn spanned(&mut self, span: Span, msg: impl std::fmt::Display) {
+    pub(crate) fn spanned(&mut self, span: Span, msg: impl std::fmt::Display) {
         self.push(syn::Error::new(span, msg));
     }
 }
 
-/// Parses and validates the attribute's arguments. Never panics: every input
-/// gives either a [`Spec`] or spanned errors (all of them, combined).
-pub fn parse_spec(args: TokenStream) -> Result<Spec, syn::Error> {
+/// What an attribute declares: a pair or triplet loss, or a loss of the
+/// ranking family.
+pub enum Declared {
+    Classic(Spec),
+    Family(FamilySpec),
+}
+
+/// Parses and validates the attribute's arguments into either kind. Never
+/// panics: every input gives a declaration or spanned errors (all of them).
+pub fn parse(args: TokenStream) -> Result<Declared, syn::Error> {
     let entries = Parser::parse2(parse_entries, args)?;
+    if entries
+        .iter()
+        .any(|e| family::family(&e.key.to_string()).is_some())
+    {
+        family::parse_family(entries).map(Declared::Family)
+    } else {
+        classic(entries).map(Declared::Classic)
+    }
+}
+
+/// Parses and validates the arguments of a pair or triplet loss (what the
+/// property tests exercise). Never panics: every input gives either a
+/// [`Spec`] or spanned errors (all of them, combined).
+#[cfg(test)]
+pub fn parse_spec(args: TokenStream) -> Result<Spec, syn::Error> {
+    classic(Parser::parse2(parse_entries, args)?)
+}
+
+fn classic(entries: Vec<Entry>) -> Result<Spec, syn::Error> {
     let mut errs = Errors::default();
 
     let mut seen: Vec<(String, Span)> = Vec::new();
@@ -292,14 +326,26 @@ pub fn parse_spec(args: TokenStream) -> Result<Spec, syn::Error> {
         let is_valued = VALUED.contains(&name.as_str());
         if !is_flag && !is_valued {
             attempted.extend(closest(&name, &KEYS));
-            errs.spanned(
-                span,
+            let owners = family::owners(&name);
+            let msg = if owners.is_empty() {
+                let mut candidates = KEYS.to_vec();
+                candidates.extend(family::flags());
                 format!(
                     "unknown key `{name}`{} (the keys are: {})",
-                    did_you_mean(&name, &KEYS),
+                    did_you_mean(&name, &candidates),
                     KEYS.join(", ")
-                ),
-            );
+                )
+            } else {
+                format!(
+                    "`{name}` is a key of {}, not of a pair or triplet loss",
+                    owners
+                        .iter()
+                        .map(|f| format!("`{f}`"))
+                        .collect::<Vec<_>>()
+                        .join(" and ")
+                )
+            };
+            errs.spanned(span, msg);
             continue;
         }
         if is_flag {
@@ -402,7 +448,10 @@ pub fn parse_spec(args: TokenStream) -> Result<Spec, syn::Error> {
             if !attempted.contains(&"pair") && !attempted.contains(&"triplet") {
                 errs.spanned(
                     Span::call_site(),
-                    "a loss needs its arity: add `pair` (contrastive) or `triplet`",
+                    format!(
+                        "a loss needs its kind: add `pair` (contrastive), `triplet`, or one of the ranking family ({})",
+                        family::flags().iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", ")
+                    ),
                 );
             }
             None

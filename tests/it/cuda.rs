@@ -49,6 +49,25 @@ fn the_api_runs_on_cuda() {
     let m = ContrastiveLoss.mined(&AllPairs, x.leaky_trace(), &labels);
     let _ = m.loss.backward();
 
+    // The ranking family: every formula's generic (tape-op) path, with its miners.
+    let _ = MultiSimilarityLoss
+        .forward(x.leaky_trace(), &labels)
+        .backward();
+    let _ = NtXentLoss.forward(x.leaky_trace(), &labels).backward();
+    let _ = SupConLoss.forward(x.leaky_trace(), &labels).backward();
+    let _ = CircleLoss.forward(x.leaky_trace(), &labels).backward();
+    let _ = LiftedStructureLoss
+        .forward(x.leaky_trace(), &labels)
+        .backward();
+    let _ = GeneralizedLiftedStructureLoss
+        .forward(x.leaky_trace(), &labels)
+        .backward();
+    let _ = NPairsLoss.forward(x.leaky_trace(), &labels).backward();
+    let m = MultiSimilarityLoss.mined(&MultiSimilarityMiner::default(), x.leaky_trace(), &labels);
+    let _ = m.loss.backward();
+    let m = MarginLoss.mined(&DistanceWeightedMiner::default(), x.leaky_trace(), &labels);
+    let _ = m.loss.backward();
+
     // Shared-weight nets with InputLinear and FusedLinear, one Adam step.
     let mut net = dev.build_module::<TripletNet<Encoder>, f32>();
     let mut opt = Adam::new(&net, AdamConfig::default());

@@ -9,6 +9,10 @@ mod common;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod examples;
+mod family;
+mod family_fixtures;
+mod family_miners;
+mod family_support;
 mod index;
 mod losses;
 mod mined;

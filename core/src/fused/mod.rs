@@ -9,6 +9,7 @@
 use dfdx::prelude::*;
 
 mod batch_hard;
+mod batch_rows;
 mod euclidean_matrix;
 pub(crate) mod gemm;
 mod gram;
@@ -19,6 +20,7 @@ mod scratch;
 pub(crate) use scratch::Scratch;
 
 pub(crate) use batch_hard::batch_hard_euclidean_cpu;
+pub(crate) use batch_rows::batch_formula_cpu;
 pub(crate) use euclidean_matrix::euclidean_matrix_cpu;
 pub(crate) use gemm::{Operand, gemm};
 pub(crate) use gram::distance;

@@ -21,6 +21,8 @@
 //! | [`SemiHard`] | Schroff et al. 2015 (FaceNet), eq. 4 | per (anchor, positive), the closest negative farther than the positive |
 //! | [`AllPairs`] | — | every pair `i < j` |
 //! | [`HardPairs`] | pytorch-metric-learning's `PairMarginMiner` | pairs with a nonzero contrastive loss |
+//! | [`MultiSimilarityMiner`] | Wang et al. 2019 (PML's) | per anchor, the positives less similar than its most similar negative (+ε), and the negatives more similar than its least similar positive (−ε) |
+//! | [`DistanceWeightedMiner`] | Wu et al. 2017 (PML's) | per anchor, random triplets, negatives drawn by the inverse density of distances on the sphere |
 //!
 //! # Conventions shared by every miner
 //!
@@ -55,12 +57,16 @@ use crate::error::{MetricLossError, unwrap_or_panic};
 
 mod batch_all;
 mod batch_hard;
+mod distance_weighted;
+mod multi_similarity;
 mod pairs;
 mod semi_hard;
 mod stats;
 
 pub use batch_all::BatchAll;
 pub use batch_hard::BatchHard;
+pub use distance_weighted::DistanceWeightedMiner;
+pub use multi_similarity::MultiSimilarityMiner;
 pub use pairs::{AllPairs, HardPairs};
 pub use semi_hard::{SemiHard, SemiHardFallback};
 pub use stats::MinerStats;
@@ -89,6 +95,48 @@ pub use stats::MinerStats;
 pub struct DistanceMatrix {
     n: usize,
     data: Vec<f32>,
+    units: Units,
+}
+
+/// What the entries of a [`DistanceMatrix`] measure, for the miners that
+/// need more than their order.
+///
+/// Most miners compare distances only with each other and with the loss's
+/// margin, in whatever units the loss uses ([`Units::Distance`]). Some are
+/// defined on one geometry: pytorch-metric-learning's
+/// [`DistanceWeightedMiner`] weighs negatives by the density of distances
+/// between points on the unit sphere of dimension `dim`, and its
+/// [`MultiSimilarityMiner`] compares cosine similarities. The mined path of
+/// every loss tags the matrix it hands its miner (a loss declared with
+/// `normalize` and the Euclidean distance gives [`Units::UnitEuclidean`], a
+/// cosine loss [`Units::Cosine`]), so that such miners can convert or refuse.
+///
+/// ```
+/// use metric_loss_core::miners::{DistanceMatrix, Units};
+/// let d = DistanceMatrix::new(2, vec![0.0, 2.0_f32.sqrt(), 2.0_f32.sqrt(), 0.0]).unwrap()
+///     .with_units(Units::UnitEuclidean { dim: 3, squared: false });
+/// // orthogonal unit vectors: cosine similarity 0
+/// assert!(d.cosine_similarity(0, 1).unwrap().abs() < 1e-6);
+/// assert_eq!(DistanceMatrix::new(1, vec![0.0]).unwrap().units(), Units::Distance);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Units {
+    /// The loss's own distance, smaller is closer; nothing more is known.
+    Distance,
+    /// Euclidean distances (or their squares) between unit-length rows of
+    /// width `dim`.
+    UnitEuclidean {
+        /// The embedding width.
+        dim: usize,
+        /// Whether the entries are squared distances.
+        squared: bool,
+    },
+    /// Cosine distances `1 − cos θ` between rows of width `dim`.
+    Cosine {
+        /// The embedding width.
+        dim: usize,
+    },
 }
 
 impl DistanceMatrix {
@@ -116,7 +164,56 @@ impl DistanceMatrix {
                 value: data[pos],
             });
         }
-        Ok(Self { n, data })
+        Ok(Self {
+            n,
+            data,
+            units: Units::Distance,
+        })
+    }
+
+    /// The same matrix, tagged with what its entries measure.
+    pub fn with_units(mut self, units: Units) -> Self {
+        self.units = units;
+        self
+    }
+
+    /// What the entries measure ([`Units::Distance`] unless tagged).
+    pub fn units(&self) -> Units {
+        self.units
+    }
+
+    /// The embedding width, when the units know it.
+    pub fn dim(&self) -> Option<usize> {
+        match self.units {
+            Units::Distance => None,
+            Units::UnitEuclidean { dim, .. } | Units::Cosine { dim } => Some(dim),
+        }
+    }
+
+    /// The cosine similarity of rows `i` and `j`, where the units make it
+    /// known (unit-length Euclidean: `1 − d²/2`; cosine: `1 − d`); `None`
+    /// for [`Units::Distance`]. Panics like [`get`](Self::get).
+    pub fn cosine_similarity(&self, i: usize, j: usize) -> Option<f32> {
+        let d = self.get(i, j);
+        match self.units {
+            Units::Distance => None,
+            Units::UnitEuclidean { squared: true, .. } => Some(1.0 - 0.5 * d),
+            Units::UnitEuclidean { squared: false, .. } => Some(1.0 - 0.5 * d * d),
+            Units::Cosine { .. } => Some(1.0 - d),
+        }
+    }
+
+    /// The Euclidean distance of rows `i` and `j` as unit vectors, where the
+    /// units make it known (cosine: `√(2d)`); `None` for
+    /// [`Units::Distance`]. Panics like [`get`](Self::get).
+    pub fn unit_euclidean(&self, i: usize, j: usize) -> Option<f32> {
+        let d = self.get(i, j);
+        match self.units {
+            Units::Distance => None,
+            Units::UnitEuclidean { squared: true, .. } => Some(d.max(0.0).sqrt()),
+            Units::UnitEuclidean { squared: false, .. } => Some(d),
+            Units::Cosine { .. } => Some((2.0 * d).max(0.0).sqrt()),
+        }
     }
 
     /// Brute-force Euclidean distance matrix of row-major `embeddings` with
@@ -218,8 +315,10 @@ pub struct Triplet {
     pub negative: usize,
 }
 
-/// One mined pair: indices of two rows (`a < b` for the miners of this
-/// module) and whether they are of the same class.
+/// One mined pair: indices of two rows and whether they are of the same
+/// class. [`AllPairs`] and [`HardPairs`] give each unordered pair once, with
+/// `a < b`; the directed miners ([`MultiSimilarityMiner`],
+/// [`DistanceWeightedMiner`]) give `a` as the anchor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct IndexPair {
     /// Index of the first row.
@@ -302,6 +401,261 @@ pub trait PairMiner {
 
     /// A short name for logs (`"all-pairs"`, ...).
     fn name(&self) -> &'static str;
+
+    /// The pairs as the ranking-loss family reads them (pytorch-metric-learning's
+    /// `indices_tuple`): every pair, directed pairs `(anchor, other)`, or
+    /// triplets.
+    ///
+    /// The default reads [`try_mine_pairs`](Self::try_mine_pairs) as
+    /// *unordered* pairs and gives each in both directions, sorted by anchor
+    /// then other row: what PML's pair miners return for a symmetric rule
+    /// (its `PairMarginMiner`, which [`HardPairs`] is). [`AllPairs`] gives
+    /// [`Tuples::All`] (PML's `indices_tuple = None`), and miners with their
+    /// own directed or triplet output override it.
+    ///
+    /// ```
+    /// use metric_loss_core::miners::{DistanceMatrix, HardPairs, PairMiner, Tuples};
+    /// let dist = DistanceMatrix::euclidean(&[0.0, 1.0, 1.5], 1, false).unwrap();
+    /// let t = HardPairs.try_mine_tuples(&dist, &[0, 0, 1], 0.5, 1.0).unwrap();
+    /// assert_eq!(
+    ///     t,
+    ///     Tuples::Pairs { positive: vec![(0, 1), (1, 0)], negative: vec![(1, 2), (2, 1)] }
+    /// );
+    /// ```
+    fn try_mine_tuples(
+        &self,
+        dist: &DistanceMatrix,
+        labels: &[usize],
+        pos_margin: f32,
+        neg_margin: f32,
+    ) -> Result<Tuples, MetricLossError> {
+        let pairs = self.try_mine_pairs(dist, labels, pos_margin, neg_margin)?;
+        let mut positive = Vec::new();
+        let mut negative = Vec::new();
+        for p in pairs {
+            let side = if p.similar {
+                &mut positive
+            } else {
+                &mut negative
+            };
+            side.push((p.a, p.b));
+            side.push((p.b, p.a));
+        }
+        positive.sort_unstable();
+        negative.sort_unstable();
+        Ok(Tuples::Pairs { positive, negative })
+    }
+
+    /// Whether this miner is exactly [`AllPairs`]: every pair of the batch,
+    /// which a fused kernel can read from the labels without any list.
+    fn is_all_pairs(&self) -> bool {
+        false
+    }
+}
+
+/// What a miner hands a loss of the ranking family (multi-similarity,
+/// NT-Xent, ...): pytorch-metric-learning's `indices_tuple`.
+///
+/// Indices are rows of the batch. Pairs are *directed*, `(anchor, other)`,
+/// and may repeat: a repeated pair counts as many times as it appears in the
+/// losses that PML computes per pair (NT-Xent, lifted structure), and once in
+/// those it computes from pair masks (multi-similarity, SupCon, circle,
+/// generalized lifted structure), as PML does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tuples {
+    /// Every pair of the batch: each row with every other row of its class
+    /// (positive) and of another class (negative). PML's `indices_tuple =
+    /// None`, what [`AllPairs`] gives; no list is built.
+    All,
+    /// Positive pairs `(anchor, positive)` and negative pairs `(anchor, negative)`
+    /// (PML's 4-tuple `(a1, p, a2, n)`).
+    Pairs {
+        /// `(anchor, positive)` pairs, in the miner's order.
+        positive: Vec<(usize, usize)>,
+        /// `(anchor, negative)` pairs, in the miner's order.
+        negative: Vec<(usize, usize)>,
+    },
+    /// Triplets (PML's 3-tuple), e.g. from [`DistanceWeightedMiner`]. As pairs
+    /// they are `(a, p)` and `(a, n)` per triplet (PML's `convert_to_pairs`).
+    Triplets(Vec<Triplet>),
+}
+
+impl Tuples {
+    /// The directed pairs of a batch with these labels, positive then
+    /// negative, in order (PML's `convert_to_pairs`; for [`Tuples::All`],
+    /// every pair by anchor then other row, as PML's `get_all_pairs_indices`).
+    /// Builds the lists: `O(N²)` for [`Tuples::All`].
+    ///
+    /// ```
+    /// use metric_loss_core::miners::{Triplet, Tuples};
+    /// let t = Tuples::Triplets(vec![Triplet { anchor: 0, positive: 1, negative: 2 }]);
+    /// assert_eq!(t.to_pairs(&[0, 0, 1]), (vec![(0, 1)], vec![(0, 2)]));
+    /// let (pos, neg) = Tuples::All.to_pairs(&[0, 0, 1]);
+    /// assert_eq!(pos, vec![(0, 1), (1, 0)]);
+    /// assert_eq!(neg, vec![(0, 2), (1, 2), (2, 0), (2, 1)]);
+    /// ```
+    pub fn to_pairs(&self, labels: &[usize]) -> (Vec<(usize, usize)>, Vec<(usize, usize)>) {
+        match self {
+            Tuples::All => {
+                let mut pos = Vec::new();
+                let mut neg = Vec::new();
+                for (i, &li) in labels.iter().enumerate() {
+                    for (j, &lj) in labels.iter().enumerate() {
+                        if li != lj {
+                            neg.push((i, j));
+                        } else if i != j {
+                            pos.push((i, j));
+                        }
+                    }
+                }
+                (pos, neg)
+            }
+            Tuples::Pairs { positive, negative } => (positive.clone(), negative.clone()),
+            Tuples::Triplets(t) => (
+                t.iter().map(|t| (t.anchor, t.positive)).collect(),
+                t.iter().map(|t| (t.anchor, t.negative)).collect(),
+            ),
+        }
+    }
+
+    /// The directed pairs of [`to_pairs`](Self::to_pairs) as [`IndexPair`]s,
+    /// positive then negative (`a` is the anchor): what a directed miner's
+    /// [`PairMiner::try_mine_pairs`] gives a contrastive loss.
+    ///
+    /// ```
+    /// use metric_loss_core::miners::{IndexPair, Tuples};
+    /// let t = Tuples::Pairs { positive: vec![(1, 0)], negative: vec![(1, 2)] };
+    /// assert_eq!(
+    ///     t.to_index_pairs(&[0, 0, 1]),
+    ///     [IndexPair { a: 1, b: 0, similar: true }, IndexPair { a: 1, b: 2, similar: false }]
+    /// );
+    /// ```
+    pub fn to_index_pairs(&self, labels: &[usize]) -> Vec<IndexPair> {
+        let (pos, neg) = self.to_pairs(labels);
+        let pair = |similar| move |(a, b)| IndexPair { a, b, similar };
+        pos.into_iter()
+            .map(pair(true))
+            .chain(neg.into_iter().map(pair(false)))
+            .collect()
+    }
+
+    /// Checks every index against the batch size `n`.
+    pub fn check(&self, n: usize) -> Result<(), MetricLossError> {
+        let bad =
+            |i: usize| (i >= n).then_some(MetricLossError::IndexOutOfRange { index: i, batch: n });
+        let found = match self {
+            Tuples::All => None,
+            Tuples::Pairs { positive, negative } => positive
+                .iter()
+                .chain(negative)
+                .find_map(|&(a, b)| bad(a).or_else(|| bad(b))),
+            Tuples::Triplets(t) => t.iter().find_map(|t| {
+                bad(t.anchor)
+                    .or_else(|| bad(t.positive))
+                    .or_else(|| bad(t.negative))
+            }),
+        };
+        found.map_or(Ok(()), Err)
+    }
+}
+
+/// The margins a loss hands its miner, in the units of the matrix mined:
+/// the triplet margin (or the negative margin of a pair loss) and the
+/// positive margin of a pair loss (0 for triplet losses).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MiningMargins {
+    /// Positive pairs closer than this cost nothing (pair losses).
+    pub pos_margin: f32,
+    /// The triplet margin, or how far apart negative pairs must be.
+    pub margin: f32,
+}
+
+/// A miner whose output a loss of one family reads: triplet miners give
+/// `Vec<Triplet>` (triplet losses), pair miners give `Vec<IndexPair>`
+/// (contrastive losses) and [`Tuples`] (the ranking family). Implemented for
+/// every [`TripletMiner`] and [`PairMiner`]; the mined path of every loss
+/// calls it, so that it is written once.
+pub trait Miner<T> {
+    /// Mines one batch for the loss.
+    fn try_mine_for(
+        &self,
+        dist: &DistanceMatrix,
+        labels: &[usize],
+        margins: MiningMargins,
+    ) -> Result<T, MetricLossError>;
+
+    /// Which miner, where a fused kernel can do its work in the same pass.
+    fn fusable(&self) -> Fusable {
+        Fusable::No
+    }
+}
+
+/// Miners a device's fused kernels know: see [`Miner::fusable`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fusable {
+    /// Any other miner.
+    No,
+    /// [`BatchHard`].
+    BatchHard,
+    /// [`AllPairs`].
+    AllPairs,
+}
+
+impl<M: TripletMiner + ?Sized> Miner<Vec<Triplet>> for M {
+    fn try_mine_for(
+        &self,
+        dist: &DistanceMatrix,
+        labels: &[usize],
+        margins: MiningMargins,
+    ) -> Result<Vec<Triplet>, MetricLossError> {
+        self.try_mine(dist, labels, margins.margin)
+    }
+    fn fusable(&self) -> Fusable {
+        if self.is_batch_hard() {
+            Fusable::BatchHard
+        } else {
+            Fusable::No
+        }
+    }
+}
+
+impl<M: PairMiner + ?Sized> Miner<Vec<IndexPair>> for M {
+    fn try_mine_for(
+        &self,
+        dist: &DistanceMatrix,
+        labels: &[usize],
+        margins: MiningMargins,
+    ) -> Result<Vec<IndexPair>, MetricLossError> {
+        self.try_mine_pairs(dist, labels, margins.pos_margin, margins.margin)
+    }
+    fn fusable(&self) -> Fusable {
+        if self.is_all_pairs() {
+            Fusable::AllPairs
+        } else {
+            Fusable::No
+        }
+    }
+}
+
+impl<M: PairMiner + ?Sized> Miner<Tuples> for M {
+    fn try_mine_for(
+        &self,
+        dist: &DistanceMatrix,
+        labels: &[usize],
+        margins: MiningMargins,
+    ) -> Result<Tuples, MetricLossError> {
+        let t = self.try_mine_tuples(dist, labels, margins.pos_margin, margins.margin)?;
+        t.check(dist.n())?;
+        Ok(t)
+    }
+    fn fusable(&self) -> Fusable {
+        if self.is_all_pairs() {
+            Fusable::AllPairs
+        } else {
+            Fusable::No
+        }
+    }
 }
 
 /// Checks a margin: finite and `>= 0`.

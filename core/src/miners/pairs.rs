@@ -1,6 +1,6 @@
 //! Pair miners for contrastive losses.
 
-use super::{DistanceMatrix, IndexPair, PairMiner, check_batch};
+use super::{DistanceMatrix, IndexPair, PairMiner, Tuples, check_batch};
 use crate::error::MetricLossError;
 
 /// Every unordered pair `i < j` of the batch, in lexicographic order, with
@@ -9,6 +9,9 @@ use crate::error::MetricLossError;
 /// A single-class batch yields no pairs (see the [module docs](super)): with
 /// no negative pair, a contrastive loss can only pull rows together, which is
 /// exactly the direction of collapse, so such a batch is treated as a no-op.
+/// For the ranking family (multi-similarity, NT-Xent, ...) `AllPairs` is
+/// pytorch-metric-learning's no-miner default and gives [`Tuples::All`]
+/// (see [`PairMiner::try_mine_tuples`]).
 ///
 /// ```
 /// use metric_loss_core::miners::{AllPairs, DistanceMatrix, IndexPair, PairMiner};
@@ -78,6 +81,25 @@ impl PairMiner for AllPairs {
 
     fn name(&self) -> &'static str {
         "all-pairs"
+    }
+
+    /// [`Tuples::All`], without a list, even for a batch of a single class:
+    /// for the ranking family, `AllPairs` is pytorch-metric-learning's
+    /// no-miner default (`indices_tuple = None`), and what such a batch gives
+    /// is each loss's own rule (see its docs).
+    fn try_mine_tuples(
+        &self,
+        dist: &DistanceMatrix,
+        labels: &[usize],
+        pos_margin: f32,
+        neg_margin: f32,
+    ) -> Result<Tuples, MetricLossError> {
+        check_batch(dist, labels, &[pos_margin, neg_margin])?;
+        Ok(Tuples::All)
+    }
+
+    fn is_all_pairs(&self) -> bool {
+        true
     }
 }
 

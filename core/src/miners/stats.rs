@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::{DistanceMatrix, IndexPair, Triplet, check_batch};
+use super::{DistanceMatrix, IndexPair, Triplet, Tuples, check_batch};
 use crate::error::{MetricLossError, unwrap_or_panic};
 
 /// What a miner found in one batch, and whether training looks collapsed.
@@ -182,6 +182,60 @@ impl MinerStats {
         unwrap_or_panic(Self::try_for_pairs(
             dist, labels, pairs, pos_margin, neg_margin,
         ))
+    }
+
+    /// Statistics of what a pair miner gave a loss of the ranking family:
+    /// as [`MinerStats::try_for_pairs`] over the directed pairs
+    /// ([`Tuples::to_pairs`]; `pairs` counts them), without building a list
+    /// for [`Tuples::All`].
+    ///
+    /// ```
+    /// use metric_loss_core::miners::{DistanceMatrix, MinerStats, Tuples};
+    /// let dist = DistanceMatrix::euclidean(&[0.0, 1.0, 1.5], 1, false).unwrap();
+    /// let stats = MinerStats::try_for_tuples(&dist, &[0, 0, 1], &Tuples::All, 0.5, 1.0).unwrap();
+    /// // 6 directed pairs; active: (0,1), (1,0) (similar, 1 > 0.5) and (1,2), (2,1) (0.5 < 1)
+    /// assert_eq!(stats.pairs, 6);
+    /// assert!((stats.active_fraction - 4.0 / 6.0).abs() < 1e-6);
+    /// ```
+    pub fn try_for_tuples(
+        dist: &DistanceMatrix,
+        labels: &[usize],
+        tuples: &Tuples,
+        pos_margin: f32,
+        neg_margin: f32,
+    ) -> Result<Self, MetricLossError> {
+        check_batch(dist, labels, &[pos_margin, neg_margin])?;
+        let n = dist.n();
+        tuples.check(n)?;
+        let mut count = 0usize;
+        let mut active = 0usize;
+        let mut visit = |a: usize, b: usize, similar: bool| {
+            let d = dist.get(a, b);
+            count += 1;
+            if (similar && d > pos_margin) || (!similar && d < neg_margin) {
+                active += 1;
+            }
+        };
+        match tuples {
+            Tuples::All => {
+                for a in 0..n {
+                    for b in (0..n).filter(|&b| b != a) {
+                        visit(a, b, labels[a] == labels[b]);
+                    }
+                }
+            }
+            Tuples::Pairs { positive, negative } => {
+                positive.iter().for_each(|&(a, b)| visit(a, b, true));
+                negative.iter().for_each(|&(a, b)| visit(a, b, false));
+            }
+            Tuples::Triplets(t) => {
+                for t in t {
+                    visit(t.anchor, t.positive, true);
+                    visit(t.anchor, t.negative, false);
+                }
+            }
+        }
+        Ok(Self::build(dist, labels, 0, count, active, neg_margin))
     }
 
     /// The matrix-only part, after validation.

@@ -98,88 +98,315 @@ mod linear;
 pub use linear::{FusedLinear, InputLinear, builder};
 
 use crate::error::{MetricLossError, unwrap_or_panic};
+use crate::loss::check_same;
 use dfdx::nn::{BuildOnDevice, Module, ModuleMut, ModuleVisitor, TensorCollection};
 use dfdx::prelude::*;
-use dfdx::tensor::Merge;
-
-use crate::loss::check_same;
+use dfdx::tensor::{Merge, PutTape, SplitTape};
+use std::marker::PhantomData;
 
 type Rows<B, const N: usize, D, T> = Tensor<(B, Const<N>), f32, D, T>;
 
+/// One encoder shared by `A` branches: [`Siamese`] (`A` =
+/// [`PairBranches`]) or [`TripletNet`] (`A` = [`TripletBranches`]). Use
+/// those names; everything they share is written here once.
+#[derive(Debug, Clone, Default)]
+pub struct SharedEncoder<M, A> {
+    encoder: M,
+    branches: PhantomData<A>,
+}
+
+/// The branches of a [`Siamese`] network: a pair `(a, b)`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PairBranches;
+
+/// The branches of a [`TripletNet`]: `(anchor, positive, negative)`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TripletBranches;
+
+/// A Siamese network: one encoder applied to both sides of a pair, for a
+/// contrastive ([`PairCriterion`](crate::loss::PairCriterion)) loss.
+///
+/// `Siamese<Net>` is both a builder (`dev.build_module::<Siamese<Net>, f32>()`
+/// with `Net` a dfdx builder type) and the built network. Its parameters are
+/// the encoder's, stored once (`alloc_grads`, optimisers and safetensors see
+/// them once, as `encoder.*`).
+///
+/// ```
+/// use metric_loss_core::prelude::*;
+/// use dfdx::optim::{Adam, AdamConfig};
+///
+/// type Net = (Linear<4, 8>, ReLU, Linear<8, 2>);
+/// let dev = Cpu::default();
+/// let mut net = dev.build_module::<Siamese<Net>, f32>();
+/// let mut opt = Adam::new(&net, AdamConfig::default());
+/// let mut grads = net.alloc_grads();
+///
+/// let a: Tensor<Rank2<3, 4>, f32, _> = dev.sample_normal();
+/// let b: Tensor<Rank2<3, 4>, f32, _> = dev.sample_normal();
+/// let labels = PairLabels::from_pairs(&[Pair::Similar, Pair::Dissimilar, Pair::Similar]);
+///
+/// // one tape through both branches; `b` needs no tape of its own
+/// let (ea, eb) = net.forward_pair(a.traced(grads), b);
+/// let loss = ContrastiveLoss.forward(ea, eb, &labels);
+/// grads = loss.backward();
+/// opt.update(&mut net, &grads).unwrap();
+/// net.zero_grads(&mut grads);
+///
+/// // inference: the encoder alone, no tape
+/// let e: Tensor<Rank2<3, 2>, f32, _> = net.forward(dev.sample_normal::<Rank2<3, 4>>());
+/// # let _ = e;
+/// ```
+pub type Siamese<M> = SharedEncoder<M, PairBranches>;
+
+/// A triplet network: one encoder applied to an anchor, a positive and a
+/// negative, for a [`TripletCriterion`](crate::loss::TripletCriterion).
+///
+/// Built like [`Siamese`]: `dev.build_module::<TripletNet<Net>, f32>()`.
+/// For mined triplets, prefer the batch path ([`SharedEncoder::embed_batch`]):
+/// see the [module docs](self).
+///
+/// ```
+/// use metric_loss_core::prelude::*;
+/// use dfdx::optim::{Adam, AdamConfig};
+///
+/// type Net = (Linear<4, 8>, ReLU, Linear<8, 2>);
+/// let dev = Cpu::default();
+/// let mut net = dev.build_module::<TripletNet<Net>, f32>();
+/// let mut opt = Adam::new(&net, AdamConfig::default());
+/// let mut grads = net.alloc_grads();
+///
+/// let a: Tensor<Rank2<5, 4>, f32, _> = dev.sample_normal();
+/// let p: Tensor<Rank2<5, 4>, f32, _> = dev.sample_normal();
+/// let n: Tensor<Rank2<5, 4>, f32, _> = dev.sample_normal();
+///
+/// let (ea, ep, en) = net.forward_triplet(a.traced(grads), p, n);
+/// let loss = TripletLoss.forward(ea, ep, en);
+/// grads = loss.backward();
+/// opt.update(&mut net, &grads).unwrap();
+/// net.zero_grads(&mut grads);
+///
+/// // evaluation: many rows, in chunks, no tape
+/// let test: Tensor<(usize, Const<4>), f32, _> = dev.sample_normal_like(&(1000, Const));
+/// let emb = net.embed(&test, 256);
+/// assert_eq!(emb.shape().0, 1000);
+/// ```
+pub type TripletNet<M> = SharedEncoder<M, TripletBranches>;
+
+/// The inputs of the `A` branches of a [`SharedEncoder`]: a pair `(a, b)`
+/// for [`Siamese`], a triplet `(anchor, positive, negative)` for
+/// [`TripletNet`], each a batch of rows with its own tape.
+///
+/// [`try_run`](Self::try_run) runs the encoder on each branch in turn. The
+/// tape of the **first** input rides through every branch: branch 1 runs,
+/// its tape is split off and put on branch 2's input (merged with that
+/// input's own tape, if any), and so on; the first output carries the whole
+/// tape, the others an empty tape of the same type.
+pub trait BranchInputs: Sized {
+    /// [`PairBranches`] or [`TripletBranches`]: which net takes these inputs.
+    type Arity;
+    /// The first branch's input; every branch is run with this type.
+    type Input;
+    /// The tape of the first input, which the outputs carry.
+    type Tape;
+    /// One output per branch: `(Y, Y)` or `(Y, Y, Y)`.
+    type Outputs<Y>;
+
+    /// Checks that the batch sizes agree ([`MetricLossError::BatchMismatch`],
+    /// naming the branches `"a"`, `"b"` or `"anchor"`, `"positive"`,
+    /// `"negative"`), then runs `f` on each branch on one tape.
+    fn try_run<Y, F, E>(self, f: F) -> Result<Self::Outputs<Y>, MetricLossError>
+    where
+        Y: SplitTape<Tape = Self::Tape>,
+        F: FnMut(Self::Input) -> Result<Y, E>,
+        E: std::fmt::Debug;
+}
+
 /// Runs one branch: puts `carried` (the tape of the previous branches) on
 /// `x`, merged with `x`'s own tape, and returns the output split from its tape.
-#[allow(clippy::type_complexity)]
-fn branch<B, const IN: usize, OS, D, T, T2, F, Err>(
+fn branch<B, const IN: usize, D, T, T2, Y, F, E>(
     x: Rows<B, IN, D, T2>,
     carried: T,
     f: &mut F,
-) -> Result<(Tensor<OS, f32, D>, T), MetricLossError>
+) -> Result<(Y::NoTape, T), MetricLossError>
 where
     B: Dim,
-    OS: Shape,
     D: Device<f32>,
     T: Tape<f32, D> + Merge<T2>,
     T2: Tape<f32, D>,
-    F: FnMut(Rows<B, IN, D, T>) -> Result<Tensor<OS, f32, D, T>, Err>,
-    Err: std::fmt::Debug,
+    Y: SplitTape<Tape = T>,
+    F: FnMut(Rows<B, IN, D, T>) -> Result<Y, E>,
+    E: std::fmt::Debug,
 {
     let (x, own) = x.split_tape();
     let y = f(x.put_tape(carried.merge(own))).map_err(MetricLossError::device)?;
     Ok(y.split_tape())
 }
 
-#[allow(clippy::type_complexity)]
-fn run_pair<B, const IN: usize, OS, D, T, T2, F, Err>(
-    a: Rows<B, IN, D, T>,
-    b: Rows<B, IN, D, T2>,
-    mut f: F,
-) -> Result<(Tensor<OS, f32, D, T>, Tensor<OS, f32, D, T>), MetricLossError>
+impl<B, const IN: usize, D, T, T2> BranchInputs for (Rows<B, IN, D, T>, Rows<B, IN, D, T2>)
 where
     B: Dim,
-    OS: Shape,
     D: Device<f32>,
     T: Tape<f32, D> + Merge<T2>,
     T2: Tape<f32, D>,
-    F: FnMut(Rows<B, IN, D, T>) -> Result<Tensor<OS, f32, D, T>, Err>,
-    Err: std::fmt::Debug,
 {
-    check_same("a", a.shape().0.size(), "b", b.shape().0.size())?;
-    let (ea, tape) = branch(a, T::default(), &mut f)?;
-    let (eb, tape) = branch(b, tape, &mut f)?;
-    Ok((ea.put_tape(tape), eb.retaped::<T>()))
+    type Arity = PairBranches;
+    type Input = Rows<B, IN, D, T>;
+    type Tape = T;
+    type Outputs<Y> = (Y, Y);
+
+    fn try_run<Y, F, E>(self, mut f: F) -> Result<(Y, Y), MetricLossError>
+    where
+        Y: SplitTape<Tape = T>,
+        F: FnMut(Self::Input) -> Result<Y, E>,
+        E: std::fmt::Debug,
+    {
+        let (a, b) = self;
+        check_same("a", a.shape().0.size(), "b", b.shape().0.size())?;
+        let (ea, tape) = branch(a, T::default(), &mut f)?;
+        let (eb, tape) = branch(b, tape, &mut f)?;
+        Ok((ea.put_tape(tape), eb.put_tape(T::default())))
+    }
 }
 
-#[allow(clippy::type_complexity)]
-fn run_triplet<B, const IN: usize, OS, D, T, T2, T3, F, Err>(
-    a: Rows<B, IN, D, T>,
-    p: Rows<B, IN, D, T2>,
-    n: Rows<B, IN, D, T3>,
-    mut f: F,
-) -> Result<
-    (
-        Tensor<OS, f32, D, T>,
-        Tensor<OS, f32, D, T>,
-        Tensor<OS, f32, D, T>,
-    ),
-    MetricLossError,
->
+impl<B, const IN: usize, D, T, T2, T3> BranchInputs
+    for (Rows<B, IN, D, T>, Rows<B, IN, D, T2>, Rows<B, IN, D, T3>)
 where
     B: Dim,
-    OS: Shape,
     D: Device<f32>,
     T: Tape<f32, D> + Merge<T2> + Merge<T3>,
     T2: Tape<f32, D>,
     T3: Tape<f32, D>,
-    F: FnMut(Rows<B, IN, D, T>) -> Result<Tensor<OS, f32, D, T>, Err>,
-    Err: std::fmt::Debug,
 {
-    let rows = a.shape().0.size();
-    check_same("anchor", rows, "positive", p.shape().0.size())?;
-    check_same("anchor", rows, "negative", n.shape().0.size())?;
-    let (ea, tape) = branch(a, T::default(), &mut f)?;
-    let (ep, tape) = branch(p, tape, &mut f)?;
-    let (en, tape) = branch(n, tape, &mut f)?;
-    Ok((ea.put_tape(tape), ep.retaped::<T>(), en.retaped::<T>()))
+    type Arity = TripletBranches;
+    type Input = Rows<B, IN, D, T>;
+    type Tape = T;
+    type Outputs<Y> = (Y, Y, Y);
+
+    fn try_run<Y, F, E>(self, mut f: F) -> Result<(Y, Y, Y), MetricLossError>
+    where
+        Y: SplitTape<Tape = T>,
+        F: FnMut(Self::Input) -> Result<Y, E>,
+        E: std::fmt::Debug,
+    {
+        let (a, p, n) = self;
+        let rows = a.shape().0.size();
+        check_same("anchor", rows, "positive", p.shape().0.size())?;
+        check_same("anchor", rows, "negative", n.shape().0.size())?;
+        let (ea, tape) = branch(a, T::default(), &mut f)?;
+        let (ep, tape) = branch(p, tape, &mut f)?;
+        let (en, tape) = branch(n, tape, &mut f)?;
+        Ok((
+            ea.put_tape(tape),
+            ep.put_tape(T::default()),
+            en.put_tape(T::default()),
+        ))
+    }
+}
+
+/// The branches `(a, b)` or `(anchor, positive, negative)`: see
+/// [`BranchInputs`]. Errors: batch sizes that differ, or an error of the
+/// encoder ([`MetricLossError::Device`]).
+impl<M, A, X> Module<X> for SharedEncoder<M, A>
+where
+    X: BranchInputs<Arity = A>,
+    M: Module<X::Input>,
+    M::Output: SplitTape<Tape = X::Tape>,
+{
+    type Output = X::Outputs<M::Output>;
+    type Error = MetricLossError;
+
+    fn try_forward(&self, x: X) -> Result<Self::Output, MetricLossError> {
+        x.try_run(|x| self.encoder.try_forward(x))
+    }
+
+    #[track_caller]
+    fn forward(&self, x: X) -> Self::Output {
+        unwrap_or_panic(self.try_forward(x))
+    }
+}
+
+/// The branches in training mode (the encoder's `ModuleMut`).
+impl<M, A, X> ModuleMut<X> for SharedEncoder<M, A>
+where
+    X: BranchInputs<Arity = A>,
+    M: ModuleMut<X::Input>,
+    M::Output: SplitTape<Tape = X::Tape>,
+{
+    type Output = X::Outputs<M::Output>;
+    type Error = MetricLossError;
+
+    fn try_forward_mut(&mut self, x: X) -> Result<Self::Output, MetricLossError> {
+        let encoder = &mut self.encoder;
+        x.try_run(|x| encoder.try_forward_mut(x))
+    }
+
+    #[track_caller]
+    fn forward_mut(&mut self, x: X) -> Self::Output {
+        unwrap_or_panic(self.try_forward_mut(x))
+    }
+}
+
+impl<M> Siamese<M> {
+    /// Embeds a pair batch `(a, b)` with the shared encoder on one tape.
+    ///
+    /// `ea` carries the tape of both branches; `eb` has an empty tape of the
+    /// same type. Errors: batch sizes that differ
+    /// ([`MetricLossError::BatchMismatch`], names `"a"` and `"b"`), or an
+    /// error of the encoder.
+    pub fn try_forward_pair<X1, X2>(
+        &self,
+        a: X1,
+        b: X2,
+    ) -> Result<<Self as Module<(X1, X2)>>::Output, MetricLossError>
+    where
+        Self: Module<(X1, X2), Error = MetricLossError>,
+    {
+        self.try_forward((a, b))
+    }
+
+    /// [`try_forward_pair`](Self::try_forward_pair), panicking with the error's message.
+    #[track_caller]
+    pub fn forward_pair<X1, X2>(&self, a: X1, b: X2) -> <Self as Module<(X1, X2)>>::Output
+    where
+        Self: Module<(X1, X2), Error = MetricLossError>,
+    {
+        unwrap_or_panic(self.try_forward_pair(a, b))
+    }
+}
+
+impl<M> TripletNet<M> {
+    /// Embeds a triplet batch `(anchor, positive, negative)` with the shared
+    /// encoder on one tape.
+    ///
+    /// `ea` carries the tape of all three branches; `ep` and `en` have an
+    /// empty tape of the same type. Errors: batch sizes that differ
+    /// ([`MetricLossError::BatchMismatch`], names `"anchor"`, `"positive"`,
+    /// `"negative"`), or an error of the encoder.
+    pub fn try_forward_triplet<X1, X2, X3>(
+        &self,
+        anchor: X1,
+        positive: X2,
+        negative: X3,
+    ) -> Result<<Self as Module<(X1, X2, X3)>>::Output, MetricLossError>
+    where
+        Self: Module<(X1, X2, X3), Error = MetricLossError>,
+    {
+        self.try_forward((anchor, positive, negative))
+    }
+
+    /// [`try_forward_triplet`](Self::try_forward_triplet), panicking with the error's message.
+    #[track_caller]
+    pub fn forward_triplet<X1, X2, X3>(
+        &self,
+        anchor: X1,
+        positive: X2,
+        negative: X3,
+    ) -> <Self as Module<(X1, X2, X3)>>::Output
+    where
+        Self: Module<(X1, X2, X3), Error = MetricLossError>,
+    {
+        unwrap_or_panic(self.try_forward_triplet(anchor, positive, negative))
+    }
 }
 
 /// Runs `f` on `x` in chunks of `chunk` rows, without a tape.
@@ -223,481 +450,174 @@ where
         .map_err(MetricLossError::device)
 }
 
-/// The methods both wrappers share (encoder access, batch path, chunked embedding).
-macro_rules! shared_encoder_methods {
-    ($name:ident) => {
-        impl<M> $name<M> {
-            /// Wraps an already built encoder.
-            pub fn new(encoder: M) -> Self {
-                Self { encoder }
-            }
-
-            /// The shared encoder: use it for the batch path
-            /// (`net.encoder().forward(x)`, one pass per sample).
-            pub fn encoder(&self) -> &M {
-                &self.encoder
-            }
-
-            /// The shared encoder, mutably.
-            pub fn encoder_mut(&mut self) -> &mut M {
-                &mut self.encoder
-            }
-
-            /// Unwraps the encoder.
-            pub fn into_encoder(self) -> M {
-                self.encoder
-            }
-
-            /// The batch path: runs one batch through the encoder **once**,
-            /// keeping `x`'s tape, for a loss over embeddings by index
-            /// (mining). See the [module docs](self) for when to prefer it.
-            pub fn try_embed_batch<X>(&self, x: X) -> Result<M::Output, MetricLossError>
-            where
-                M: Module<X>,
-            {
-                self.encoder.try_forward(x).map_err(MetricLossError::device)
-            }
-
-            /// [`try_embed_batch`](Self::try_embed_batch), panicking with the error's message.
-            #[track_caller]
-            pub fn embed_batch<X>(&self, x: X) -> M::Output
-            where
-                M: Module<X>,
-            {
-                unwrap_or_panic(self.try_embed_batch(x))
-            }
-
-            /// Embeds a large set of rows (e.g. 10,000 test digits) in chunks
-            /// of `chunk` rows, without a tape; returns one embedding row per
-            /// input row, in order.
-            ///
-            /// Errors: `chunk == 0` ([`MetricLossError::InvalidConfig`]), or a
-            /// device error.
-            pub fn try_embed<const IN: usize, const OUT: usize, D: Device<f32>>(
-                &self,
-                x: &Rows<usize, IN, D, NoneTape>,
-                chunk: usize,
-            ) -> Result<Rows<usize, OUT, D, NoneTape>, MetricLossError>
-            where
-                M: Module<Rows<usize, IN, D, NoneTape>, Output = Rows<usize, OUT, D, NoneTape>>,
-            {
-                embed_chunks(x, chunk, |part| self.encoder.try_forward(part))
-            }
-
-            /// [`try_embed`](Self::try_embed), panicking with the error's message.
-            #[track_caller]
-            pub fn embed<const IN: usize, const OUT: usize, D: Device<f32>>(
-                &self,
-                x: &Rows<usize, IN, D, NoneTape>,
-                chunk: usize,
-            ) -> Rows<usize, OUT, D, NoneTape>
-            where
-                M: Module<Rows<usize, IN, D, NoneTape>, Output = Rows<usize, OUT, D, NoneTape>>,
-            {
-                unwrap_or_panic(self.try_embed(x, chunk))
-            }
+impl<M, A> SharedEncoder<M, A> {
+    /// Wraps an already built encoder.
+    pub fn new(encoder: M) -> Self {
+        Self {
+            encoder,
+            branches: PhantomData,
         }
+    }
 
-        impl<M> $name<M> {
-            /// [`try_embed`](Self::try_embed) on flat rows: `rows` holds
-            /// `rows.len() / IN` inputs of width `IN` (e.g. MNIST pixels as
-            /// read from an IDX file); returns their embeddings as flat rows
-            /// of width `OUT`. Call as `net.try_embed_rows::<784, 128, _>(&dev, &pixels, 500)`.
-            ///
-            /// Errors: `rows.len()` not a multiple of `IN`, or `chunk == 0`
-            /// ([`MetricLossError::InvalidConfig`]), or a device error.
-            pub fn try_embed_rows<const IN: usize, const OUT: usize, D: Device<f32>>(
-                &self,
-                dev: &D,
-                rows: &[f32],
-                chunk: usize,
-            ) -> Result<Vec<f32>, MetricLossError>
-            where
-                M: Module<Rows<usize, IN, D, NoneTape>, Output = Rows<usize, OUT, D, NoneTape>>,
-            {
-                if IN == 0 || rows.len() % IN != 0 {
-                    return Err(MetricLossError::InvalidConfig(format!(
-                        "embed_rows: {} values are not rows of width {IN}",
-                        rows.len()
-                    )));
-                }
-                let n = rows.len() / IN;
-                let x = dev
-                    .try_tensor_from_vec(rows.to_vec(), (n, Const::<IN>))
-                    .map_err(MetricLossError::device)?;
-                let e = self.try_embed(&x, chunk)?;
-                Ok(if n == 0 { Vec::new() } else { e.as_vec() })
-            }
+    /// The shared encoder: use it for the batch path
+    /// (`net.encoder().forward(x)`, one pass per sample).
+    pub fn encoder(&self) -> &M {
+        &self.encoder
+    }
 
-            /// [`try_embed_rows`](Self::try_embed_rows), panicking with the error's message.
-            #[track_caller]
-            pub fn embed_rows<const IN: usize, const OUT: usize, D: Device<f32>>(
-                &self,
-                dev: &D,
-                rows: &[f32],
-                chunk: usize,
-            ) -> Vec<f32>
-            where
-                M: Module<Rows<usize, IN, D, NoneTape>, Output = Rows<usize, OUT, D, NoneTape>>,
-            {
-                unwrap_or_panic(self.try_embed_rows(dev, rows, chunk))
-            }
-        }
+    /// The shared encoder, mutably.
+    pub fn encoder_mut(&mut self) -> &mut M {
+        &mut self.encoder
+    }
 
-        impl<D: Device<E>, E: Dtype, M: BuildOnDevice<D, E>> BuildOnDevice<D, E> for $name<M> {
-            type Built = $name<M::Built>;
-        }
+    /// Unwraps the encoder.
+    pub fn into_encoder(self) -> M {
+        self.encoder
+    }
 
-        /// The parameters are the encoder's, once, under the prefix `encoder.`
-        /// (e.g. `encoder.0.weight` in a safetensors file).
-        impl<E: Dtype, D: Device<E>, M: TensorCollection<E, D>> TensorCollection<E, D>
-            for $name<M>
-        {
-            type To<E2: Dtype, D2: Device<E2>> = $name<M::To<E2, D2>>;
+    /// The batch path: runs one batch through the encoder **once**,
+    /// keeping `x`'s tape, for a loss over embeddings by index
+    /// (mining). See the [module docs](self) for when to prefer it.
+    pub fn try_embed_batch<X>(&self, x: X) -> Result<M::Output, MetricLossError>
+    where
+        M: Module<X>,
+    {
+        self.encoder.try_forward(x).map_err(MetricLossError::device)
+    }
 
-            fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
-                visitor: &mut V,
-            ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
-                visitor.visit_fields(
-                    Self::module("encoder", |s| &s.encoder, |s| &mut s.encoder),
-                    |encoder| $name { encoder },
-                )
-            }
-        }
+    /// [`try_embed_batch`](Self::try_embed_batch), panicking with the error's message.
+    #[track_caller]
+    pub fn embed_batch<X>(&self, x: X) -> M::Output
+    where
+        M: Module<X>,
+    {
+        unwrap_or_panic(self.try_embed_batch(x))
+    }
 
-        /// One input: the encoder alone (inference, or the batch path).
-        impl<M, S: Shape, D: Device<f32>, T: Tape<f32, D>> Module<Tensor<S, f32, D, T>> for $name<M>
-        where
-            M: Module<Tensor<S, f32, D, T>>,
-        {
-            type Output = M::Output;
-            type Error = M::Error;
-
-            fn try_forward(&self, x: Tensor<S, f32, D, T>) -> Result<M::Output, M::Error> {
-                self.encoder.try_forward(x)
-            }
-        }
-
-        /// One input: the encoder alone, in training mode.
-        impl<M, S: Shape, D: Device<f32>, T: Tape<f32, D>> ModuleMut<Tensor<S, f32, D, T>>
-            for $name<M>
-        where
-            M: ModuleMut<Tensor<S, f32, D, T>>,
-        {
-            type Output = M::Output;
-            type Error = M::Error;
-
-            fn try_forward_mut(&mut self, x: Tensor<S, f32, D, T>) -> Result<M::Output, M::Error> {
-                self.encoder.try_forward_mut(x)
-            }
-        }
-    };
-}
-
-/// A Siamese network: one encoder applied to both sides of a pair, for a
-/// contrastive ([`PairCriterion`](crate::loss::PairCriterion)) loss.
-///
-/// `Siamese<Net>` is both a builder (`dev.build_module::<Siamese<Net>, f32>()`
-/// with `Net` a dfdx builder type) and the built network. Its parameters are
-/// the encoder's, stored once (`alloc_grads`, optimisers and safetensors see
-/// them once, as `encoder.*`).
-///
-/// ```
-/// use metric_loss_core::prelude::*;
-/// use dfdx::optim::{Adam, AdamConfig};
-///
-/// type Net = (Linear<4, 8>, ReLU, Linear<8, 2>);
-/// let dev = Cpu::default();
-/// let mut net = dev.build_module::<Siamese<Net>, f32>();
-/// let mut opt = Adam::new(&net, AdamConfig::default());
-/// let mut grads = net.alloc_grads();
-///
-/// let a: Tensor<Rank2<3, 4>, f32, _> = dev.sample_normal();
-/// let b: Tensor<Rank2<3, 4>, f32, _> = dev.sample_normal();
-/// let labels = PairLabels::from_pairs(&[Pair::Similar, Pair::Dissimilar, Pair::Similar]);
-///
-/// // one tape through both branches; `b` needs no tape of its own
-/// let (ea, eb) = net.forward_pair(a.traced(grads), b);
-/// let loss = ContrastiveLoss.forward(ea, eb, &labels);
-/// grads = loss.backward();
-/// opt.update(&mut net, &grads).unwrap();
-/// net.zero_grads(&mut grads);
-///
-/// // inference: the encoder alone, no tape
-/// let e: Tensor<Rank2<3, 2>, f32, _> = net.forward(dev.sample_normal::<Rank2<3, 4>>());
-/// # let _ = e;
-/// ```
-#[derive(Debug, Clone, Default)]
-pub struct Siamese<M> {
-    encoder: M,
-}
-
-shared_encoder_methods!(Siamese);
-
-impl<M> Siamese<M> {
-    /// Embeds a pair batch `(a, b)` with the shared encoder on one tape.
+    /// Embeds a large set of rows (e.g. 10,000 test digits) in chunks
+    /// of `chunk` rows, without a tape; returns one embedding row per
+    /// input row, in order.
     ///
-    /// `ea` carries the tape of both branches; `eb` has an empty tape of the
-    /// same type. Errors: batch sizes that differ
-    /// ([`MetricLossError::BatchMismatch`], names `"a"` and `"b"`), or an
-    /// error of the encoder.
-    #[allow(clippy::type_complexity)]
-    pub fn try_forward_pair<B, const IN: usize, OS, D, T, T2>(
+    /// Errors: `chunk == 0` ([`MetricLossError::InvalidConfig`]), or a
+    /// device error.
+    pub fn try_embed<const IN: usize, const OUT: usize, D: Device<f32>>(
         &self,
-        a: Rows<B, IN, D, T>,
-        b: Rows<B, IN, D, T2>,
-    ) -> Result<(Tensor<OS, f32, D, T>, Tensor<OS, f32, D, T>), MetricLossError>
+        x: &Rows<usize, IN, D, NoneTape>,
+        chunk: usize,
+    ) -> Result<Rows<usize, OUT, D, NoneTape>, MetricLossError>
     where
-        B: Dim,
-        OS: Shape,
-        D: Device<f32>,
-        T: Tape<f32, D> + Merge<T2>,
-        T2: Tape<f32, D>,
-        M: Module<Rows<B, IN, D, T>, Output = Tensor<OS, f32, D, T>>,
+        M: Module<Rows<usize, IN, D, NoneTape>, Output = Rows<usize, OUT, D, NoneTape>>,
     {
-        run_pair(a, b, |x| self.encoder.try_forward(x))
+        embed_chunks(x, chunk, |part| self.encoder.try_forward(part))
     }
 
-    /// [`try_forward_pair`](Self::try_forward_pair), panicking with the error's message.
+    /// [`try_embed`](Self::try_embed), panicking with the error's message.
     #[track_caller]
-    #[allow(clippy::type_complexity)]
-    pub fn forward_pair<B, const IN: usize, OS, D, T, T2>(
+    pub fn embed<const IN: usize, const OUT: usize, D: Device<f32>>(
         &self,
-        a: Rows<B, IN, D, T>,
-        b: Rows<B, IN, D, T2>,
-    ) -> (Tensor<OS, f32, D, T>, Tensor<OS, f32, D, T>)
+        x: &Rows<usize, IN, D, NoneTape>,
+        chunk: usize,
+    ) -> Rows<usize, OUT, D, NoneTape>
     where
-        B: Dim,
-        OS: Shape,
-        D: Device<f32>,
-        T: Tape<f32, D> + Merge<T2>,
-        T2: Tape<f32, D>,
-        M: Module<Rows<B, IN, D, T>, Output = Tensor<OS, f32, D, T>>,
+        M: Module<Rows<usize, IN, D, NoneTape>, Output = Rows<usize, OUT, D, NoneTape>>,
     {
-        unwrap_or_panic(self.try_forward_pair(a, b))
-    }
-}
-
-/// A pair `(a, b)`: see [`Siamese::try_forward_pair`].
-impl<M, B, const IN: usize, OS, D, T, T2> Module<(Rows<B, IN, D, T>, Rows<B, IN, D, T2>)>
-    for Siamese<M>
-where
-    B: Dim,
-    OS: Shape,
-    D: Device<f32>,
-    T: Tape<f32, D> + Merge<T2>,
-    T2: Tape<f32, D>,
-    M: Module<Rows<B, IN, D, T>, Output = Tensor<OS, f32, D, T>>,
-{
-    type Output = (Tensor<OS, f32, D, T>, Tensor<OS, f32, D, T>);
-    type Error = MetricLossError;
-
-    fn try_forward(
-        &self,
-        (a, b): (Rows<B, IN, D, T>, Rows<B, IN, D, T2>),
-    ) -> Result<Self::Output, MetricLossError> {
-        self.try_forward_pair(a, b)
+        unwrap_or_panic(self.try_embed(x, chunk))
     }
 
-    #[track_caller]
-    fn forward(&self, input: (Rows<B, IN, D, T>, Rows<B, IN, D, T2>)) -> Self::Output {
-        unwrap_or_panic(self.try_forward(input))
-    }
-}
-
-/// A pair `(a, b)` in training mode (the encoder's `ModuleMut`).
-impl<M, B, const IN: usize, OS, D, T, T2> ModuleMut<(Rows<B, IN, D, T>, Rows<B, IN, D, T2>)>
-    for Siamese<M>
-where
-    B: Dim,
-    OS: Shape,
-    D: Device<f32>,
-    T: Tape<f32, D> + Merge<T2>,
-    T2: Tape<f32, D>,
-    M: ModuleMut<Rows<B, IN, D, T>, Output = Tensor<OS, f32, D, T>>,
-{
-    type Output = (Tensor<OS, f32, D, T>, Tensor<OS, f32, D, T>);
-    type Error = MetricLossError;
-
-    fn try_forward_mut(
-        &mut self,
-        (a, b): (Rows<B, IN, D, T>, Rows<B, IN, D, T2>),
-    ) -> Result<Self::Output, MetricLossError> {
-        let encoder = &mut self.encoder;
-        run_pair(a, b, |x| encoder.try_forward_mut(x))
-    }
-
-    #[track_caller]
-    fn forward_mut(&mut self, input: (Rows<B, IN, D, T>, Rows<B, IN, D, T2>)) -> Self::Output {
-        unwrap_or_panic(self.try_forward_mut(input))
-    }
-}
-
-/// A triplet network: one encoder applied to an anchor, a positive and a
-/// negative, for a [`TripletCriterion`](crate::loss::TripletCriterion).
-///
-/// Built like [`Siamese`]: `dev.build_module::<TripletNet<Net>, f32>()`.
-/// For mined triplets, prefer the batch path ([`TripletNet::embed_batch`]):
-/// see the [module docs](self).
-///
-/// ```
-/// use metric_loss_core::prelude::*;
-/// use dfdx::optim::{Adam, AdamConfig};
-///
-/// type Net = (Linear<4, 8>, ReLU, Linear<8, 2>);
-/// let dev = Cpu::default();
-/// let mut net = dev.build_module::<TripletNet<Net>, f32>();
-/// let mut opt = Adam::new(&net, AdamConfig::default());
-/// let mut grads = net.alloc_grads();
-///
-/// let a: Tensor<Rank2<5, 4>, f32, _> = dev.sample_normal();
-/// let p: Tensor<Rank2<5, 4>, f32, _> = dev.sample_normal();
-/// let n: Tensor<Rank2<5, 4>, f32, _> = dev.sample_normal();
-///
-/// let (ea, ep, en) = net.forward_triplet(a.traced(grads), p, n);
-/// let loss = TripletLoss.forward(ea, ep, en);
-/// grads = loss.backward();
-/// opt.update(&mut net, &grads).unwrap();
-/// net.zero_grads(&mut grads);
-///
-/// // evaluation: many rows, in chunks, no tape
-/// let test: Tensor<(usize, Const<4>), f32, _> = dev.sample_normal_like(&(1000, Const));
-/// let emb = net.embed(&test, 256);
-/// assert_eq!(emb.shape().0, 1000);
-/// ```
-#[derive(Debug, Clone, Default)]
-pub struct TripletNet<M> {
-    encoder: M,
-}
-
-shared_encoder_methods!(TripletNet);
-
-impl<M> TripletNet<M> {
-    /// Embeds a triplet batch `(anchor, positive, negative)` with the shared
-    /// encoder on one tape.
+    /// [`try_embed`](Self::try_embed) on flat rows: `rows` holds
+    /// `rows.len() / IN` inputs of width `IN` (e.g. MNIST pixels as
+    /// read from an IDX file); returns their embeddings as flat rows
+    /// of width `OUT`. Call as `net.try_embed_rows::<784, 128, _>(&dev, &pixels, 500)`.
     ///
-    /// `ea` carries the tape of all three branches; `ep` and `en` have an
-    /// empty tape of the same type. Errors: batch sizes that differ
-    /// ([`MetricLossError::BatchMismatch`], names `"anchor"`, `"positive"`,
-    /// `"negative"`), or an error of the encoder.
-    #[allow(clippy::type_complexity)]
-    pub fn try_forward_triplet<B, const IN: usize, OS, D, T, T2, T3>(
+    /// Errors: `rows.len()` not a multiple of `IN`, or `chunk == 0`
+    /// ([`MetricLossError::InvalidConfig`]), or a device error.
+    pub fn try_embed_rows<const IN: usize, const OUT: usize, D: Device<f32>>(
         &self,
-        anchor: Rows<B, IN, D, T>,
-        positive: Rows<B, IN, D, T2>,
-        negative: Rows<B, IN, D, T3>,
-    ) -> Result<
-        (
-            Tensor<OS, f32, D, T>,
-            Tensor<OS, f32, D, T>,
-            Tensor<OS, f32, D, T>,
-        ),
-        MetricLossError,
-    >
+        dev: &D,
+        rows: &[f32],
+        chunk: usize,
+    ) -> Result<Vec<f32>, MetricLossError>
     where
-        B: Dim,
-        OS: Shape,
-        D: Device<f32>,
-        T: Tape<f32, D> + Merge<T2> + Merge<T3>,
-        T2: Tape<f32, D>,
-        T3: Tape<f32, D>,
-        M: Module<Rows<B, IN, D, T>, Output = Tensor<OS, f32, D, T>>,
+        M: Module<Rows<usize, IN, D, NoneTape>, Output = Rows<usize, OUT, D, NoneTape>>,
     {
-        run_triplet(anchor, positive, negative, |x| self.encoder.try_forward(x))
+        if IN == 0 || rows.len() % IN != 0 {
+            return Err(MetricLossError::InvalidConfig(format!(
+                "embed_rows: {} values are not rows of width {IN}",
+                rows.len()
+            )));
+        }
+        let n = rows.len() / IN;
+        let x = dev
+            .try_tensor_from_vec(rows.to_vec(), (n, Const::<IN>))
+            .map_err(MetricLossError::device)?;
+        let e = self.try_embed(&x, chunk)?;
+        Ok(if n == 0 { Vec::new() } else { e.as_vec() })
     }
 
-    /// [`try_forward_triplet`](Self::try_forward_triplet), panicking with the error's message.
+    /// [`try_embed_rows`](Self::try_embed_rows), panicking with the error's message.
     #[track_caller]
-    #[allow(clippy::type_complexity)]
-    pub fn forward_triplet<B, const IN: usize, OS, D, T, T2, T3>(
+    pub fn embed_rows<const IN: usize, const OUT: usize, D: Device<f32>>(
         &self,
-        anchor: Rows<B, IN, D, T>,
-        positive: Rows<B, IN, D, T2>,
-        negative: Rows<B, IN, D, T3>,
-    ) -> (
-        Tensor<OS, f32, D, T>,
-        Tensor<OS, f32, D, T>,
-        Tensor<OS, f32, D, T>,
-    )
+        dev: &D,
+        rows: &[f32],
+        chunk: usize,
+    ) -> Vec<f32>
     where
-        B: Dim,
-        OS: Shape,
-        D: Device<f32>,
-        T: Tape<f32, D> + Merge<T2> + Merge<T3>,
-        T2: Tape<f32, D>,
-        T3: Tape<f32, D>,
-        M: Module<Rows<B, IN, D, T>, Output = Tensor<OS, f32, D, T>>,
+        M: Module<Rows<usize, IN, D, NoneTape>, Output = Rows<usize, OUT, D, NoneTape>>,
     {
-        unwrap_or_panic(self.try_forward_triplet(anchor, positive, negative))
+        unwrap_or_panic(self.try_embed_rows(dev, rows, chunk))
     }
 }
 
-type Triple<OS, D, T> = (
-    Tensor<OS, f32, D, T>,
-    Tensor<OS, f32, D, T>,
-    Tensor<OS, f32, D, T>,
-);
-
-/// A triplet `(anchor, positive, negative)`: see [`TripletNet::try_forward_triplet`].
-impl<M, B, const IN: usize, OS, D, T, T2, T3>
-    Module<(Rows<B, IN, D, T>, Rows<B, IN, D, T2>, Rows<B, IN, D, T3>)> for TripletNet<M>
+impl<D: Device<E>, E: Dtype, M: BuildOnDevice<D, E>, A> BuildOnDevice<D, E> for SharedEncoder<M, A>
 where
-    B: Dim,
-    OS: Shape,
-    D: Device<f32>,
-    T: Tape<f32, D> + Merge<T2> + Merge<T3>,
-    T2: Tape<f32, D>,
-    T3: Tape<f32, D>,
-    M: Module<Rows<B, IN, D, T>, Output = Tensor<OS, f32, D, T>>,
+    SharedEncoder<M::Built, A>: dfdx::nn::BuildModule<D, E>,
 {
-    type Output = Triple<OS, D, T>;
-    type Error = MetricLossError;
+    type Built = SharedEncoder<M::Built, A>;
+}
 
-    fn try_forward(
-        &self,
-        (a, p, n): (Rows<B, IN, D, T>, Rows<B, IN, D, T2>, Rows<B, IN, D, T3>),
-    ) -> Result<Self::Output, MetricLossError> {
-        self.try_forward_triplet(a, p, n)
-    }
+/// The parameters are the encoder's, once, under the prefix `encoder.`
+/// (e.g. `encoder.0.weight` in a safetensors file).
+impl<E: Dtype, D: Device<E>, M: TensorCollection<E, D>, A> TensorCollection<E, D>
+    for SharedEncoder<M, A>
+{
+    type To<E2: Dtype, D2: Device<E2>> = SharedEncoder<M::To<E2, D2>, A>;
 
-    #[track_caller]
-    fn forward(
-        &self,
-        input: (Rows<B, IN, D, T>, Rows<B, IN, D, T2>, Rows<B, IN, D, T3>),
-    ) -> Self::Output {
-        unwrap_or_panic(self.try_forward(input))
+    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
+        visitor: &mut V,
+    ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
+        visitor.visit_fields(
+            Self::module("encoder", |s| &s.encoder, |s| &mut s.encoder),
+            SharedEncoder::new,
+        )
     }
 }
 
-/// A triplet in training mode (the encoder's `ModuleMut`).
-impl<M, B, const IN: usize, OS, D, T, T2, T3>
-    ModuleMut<(Rows<B, IN, D, T>, Rows<B, IN, D, T2>, Rows<B, IN, D, T3>)> for TripletNet<M>
+/// One input: the encoder alone (inference, or the batch path).
+impl<M, A, S: Shape, D: Device<f32>, T: Tape<f32, D>> Module<Tensor<S, f32, D, T>>
+    for SharedEncoder<M, A>
 where
-    B: Dim,
-    OS: Shape,
-    D: Device<f32>,
-    T: Tape<f32, D> + Merge<T2> + Merge<T3>,
-    T2: Tape<f32, D>,
-    T3: Tape<f32, D>,
-    M: ModuleMut<Rows<B, IN, D, T>, Output = Tensor<OS, f32, D, T>>,
+    M: Module<Tensor<S, f32, D, T>>,
 {
-    type Output = Triple<OS, D, T>;
-    type Error = MetricLossError;
+    type Output = M::Output;
+    type Error = M::Error;
 
-    fn try_forward_mut(
-        &mut self,
-        (a, p, n): (Rows<B, IN, D, T>, Rows<B, IN, D, T2>, Rows<B, IN, D, T3>),
-    ) -> Result<Self::Output, MetricLossError> {
-        let encoder = &mut self.encoder;
-        run_triplet(a, p, n, |x| encoder.try_forward_mut(x))
+    fn try_forward(&self, x: Tensor<S, f32, D, T>) -> Result<M::Output, M::Error> {
+        self.encoder.try_forward(x)
     }
+}
 
-    #[track_caller]
-    fn forward_mut(
-        &mut self,
-        input: (Rows<B, IN, D, T>, Rows<B, IN, D, T2>, Rows<B, IN, D, T3>),
-    ) -> Self::Output {
-        unwrap_or_panic(self.try_forward_mut(input))
+/// One input: the encoder alone, in training mode.
+impl<M, A, S: Shape, D: Device<f32>, T: Tape<f32, D>> ModuleMut<Tensor<S, f32, D, T>>
+    for SharedEncoder<M, A>
+where
+    M: ModuleMut<Tensor<S, f32, D, T>>,
+{
+    type Output = M::Output;
+    type Error = M::Error;
+
+    fn try_forward_mut(&mut self, x: Tensor<S, f32, D, T>) -> Result<M::Output, M::Error> {
+        self.encoder.try_forward_mut(x)
     }
 }
 

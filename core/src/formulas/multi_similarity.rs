@@ -1,0 +1,113 @@
+//! Multi-similarity loss (Wang et al., CVPR 2019), as PML 2.9's
+//! `MultiSimilarityLoss`.
+
+use super::rows::Lse;
+use super::tape::{Mat, TapeWeights, lse, softplus};
+use super::{BatchFormula, ListSizes, Row, RowValue, Score, Weighting, finite, positive};
+use crate::device::MetricDevice;
+use crate::error::MetricLossError;
+use crate::miners::MiningMargins;
+use dfdx::prelude::*;
+
+/// Multi-similarity: per anchor row `i`, on cosine similarities `s`,
+///
+/// `L_i = (1/α) ln(1 + Σ_{p ∈ P_i} e^{−α (s_ip − λ)}) + (1/β) ln(1 + Σ_{n ∈ N_i} e^{β (s_in − λ)})`
+///
+/// with `λ` = `base`, and the loss the mean of `L_i` over **all** rows
+/// (PML's `MeanReducer`; a row without positive or negative pairs adds 0
+/// to the sum but still counts in the mean). Pairs are masks: a pair mined
+/// twice counts once.
+///
+/// PML's behaviour kept here, where it may surprise:
+/// - a single-class batch (no negative pair) still gives the positive
+///   term, which pulls the class together;
+/// - a batch whose mined lists hold at most one positive and one negative
+///   pair gives exactly 0 (PML's `GenericPairLoss` rule);
+/// - the embeddings are L2-normalized (PML's `CosineSimilarity()`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MultiSimilarity {
+    /// `α`, the weight of positive pairs (PML's `alpha`, default 2); `> 0`.
+    pub alpha: f32,
+    /// `β`, the weight of negative pairs (PML's `beta`, default 50); `> 0`.
+    pub beta: f32,
+    /// `λ`, the similarity both terms are measured from (PML's `base`, default 0.5).
+    pub base: f32,
+}
+
+impl BatchFormula for MultiSimilarity {
+    const NAME: &'static str = "MultiSimilarityLoss";
+    const SCORE: Score = Score::Cosine;
+    const WEIGHTING: Weighting = Weighting::Mask;
+
+    fn check(&self) -> Result<(), MetricLossError> {
+        positive("multi-similarity alpha", self.alpha)?;
+        positive("multi-similarity beta", self.beta)?;
+        finite("multi-similarity base", self.base)
+    }
+
+    /// Pairs on the wrong side of `λ`: positives with `s < λ`, negatives with
+    /// `s > λ`, i.e. cosine distances `1 − s` beyond `1 − λ` either way.
+    fn margins(&self) -> MiningMargins {
+        let m = (1.0 - self.base).clamp(0.0, 2.0);
+        MiningMargins {
+            pos_margin: m,
+            margin: m,
+        }
+    }
+
+    fn is_zero(&self, sizes: ListSizes) -> bool {
+        sizes.generic_pair_zero()
+    }
+
+    fn try_tape<Dev: MetricDevice, T: Tape<f32, Dev>>(
+        &self,
+        s: Mat<Dev, T>,
+        w: &TapeWeights<Dev>,
+    ) -> Result<Tensor<(), f32, Dev, T>, Dev::Err> {
+        let (a, b, l) = (self.alpha, self.beta, self.base);
+        let (s, tape) = s.split_tape();
+        // ln(1 + Σ e^x) = softplus(lse(x)); a row without pairs gives softplus(−∞) = 0
+        let pos = lse(
+            s.clone().put_tape(tape).try_mul(-a)?.try_add(a * l)?,
+            &w.pos_log,
+        )?;
+        let neg = lse(s.retaped::<T>().try_mul(b)?.try_add(-b * l)?, &w.neg_log)?;
+        let rows = softplus(pos)?
+            .try_div(a)?
+            .try_add(softplus(neg)?.try_div(b)?)?;
+        rows.try_sum()?.try_div(w.shape.0 as f32)
+    }
+
+    fn row(&self, row: &Row, _: &[f32]) -> RowValue {
+        let (p, n) = self.terms(row);
+        RowValue {
+            value: (p.value / f64::from(self.alpha) + n.value / f64::from(self.beta)) as f32,
+            count: 1.0,
+        }
+    }
+
+    fn row_backward(&self, row: &Row, _: &[f32], g: f32, ds: &mut [f32], _: &mut [f32]) {
+        let (p, n) = self.terms(row);
+        let (a, b, l) = (self.alpha, self.beta, self.base);
+        for (j, d) in ds.iter_mut().enumerate() {
+            let s = row.s[j];
+            let dp = p.grad(a * (l - s), row.pos[j]);
+            let dn = n.grad(b * (s - l), row.neg[j]);
+            *d += g * (dn - dp) as f32;
+        }
+    }
+}
+
+impl MultiSimilarity {
+    /// `ln(1 + Σ_P e^{α(λ − s)})` and `ln(1 + Σ_N e^{β(s − λ)})` of a row.
+    fn terms(&self, row: &Row) -> (Lse, Lse) {
+        let (a, b, l) = (self.alpha, self.beta, self.base);
+        let pos = row.s.iter().zip(row.pos).map(|(&s, &w)| (a * (l - s), w));
+        let neg = row.s.iter().zip(row.neg).map(|(&s, &w)| (b * (s - l), w));
+        let one = "ln(1 + Σ) always has its 1";
+        (
+            Lse::of(pos, true).expect(one),
+            Lse::of(neg, true).expect(one),
+        )
+    }
+}

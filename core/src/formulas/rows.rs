@@ -1,0 +1,273 @@
+//! The row form of the family's formulas: one anchor row at a time, forward
+//! and backward, in plain `f32` (sums in `f64`), and the driver that runs a
+//! formula over every row of a view of the batch's matrix.
+
+use super::{BatchFormula, PairWeights};
+
+/// One anchor row as a formula reads it: its index in the view, its scores
+/// against every column, and the weight of each column as a positive and as
+/// a negative pair (0 where it is neither).
+#[derive(Debug, Clone, Copy)]
+pub struct Row<'a> {
+    /// The row's index in the view (a batch row, for a full view).
+    pub index: usize,
+    /// `s[j]`: the score of the pair (row, column `j`).
+    pub s: &'a [f32],
+    /// Positive weight of each column.
+    pub pos: &'a [f32],
+    /// Negative weight of each column.
+    pub neg: &'a [f32],
+}
+
+/// What one row adds to the loss `Σ value / Σ count`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct RowValue {
+    /// The row's loss (a sum over its pairs, or its one term).
+    pub value: f32,
+    /// What the row adds to the divisor: 1 per row (PML's mean over rows),
+    /// `[value > 0]` (PML's `AvgNonZeroReducer`), its positive pairs (a mean
+    /// over pairs), or its active terms (PML's `DivisorReducer`).
+    pub count: f32,
+}
+
+/// A weighted log-sum-exp, `ln Σ_j w_j e^{x_j}` over the entries with
+/// `w_j > 0`, with what its gradient needs; `None` when there is none.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Lse {
+    /// The value.
+    pub value: f64,
+}
+
+impl Lse {
+    /// `ln Σ w e^x` over `w > 0`; with `one`, a `+1` inside the log
+    /// (`ln(1 + Σ)`: PML's `add_one`), which is never empty.
+    pub fn of(xs: impl Iterator<Item = (f32, f32)> + Clone, one: bool) -> Option<Lse> {
+        let mut max = if one { 0.0f64 } else { f64::NEG_INFINITY };
+        let mut any = one;
+        for (x, w) in xs.clone() {
+            if w > 0.0 {
+                max = max.max(f64::from(x));
+                any = true;
+            }
+        }
+        if !any {
+            return None;
+        }
+        let mut sum = if one { (-max).exp() } else { 0.0 };
+        for (x, w) in xs {
+            if w > 0.0 {
+                sum += f64::from(w) * (f64::from(x) - max).exp();
+            }
+        }
+        Some(Lse {
+            value: max + sum.ln(),
+        })
+    }
+
+    /// `∂value/∂x_j` for an entry of weight `w`: its softmax weight.
+    pub fn grad(&self, x: f32, w: f32) -> f64 {
+        if w > 0.0 {
+            f64::from(w) * (f64::from(x) - self.value).exp()
+        } else {
+            0.0
+        }
+    }
+}
+
+/// `ln(1 + eˣ)`, stable.
+pub(crate) fn softplus(x: f64) -> f64 {
+    x.max(0.0) + (-x.abs()).exp().ln_1p()
+}
+
+/// `1 / (1 + e⁻ˣ)`.
+pub(crate) fn sigmoid(x: f64) -> f64 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// `ln(eᵃ + eᵇ)`, stable (either may be `−∞`).
+pub(crate) fn logaddexp(a: f64, b: f64) -> f64 {
+    let m = a.max(b);
+    if m == f64::NEG_INFINITY {
+        return m;
+    }
+    m + ((a - m).exp() + (b - m).exp()).ln()
+}
+
+/// What [`batch_loss_on_rows`] found: the loss and what its backward needs.
+#[derive(Debug, Clone)]
+pub struct RowsForward {
+    /// `Σ value / Σ count` (0 when `Σ count = 0`).
+    pub loss: f32,
+    /// `Σ count`.
+    pub total: f64,
+    /// Each row's count (its gradient is 0 where the count is 0).
+    pub counts: Vec<f32>,
+    /// Each row's shared number (empty unless the formula shares one).
+    pub shared: Vec<f32>,
+}
+
+/// Runs `f` over every row of the view `w`: `scores(i, buf)` writes the
+/// scores of view row `i` into `buf` (`w.cols()` of them). Two passes when
+/// the formula shares a number per row (lifted structure), one otherwise.
+///
+/// This is the row path of the CPU and the contract of a fused kernel: any
+/// source of rows (a materialized matrix, a block of Gram tiles) fits.
+///
+/// ```
+/// use metric_loss_core::formulas::{batch_loss_on_rows, MultiSimilarity, PairWeights, Weighting};
+/// use metric_loss_core::miners::Tuples;
+/// let s = [1.0f32, 0.9, 0.1, 0.9, 1.0, 0.2, 0.1, 0.2, 1.0];
+/// let w = PairWeights::try_new(Weighting::Mask, &Tuples::All, &[0, 0, 1]).unwrap();
+/// let f = MultiSimilarity { alpha: 2.0, beta: 50.0, base: 0.5 };
+/// let fwd = batch_loss_on_rows(&f, &w, |i, buf| buf.copy_from_slice(&s[3 * i..3 * i + 3]));
+/// assert!(fwd.loss > 0.0 && fwd.total == 3.0);
+/// ```
+pub fn batch_loss_on_rows<F: BatchFormula>(
+    f: &F,
+    w: &PairWeights,
+    mut scores: impl FnMut(usize, &mut [f32]),
+) -> RowsForward {
+    let (r, c) = (w.rows(), w.cols());
+    let mut buf = RowBuffers::new(c);
+    let shared: Vec<f32> = if F::SHARED {
+        (0..r)
+            .map(|i| {
+                scores(i, &mut buf.s);
+                f.shared(&buf.row(w, i))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut sum = 0.0f64;
+    let mut total = 0.0f64;
+    let mut counts = Vec::with_capacity(r);
+    for i in 0..r {
+        scores(i, &mut buf.s);
+        let v = f.row(&buf.row(w, i), &shared);
+        sum += f64::from(v.value);
+        total += f64::from(v.count);
+        counts.push(v.count);
+    }
+    let loss = if total > 0.0 {
+        (sum / total) as f32
+    } else {
+        0.0
+    };
+    RowsForward {
+        loss,
+        total,
+        counts,
+        shared,
+    }
+}
+
+/// The backward of [`batch_loss_on_rows`] for an upstream gradient
+/// `upstream`: calls `out(i, ds)` with `∂L/∂s` of view row `i`, once per row.
+pub fn batch_grad_on_rows<F: BatchFormula>(
+    f: &F,
+    w: &PairWeights,
+    fwd: &RowsForward,
+    upstream: f32,
+    mut scores: impl FnMut(usize, &mut [f32]),
+    mut out: impl FnMut(usize, &[f32]),
+) {
+    let (r, c) = (w.rows(), w.cols());
+    if fwd.total <= 0.0 {
+        return;
+    }
+    let scale = (f64::from(upstream) / fwd.total) as f32;
+    let g = |i: usize| if fwd.counts[i] > 0.0 { scale } else { 0.0 };
+    let mut buf = RowBuffers::new(c);
+    let mut ds = vec![0.0f32; c];
+    let mut dshared = vec![0.0f32; if F::SHARED { r } else { 0 }];
+    if F::SHARED {
+        // pass 1: what each row's value sends to the shared numbers
+        for i in 0..r {
+            scores(i, &mut buf.s);
+            ds.iter_mut().for_each(|v| *v = 0.0);
+            f.row_backward(&buf.row(w, i), &fwd.shared, g(i), &mut ds, &mut dshared);
+        }
+    }
+    let mut sink = vec![0.0f32; if F::SHARED { r } else { 0 }];
+    for i in 0..r {
+        scores(i, &mut buf.s);
+        ds.iter_mut().for_each(|v| *v = 0.0);
+        let row = buf.row(w, i);
+        f.row_backward(&row, &fwd.shared, g(i), &mut ds, &mut sink);
+        if let Some(&d) = dshared.get(i) {
+            f.shared_backward(&row, d, &mut ds);
+        }
+        out(i, &ds);
+    }
+}
+
+/// The scratch rows of the driver.
+struct RowBuffers {
+    s: Vec<f32>,
+    pos: Vec<f32>,
+    neg: Vec<f32>,
+}
+
+impl RowBuffers {
+    fn new(c: usize) -> Self {
+        Self {
+            s: vec![0.0; c],
+            pos: vec![0.0; c],
+            neg: vec![0.0; c],
+        }
+    }
+
+    fn row(&mut self, w: &PairWeights, i: usize) -> Row<'_> {
+        w.fill_row(i, &mut self.pos, &mut self.neg);
+        Row {
+            index: i,
+            s: &self.s,
+            pos: &self.pos,
+            neg: &self.neg,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lse_matches_the_definition() {
+        let xs = [(1.0f32, 1.0f32), (2.0, 0.0), (-3.0, 2.0)];
+        let l = Lse::of(xs.iter().copied(), false).unwrap();
+        let want = (1f64.exp() + 2.0 * (-3f64).exp()).ln();
+        assert!((l.value - want).abs() < 1e-12);
+        let l1 = Lse::of(xs.iter().copied(), true).unwrap();
+        assert!((l1.value - (1.0 + 1f64.exp() + 2.0 * (-3f64).exp()).ln()).abs() < 1e-12);
+        assert!(Lse::of([(1.0f32, 0.0f32)].into_iter(), false).is_none());
+        assert_eq!(
+            Lse::of([(1.0f32, 0.0f32)].into_iter(), true).unwrap().value,
+            0.0
+        );
+        // huge arguments stay finite
+        let big = Lse::of([(1e4f32, 1.0f32), (1e4, 1.0)].into_iter(), true).unwrap();
+        assert!((big.value - (1e4 + 2f64.ln())).abs() < 1e-9);
+        assert!((l.grad(-3.0, 2.0) - 2.0 * (-3f64).exp() / want.exp()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn scalar_helpers() {
+        assert!((softplus(0.0) - 2f64.ln()).abs() < 1e-15);
+        assert_eq!(softplus(-1000.0), 0.0);
+        assert_eq!(softplus(1000.0), 1000.0);
+        assert_eq!(sigmoid(0.0), 0.5);
+        assert!(sigmoid(-1000.0) >= 0.0 && sigmoid(1000.0) == 1.0);
+        assert_eq!(
+            logaddexp(f64::NEG_INFINITY, f64::NEG_INFINITY),
+            f64::NEG_INFINITY
+        );
+        assert!((logaddexp(0.0, 0.0) - 2f64.ln()).abs() < 1e-15);
+    }
+}

@@ -1,0 +1,383 @@
+//! Pair weights: how the tuples a miner gives become, for each anchor row,
+//! a weight per positive and per negative pair, as PML's losses read them.
+
+use super::ListSizes;
+use crate::error::MetricLossError;
+use crate::miners::Tuples;
+
+/// How a formula reads the mined tuples (PML's two ways, and its two
+/// conversions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weighting {
+    /// Pair masks: a pair mined once or more counts once (PML's
+    /// `mat_based_loss`: multi-similarity, SupCon, circle, generalized
+    /// lifted structure).
+    Mask,
+    /// Pair counts: a pair counts as often as it was mined (PML's
+    /// `pair_based_loss`: NT-Xent, lifted structure).
+    Count,
+    /// The triplets the lists make (PML's `convert_to_triplets`: every
+    /// positive pair with every negative pair of the same anchor; triplets
+    /// as given), as weights: the positive pair `(a, p)` weighs the number
+    /// of triplets that hold it, likewise `(a, n)` (margin loss).
+    Triplet,
+    /// N-pairs' selection (PML's `convert_to_pos_pairs_with_unique_labels`):
+    /// per anchor label, in increasing label order, the first positive pair
+    /// of the list; rows are those anchors, columns their positives, the
+    /// diagonal positive and everything else negative.
+    NPairs,
+}
+
+#[derive(Debug, Clone)]
+enum Source {
+    /// Every pair of the batch, from the labels: no list, no matrix.
+    Labels {
+        labels: Vec<usize>,
+        pos_scale: Vec<f32>,
+        neg_scale: Vec<f32>,
+    },
+    /// Row-major `rows × cols` weights.
+    Dense { pos: Vec<f32>, neg: Vec<f32> },
+    /// Positive on the diagonal, negative elsewhere (N-pairs).
+    Diagonal,
+}
+
+/// The positive and negative weight of every (row, column) pair a formula
+/// reads, and which rows and columns of the batch's matrix those are.
+///
+/// For [`Tuples::All`] (the no-miner default) the weights come from the
+/// labels, row by row ([`fill_row`](Self::fill_row)), with no list and no
+/// `N × N` buffer: what a fused kernel reads.
+///
+/// ```
+/// use metric_loss_core::formulas::{PairWeights, Weighting};
+/// use metric_loss_core::miners::Tuples;
+/// let w = PairWeights::try_new(Weighting::Mask, &Tuples::All, &[0, 0, 1]).unwrap();
+/// let (mut pos, mut neg) = (vec![0.0; 3], vec![0.0; 3]);
+/// w.fill_row(0, &mut pos, &mut neg);
+/// assert_eq!((pos, neg), (vec![0.0, 1.0, 0.0], vec![0.0, 0.0, 1.0]));
+/// assert_eq!((w.sizes().pos, w.sizes().neg, w.sizes().triplets), (2, 4, 2));
+/// ```
+#[derive(Debug, Clone)]
+pub struct PairWeights {
+    rows: usize,
+    cols: usize,
+    view: Option<(Vec<usize>, Vec<usize>)>,
+    source: Source,
+    sizes: ListSizes,
+}
+
+/// Per-anchor counts of the entries of a list of directed pairs.
+fn per_anchor(n: usize, pairs: &[(usize, usize)]) -> Vec<usize> {
+    let mut c = vec![0usize; n];
+    for &(a, _) in pairs {
+        c[a] += 1;
+    }
+    c
+}
+
+impl PairWeights {
+    /// The weights of `tuples` over a batch with `labels`, read as `weighting`.
+    ///
+    /// Errors: an index out of range ([`MetricLossError::IndexOutOfRange`]).
+    pub fn try_new(
+        weighting: Weighting,
+        tuples: &Tuples,
+        labels: &[usize],
+    ) -> Result<Self, MetricLossError> {
+        let n = labels.len();
+        tuples.check(n)?;
+        if weighting == Weighting::NPairs {
+            return Ok(Self::npairs(tuples, labels));
+        }
+        let full = |source, sizes| Self {
+            rows: n,
+            cols: n,
+            view: None,
+            source,
+            sizes,
+        };
+        if let Tuples::All = tuples {
+            let pos_count: Vec<usize> = labels
+                .iter()
+                .map(|l| labels.iter().filter(|m| *m == l).count() - 1)
+                .collect();
+            let neg_count: Vec<usize> = pos_count.iter().map(|p| n - 1 - p).collect();
+            let sizes = ListSizes {
+                pos: pos_count.iter().sum(),
+                neg: neg_count.iter().sum(),
+                triplets: pos_count.iter().zip(&neg_count).map(|(p, q)| p * q).sum(),
+            };
+            let (pos_scale, neg_scale) = if weighting == Weighting::Triplet {
+                let f = |v: &[usize]| v.iter().map(|&c| c as f32).collect();
+                (f(&neg_count), f(&pos_count))
+            } else {
+                (vec![1.0; n], vec![1.0; n])
+            };
+            let labels = labels.to_vec();
+            return Ok(full(
+                Source::Labels {
+                    labels,
+                    pos_scale,
+                    neg_scale,
+                },
+                sizes,
+            ));
+        }
+        let (pos, neg) = tuples.to_pairs(labels);
+        let (pos_per, neg_per) = (per_anchor(n, &pos), per_anchor(n, &neg));
+        let sizes = ListSizes {
+            pos: pos.len(),
+            neg: neg.len(),
+            triplets: match tuples {
+                Tuples::Triplets(t) => t.len(),
+                _ => pos_per.iter().zip(&neg_per).map(|(p, q)| p * q).sum(),
+            },
+        };
+        let mut wp = vec![0.0f32; n * n];
+        let mut wn = vec![0.0f32; n * n];
+        for &(a, p) in &pos {
+            wp[a * n + p] += 1.0;
+        }
+        for &(a, q) in &neg {
+            wn[a * n + q] += 1.0;
+        }
+        match (weighting, tuples) {
+            (Weighting::Mask, _) => {
+                for w in wp.iter_mut().chain(wn.iter_mut()) {
+                    *w = f32::from(u8::from(*w > 0.0));
+                }
+            }
+            (Weighting::Triplet, Tuples::Pairs { .. }) => {
+                for a in 0..n {
+                    for w in &mut wp[a * n..(a + 1) * n] {
+                        *w *= neg_per[a] as f32;
+                    }
+                    for w in &mut wn[a * n..(a + 1) * n] {
+                        *w *= pos_per[a] as f32;
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(full(Source::Dense { pos: wp, neg: wn }, sizes))
+    }
+
+    /// PML's N-pairs selection, from the positive list in order (for
+    /// [`Tuples::All`], by anchor then positive, without building it).
+    fn npairs(tuples: &Tuples, labels: &[usize]) -> Self {
+        let mut first: Vec<(usize, usize, usize)> = Vec::new(); // (label, anchor, positive)
+        let mut take = |a: usize, p: usize| {
+            if !first.iter().any(|&(l, _, _)| l == labels[a]) {
+                first.push((labels[a], a, p));
+            }
+        };
+        match tuples {
+            Tuples::All => {
+                for (a, &la) in labels.iter().enumerate() {
+                    if let Some(p) = (0..labels.len()).find(|&p| p != a && labels[p] == la) {
+                        take(a, p);
+                    }
+                }
+            }
+            other => other
+                .to_pairs(labels)
+                .0
+                .into_iter()
+                .for_each(|(a, p)| take(a, p)),
+        }
+        first.sort_by_key(|&(l, _, _)| l);
+        let k = first.len();
+        Self {
+            rows: k,
+            cols: k,
+            view: Some((
+                first.iter().map(|f| f.1).collect(),
+                first.iter().map(|f| f.2).collect(),
+            )),
+            source: Source::Diagonal,
+            sizes: ListSizes {
+                pos: k,
+                neg: k * k.saturating_sub(1),
+                triplets: k * k.saturating_sub(1),
+            },
+        }
+    }
+
+    /// Rows of the formula's view.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns of the formula's view.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Which rows and columns of the batch's matrix the view holds (`None`:
+    /// all of them, in order).
+    pub fn view(&self) -> Option<(&[usize], &[usize])> {
+        self.view
+            .as_ref()
+            .map(|(r, c)| (r.as_slice(), c.as_slice()))
+    }
+
+    /// PML's list sizes, for its zero-loss rules.
+    pub fn sizes(&self) -> ListSizes {
+        self.sizes
+    }
+
+    /// Writes row `i`'s positive and negative weights (`cols` each).
+    /// Panics if `i >= rows` or a slice is shorter than `cols`.
+    pub fn fill_row(&self, i: usize, pos: &mut [f32], neg: &mut [f32]) {
+        let (pos, neg) = (&mut pos[..self.cols], &mut neg[..self.cols]);
+        match &self.source {
+            Source::Labels {
+                labels,
+                pos_scale,
+                neg_scale,
+            } => {
+                let li = labels[i];
+                for (j, ((p, q), &lj)) in pos.iter_mut().zip(neg.iter_mut()).zip(labels).enumerate()
+                {
+                    let same = lj == li;
+                    *p = if same && j != i { pos_scale[i] } else { 0.0 };
+                    *q = if same { 0.0 } else { neg_scale[i] };
+                }
+            }
+            Source::Dense { pos: wp, neg: wn } => {
+                let c = self.cols;
+                pos.copy_from_slice(&wp[i * c..(i + 1) * c]);
+                neg.copy_from_slice(&wn[i * c..(i + 1) * c]);
+            }
+            Source::Diagonal => {
+                for (j, (p, q)) in pos.iter_mut().zip(neg.iter_mut()).enumerate() {
+                    *p = f32::from(u8::from(j == i));
+                    *q = f32::from(u8::from(j != i));
+                }
+            }
+        }
+    }
+
+    /// Both weights as row-major `rows × cols` host matrices (the generic
+    /// path's constant tensors).
+    pub fn dense(&self) -> (Vec<f32>, Vec<f32>) {
+        let (r, c) = (self.rows, self.cols);
+        let mut pos = vec![0.0f32; r * c];
+        let mut neg = vec![0.0f32; r * c];
+        for (i, (p, q)) in pos
+            .chunks_exact_mut(c.max(1))
+            .zip(neg.chunks_exact_mut(c.max(1)))
+            .enumerate()
+            .take(r)
+        {
+            self.fill_row(i, p, q);
+        }
+        (pos, neg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::miners::Triplet;
+
+    fn dense(w: &PairWeights) -> (Vec<f32>, Vec<f32>) {
+        w.dense()
+    }
+
+    #[test]
+    fn all_pairs_from_labels_equal_the_listed_pairs() {
+        let labels = [0, 1, 0, 2, 1, 0];
+        let (pos, neg) = Tuples::All.to_pairs(&labels);
+        let listed = Tuples::Pairs {
+            positive: pos,
+            negative: neg,
+        };
+        for wt in [Weighting::Mask, Weighting::Count, Weighting::Triplet] {
+            let a = PairWeights::try_new(wt, &Tuples::All, &labels).unwrap();
+            let b = PairWeights::try_new(wt, &listed, &labels).unwrap();
+            assert_eq!(dense(&a), dense(&b), "{wt:?}");
+            assert_eq!(a.sizes(), b.sizes(), "{wt:?}");
+        }
+    }
+
+    #[test]
+    fn repeats_count_or_not() {
+        let labels = [0, 0, 1];
+        let t = Tuples::Pairs {
+            positive: vec![(0, 1), (0, 1)],
+            negative: vec![(0, 2), (1, 2), (0, 2), (0, 2)],
+        };
+        let m = PairWeights::try_new(Weighting::Mask, &t, &labels).unwrap();
+        let c = PairWeights::try_new(Weighting::Count, &t, &labels).unwrap();
+        let tr = PairWeights::try_new(Weighting::Triplet, &t, &labels).unwrap();
+        assert_eq!(dense(&m).0[1], 1.0);
+        assert_eq!(dense(&c).0[1], 2.0);
+        assert_eq!(dense(&c).1[2], 3.0);
+        // (0,1) twice with 3 negatives of anchor 0: 6 triplets; (0,2) three times with 2 positives: 6
+        assert_eq!(dense(&tr).0[1], 6.0);
+        assert_eq!(dense(&tr).1[2], 6.0);
+        // anchor 1 has no positive: its negative (1,2) makes no triplet
+        assert_eq!(dense(&tr).1[5], 0.0);
+        assert_eq!(tr.sizes().triplets, 6);
+        assert_eq!((c.sizes().pos, c.sizes().neg), (2, 4));
+    }
+
+    #[test]
+    fn triplets_as_weights() {
+        let t = Tuples::Triplets(vec![
+            Triplet {
+                anchor: 0,
+                positive: 1,
+                negative: 2,
+            },
+            Triplet {
+                anchor: 0,
+                positive: 1,
+                negative: 3,
+            },
+        ]);
+        let w = PairWeights::try_new(Weighting::Triplet, &t, &[0, 0, 1, 2]).unwrap();
+        let (p, q) = dense(&w);
+        assert_eq!(p[1], 2.0);
+        assert_eq!((q[2], q[3]), (1.0, 1.0));
+        assert_eq!(
+            w.sizes(),
+            ListSizes {
+                pos: 2,
+                neg: 2,
+                triplets: 2
+            }
+        );
+    }
+
+    #[test]
+    fn npairs_selection_is_pml_s() {
+        // labels 3 at rows 1, 4; label 0 at rows 0, 2, 5; label 7 alone at 3
+        let labels = [0, 3, 0, 7, 3, 0];
+        let w = PairWeights::try_new(Weighting::NPairs, &Tuples::All, &labels).unwrap();
+        assert_eq!(w.view(), Some((&[0, 1][..], &[2, 4][..])));
+        // from a list: the first pair of each anchor label, in label order
+        let t = Tuples::Pairs {
+            positive: vec![(4, 1), (5, 0), (1, 4), (0, 2)],
+            negative: vec![],
+        };
+        let w = PairWeights::try_new(Weighting::NPairs, &t, &labels).unwrap();
+        assert_eq!(w.view(), Some((&[5, 4][..], &[0, 1][..])));
+        let (p, q) = dense(&w);
+        assert_eq!((p, q), (vec![1.0, 0.0, 0.0, 1.0], vec![0.0, 1.0, 1.0, 0.0]));
+    }
+
+    #[test]
+    fn bad_index() {
+        let t = Tuples::Pairs {
+            positive: vec![(0, 9)],
+            negative: vec![],
+        };
+        assert_eq!(
+            PairWeights::try_new(Weighting::Count, &t, &[0, 0]).unwrap_err(),
+            MetricLossError::IndexOutOfRange { index: 9, batch: 2 }
+        );
+    }
+}

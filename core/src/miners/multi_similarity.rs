@@ -1,0 +1,234 @@
+//! pytorch-metric-learning's `MultiSimilarityMiner` (Wang et al., CVPR 2019).
+
+use super::{DistanceMatrix, IndexPair, PairMiner, Tuples, check_batch};
+use crate::error::MetricLossError;
+
+/// Multi-similarity mining (Wang et al., "Multi-Similarity Loss with
+/// General Pair Weighting", CVPR 2019), as PML 2.9's
+/// `MultiSimilarityMiner(epsilon)`: for each anchor, the positive pairs
+/// less similar than its most similar negative plus `ε`, and the negative
+/// pairs more similar than its least similar positive minus `ε`:
+///
+/// `s_ap − ε < max_n s_an`, `s_an + ε > min_p s_ap`.
+///
+/// Pairs are directed (`(anchor, other)`, each anchor's row decides), in
+/// PML's order: all positive pairs, then all negative pairs, by anchor, and
+/// within an anchor by increasing similarity. An anchor without positives
+/// gives no negatives and vice versa; a batch without any positive or
+/// negative pair gives nothing (a single-class batch, say).
+///
+/// On a cosine or unit-length Euclidean matrix ([`Units`](super::Units):
+/// what the ranking family and any loss declared with `normalize` hand
+/// their miner) it compares cosine similarities, as PML's default
+/// `CosineSimilarity()`. On a plain distance matrix it compares distances
+/// (`d_ap + ε > min_n d_an`, ...), with `ε` in the loss's units: PML's
+/// rule for a non-inverted distance.
+///
+/// ```
+/// use metric_loss_core::miners::{DistanceMatrix, MultiSimilarityMiner, PairMiner, Tuples, Units};
+/// // cosine distances 1 − s of three rows: s(0,1) = 0.2, s(0,2) = 0.5, s(1,2) = 0.9
+/// let d = DistanceMatrix::new(3, vec![0.0, 0.8, 0.5, 0.8, 0.0, 0.1, 0.5, 0.1, 0.0]).unwrap()
+///     .with_units(Units::Cosine { dim: 2 });
+/// let t = MultiSimilarityMiner::default().try_mine_tuples(&d, &[0, 0, 1], 0.0, 1.0).unwrap();
+/// // anchor 0: its positive (s 0.2) is less similar than its negative (0.5): both hard
+/// assert_eq!(
+///     t,
+///     Tuples::Pairs { positive: vec![(0, 1), (1, 0)], negative: vec![(0, 2), (1, 2)] }
+/// );
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MultiSimilarityMiner {
+    /// `ε` (PML's `epsilon`, default 0.1): finite and `≥ 0`.
+    pub epsilon: f32,
+}
+
+impl Default for MultiSimilarityMiner {
+    fn default() -> Self {
+        Self { epsilon: 0.1 }
+    }
+}
+
+impl MultiSimilarityMiner {
+    /// The miner with this `ε`.
+    pub fn new(epsilon: f32) -> Self {
+        Self { epsilon }
+    }
+
+    fn mine(
+        &self,
+        dist: &DistanceMatrix,
+        labels: &[usize],
+        margins: [f32; 2],
+    ) -> Result<(Vec<(usize, usize)>, Vec<(usize, usize)>), MetricLossError> {
+        let eps = self.epsilon;
+        if !(eps.is_finite() && eps >= 0.0) {
+            return Err(MetricLossError::InvalidConfig(format!(
+                "multi-similarity miner epsilon must be a finite number >= 0, got {eps}"
+            )));
+        }
+        if !check_batch(dist, labels, &margins)? {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let n = dist.n();
+        // similarity where the units give it (larger is closer), else −distance
+        let similar = dist.cosine_similarity(0, 0).is_some();
+        let score = |i: usize, j: usize| {
+            dist.cosine_similarity(i, j)
+                .unwrap_or_else(|| -dist.get(i, j))
+        };
+        let has_pairs = (0..n).any(|i| (0..n).any(|j| i != j && labels[i] == labels[j]));
+        if !has_pairs {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let (mut pos, mut neg) = (Vec::new(), Vec::new());
+        for a in 0..n {
+            let mut ps: Vec<(f32, usize)> = Vec::new();
+            let mut ns: Vec<(f32, usize)> = Vec::new();
+            for j in (0..n).filter(|&j| j != a) {
+                let side = if labels[j] == labels[a] {
+                    &mut ps
+                } else {
+                    &mut ns
+                };
+                side.push((score(a, j), j));
+            }
+            let (Some(min_pos), Some(max_neg)) = (
+                ps.iter().map(|p| p.0).reduce(f32::min),
+                ns.iter().map(|q| q.0).reduce(f32::max),
+            ) else {
+                continue;
+            };
+            // PML's order: by the matrix's value, increasing (similarity, or distance)
+            let key = |v: f32| if similar { v } else { -v };
+            ps.sort_by(|x, y| key(x.0).total_cmp(&key(y.0)).then(x.1.cmp(&y.1)));
+            ns.sort_by(|x, y| key(x.0).total_cmp(&key(y.0)).then(x.1.cmp(&y.1)));
+            pos.extend(ps.iter().filter(|p| p.0 - eps < max_neg).map(|p| (a, p.1)));
+            neg.extend(ns.iter().filter(|q| q.0 + eps > min_pos).map(|q| (a, q.1)));
+        }
+        Ok((pos, neg))
+    }
+}
+
+impl PairMiner for MultiSimilarityMiner {
+    /// The directed pairs of [`try_mine_tuples`](PairMiner::try_mine_tuples),
+    /// positive then negative (`a` is the anchor; a pair may come in both
+    /// directions).
+    fn try_mine_pairs(
+        &self,
+        dist: &DistanceMatrix,
+        labels: &[usize],
+        pos_margin: f32,
+        neg_margin: f32,
+    ) -> Result<Vec<IndexPair>, MetricLossError> {
+        Ok(self
+            .try_mine_tuples(dist, labels, pos_margin, neg_margin)?
+            .to_index_pairs(labels))
+    }
+
+    fn try_mine_tuples(
+        &self,
+        dist: &DistanceMatrix,
+        labels: &[usize],
+        pos_margin: f32,
+        neg_margin: f32,
+    ) -> Result<Tuples, MetricLossError> {
+        let (positive, negative) = self.mine(dist, labels, [pos_margin, neg_margin])?;
+        Ok(Tuples::Pairs { positive, negative })
+    }
+
+    fn name(&self) -> &'static str {
+        "multi-similarity"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::miners::Units;
+
+    #[test]
+    fn distances_and_similarities_give_the_same_pairs() {
+        // 1-D points on a line: as distances; the same order as cosine distances
+        let x = [0.0f32, 0.3, 1.0, 1.2, 2.5];
+        let labels = [0, 1, 0, 1, 0];
+        let d = DistanceMatrix::euclidean(&x, 1, false).unwrap();
+        let m = MultiSimilarityMiner::new(0.0);
+        let plain = m.try_mine_tuples(&d, &labels, 0.0, 1.0).unwrap();
+        // as "cosine distances" the entries are 1 − s, so s = 1 − d: same comparisons
+        let c = d.clone().with_units(Units::Cosine { dim: 1 });
+        assert_eq!(
+            m.try_mine_tuples(&c, &labels, 0.0, 1.0)
+                .unwrap()
+                .to_pairs(&labels)
+                .0
+                .len(),
+            plain.to_pairs(&labels).0.len()
+        );
+        // by hand, ε = 0: anchor 0 (class 0 at 0.0): positives 1.0, 2.5; negatives 0.3, 1.2.
+        // hard positives: d > min neg (0.3): both; hard negatives: d < max pos (2.5): both.
+        let (pos, neg) = plain.to_pairs(&labels);
+        assert!(pos.contains(&(0, 2)) && pos.contains(&(0, 4)));
+        assert!(neg.contains(&(0, 1)) && neg.contains(&(0, 3)));
+        // anchor 2 (at 1.0): positives 0.0 (d 1), 2.5 (d 1.5); negatives 0.3 (0.7), 1.2 (0.2):
+        // hard positives d > 0.2: both; hard negatives d < 1.5: both
+        assert_eq!(pos.iter().filter(|p| p.0 == 2).count(), 2);
+        // in the order of the matrix's values (PML sorts it): increasing distance,
+        // 0 (d 1) before 4 (d 1.5)
+        assert_eq!(
+            pos.iter()
+                .filter(|p| p.0 == 2)
+                .map(|p| p.1)
+                .collect::<Vec<_>>(),
+            [0, 4]
+        );
+    }
+
+    #[test]
+    fn epsilon_widens_and_edge_cases() {
+        let d = DistanceMatrix::euclidean(&[0.0, 0.1, 5.0, 5.2], 1, false).unwrap();
+        let labels = [0, 0, 1, 1];
+        // well separated: nothing is hard at ε = 0, everything at ε = 10
+        let none = MultiSimilarityMiner::new(0.0)
+            .try_mine_tuples(&d, &labels, 0.0, 1.0)
+            .unwrap();
+        assert_eq!(
+            none,
+            Tuples::Pairs {
+                positive: vec![],
+                negative: vec![]
+            }
+        );
+        let all = MultiSimilarityMiner::new(10.0)
+            .try_mine_tuples(&d, &labels, 0.0, 1.0)
+            .unwrap();
+        assert_eq!(all.to_pairs(&labels).0.len(), 4);
+        assert_eq!(all.to_pairs(&labels).1.len(), 8);
+        let single = MultiSimilarityMiner::default()
+            .try_mine_tuples(&d, &[3; 4], 0.0, 1.0)
+            .unwrap();
+        assert_eq!(
+            single,
+            Tuples::Pairs {
+                positive: vec![],
+                negative: vec![]
+            }
+        );
+        assert!(
+            MultiSimilarityMiner::new(-1.0)
+                .try_mine_tuples(&d, &labels, 0.0, 1.0)
+                .is_err()
+        );
+        assert!(
+            MultiSimilarityMiner::new(f32::NAN)
+                .try_mine_pairs(&d, &labels, 0.0, 1.0)
+                .is_err()
+        );
+        assert_eq!(
+            MultiSimilarityMiner::default().try_mine_pairs(&d, &[0], 0.0, 1.0),
+            Err(MetricLossError::LabelCount {
+                labels: 1,
+                batch: 4
+            })
+        );
+    }
+}

@@ -1,0 +1,6 @@
+use metric_loss::prelude::*;
+
+#[metric_loss(ntxent, temperature = 0)]
+pub struct Frozen;
+
+fn main() {}
