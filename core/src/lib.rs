@@ -40,7 +40,10 @@ pub mod prelude {
         AllPairs, BatchAll, BatchHard, DistanceMatrix, HardPairs, MinerStats, PairMiner, SemiHard,
         SemiHardFallback, TripletMiner,
     };
-    pub use crate::nets::{Siamese, TripletNet, builder::InputLinear};
+    pub use crate::nets::{
+        builder::{Conv2D, InputLinear},
+        AvgPool2D, Flatten, MaxPool2D, Siamese, TripletNet, Unflatten,
+    };
     pub use crate::sampler::PkSampler;
     pub use dfdx::optim::{Adam, AdamConfig, Sgd, SgdConfig};
     pub use dfdx::prelude::*;

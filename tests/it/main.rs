@@ -8,9 +8,14 @@ mod common;
 
 #[cfg(feature = "cuda")]
 mod cuda;
+mod cnn;
+mod conv2d;
+mod conv_parity;
 mod examples;
 mod index;
 mod losses;
 mod mined;
+mod naive_image;
+mod pool2d;
 mod properties;
 mod reliability;

@@ -9,19 +9,23 @@
 use dfdx::prelude::*;
 
 mod batch_hard;
+mod conv2d;
 mod euclidean_matrix;
 mod gemm;
 mod gram;
 mod input_linear;
+mod pool;
 mod scratch;
 
 pub(crate) use scratch::Scratch;
 
 pub(crate) use batch_hard::batch_hard_euclidean_cpu;
+pub(crate) use conv2d::conv2d_cpu;
 pub(crate) use euclidean_matrix::euclidean_matrix_cpu;
 pub(crate) use gemm::{Operand, gemm};
 pub(crate) use gram::distance;
 pub(crate) use input_linear::input_linear_cpu;
+pub(crate) use pool::{avg_pool2d_cpu, max_pool2d_cpu};
 
 /// The elements of a contiguous CPU tensor, copied out with one `memcpy`.
 pub(crate) fn read<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Vec<f32> {
