@@ -74,7 +74,8 @@ fn losses(c: &mut Criterion) {
 /// batch of 80 (5 classes x 16), L2-normalized batch-hard triplet loss
 /// (margin 0.2), backward, Adam update. `train_step` has dfdx's `Linear` as
 /// the first layer, `train_step_input_linear` [`InputLinear`] (no gradient
-/// for the input pixels, as in PyTorch).
+/// for the input pixels, as in PyTorch); `train_step_cnn` the CNN encoder of
+/// `reference.py steps` instead of the MLP.
 fn train_step(c: &mut Criterion) {
     fn bench<M>(c: &mut Criterion, name: &str)
     where
@@ -110,7 +111,16 @@ fn train_step(c: &mut Criterion) {
     }
     bench::<(Linear<784, 256>, ReLU, Linear<256, 128>)>(c, "train_step/80");
     bench::<(InputLinear<784, 256>, ReLU, Linear<256, 128>)>(c, "train_step_input_linear/80");
+    bench::<Cnn>(c, "train_step_cnn/80");
 }
+
+/// `reference.py`'s CNN on rows of 784 pixels: conv 1→32 3×3, ReLU,
+/// max-pool 2, conv 32→64 3×3, ReLU, max-pool 2, flatten 1600, linear 128.
+type Cnn = (
+    (Unflatten<1, 28, 28>, Conv2D<1, 32, 3>, ReLU, MaxPool2D<2>),
+    (Conv2D<32, 64, 3>, ReLU, MaxPool2D<2>),
+    (Flatten<1600>, Linear<1600, 128>),
+);
 
 criterion_group!(benches, losses, train_step);
 criterion_main!(benches);

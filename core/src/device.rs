@@ -316,7 +316,10 @@ pub fn generic_conv2d<
         .try_reshape_like(&(Const::<O>, taps))?
         .try_permute::<_, Axes2<1, 0>>()?;
     let y = cols.try_reshape_like(&(rows, taps))?.try_matmul(w)?;
-    let y = y.try_add(bias.retaped::<T>().try_broadcast_like(&(rows, Const::<O>))?)?;
+    let y = y.try_add(
+        bias.retaped::<T>()
+            .try_broadcast_like(&(rows, Const::<O>))?,
+    )?;
     y.try_reshape_like(&(batch, oh, ow, Const::<O>))?
         .try_permute::<_, Axes4<0, 3, 1, 2>>()
 }

@@ -22,21 +22,36 @@ fn rows(dev: &Cpu, n: usize) -> Rows {
 fn flatten_checks_the_width_and_keeps_pytorch_order() {
     let dev = Cpu::default();
     let x = dev.tensor([[[[1.0f32, 2.0], [3.0, 4.0]], [[5.0, 6.0], [7.0, 8.0]]]]);
-    assert_eq!(Flatten::<8>.forward(x.clone()).array(), [[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]]);
+    assert_eq!(
+        Flatten::<8>.forward(x.clone()).array(),
+        [[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]]
+    );
     // a strided view is read in logical order
     let t = x.clone().permute::<Rank4<1, 2, 2, 2>, Axes4<0, 1, 3, 2>>(); // (b, c, w, h)
-    assert_eq!(Flatten::<8>.forward(t).array(), [[1.0, 3.0, 2.0, 4.0, 5.0, 7.0, 6.0, 8.0]]);
+    assert_eq!(
+        Flatten::<8>.forward(t).array(),
+        [[1.0, 3.0, 2.0, 4.0, 5.0, 7.0, 6.0, 8.0]]
+    );
     let err = Flatten::<6>.try_flatten(x.clone()).unwrap_err();
     assert_eq!(
         err,
-        MetricLossError::FlattenWidth { expected: 6, actual: 8, channels: 2, height: 2, width: 2 }
+        MetricLossError::FlattenWidth {
+            expected: 6,
+            actual: 8,
+            channels: 2,
+            height: 2,
+            width: 2
+        }
     );
     assert_eq!(
         err.to_string(),
         "flatten width mismatch: Flatten<6> expects 6 values per image, but got 2x2x2 = 8"
     );
     let panic = std::panic::catch_unwind(|| Flatten::<6>.forward(x)).unwrap_err();
-    assert_eq!(panic.downcast_ref::<String>().unwrap(), &format!("metric-loss: {err}"));
+    assert_eq!(
+        panic.downcast_ref::<String>().unwrap(),
+        &format!("metric-loss: {err}")
+    );
 }
 
 #[test]
@@ -57,7 +72,13 @@ fn encoder_runs_on_rows_and_trains() {
     assert_eq!(net.num_trainable_params(), 40 + 222 + 200);
     let x = rows(&dev, 6);
     let labels = [0, 0, 1, 1, 2, 2];
-    let mut opt = Adam::new(&net, AdamConfig { lr: 1e-2, ..Default::default() });
+    let mut opt = Adam::new(
+        &net,
+        AdamConfig {
+            lr: 1e-2,
+            ..Default::default()
+        },
+    );
     let mut grads = net.alloc_grads();
     let mut losses = vec![];
     for _ in 0..15 {
@@ -75,20 +96,32 @@ fn encoder_runs_on_rows_and_trains() {
 fn save_then_load_gives_bit_identical_embeddings() {
     let dev = Cpu::seed_from_u64(3);
     let net = dev.build_module::<TripletNet<Cnn>, f32>();
-    let path = std::env::temp_dir().join(format!("metric-loss-cnn-{}.safetensors", std::process::id()));
+    let path = std::env::temp_dir().join(format!(
+        "metric-loss-cnn-{}.safetensors",
+        std::process::id()
+    ));
     net.save_safetensors(&path).unwrap();
     let mut other = dev.build_module::<TripletNet<Cnn>, f32>();
     let x = rows(&dev, 5);
-    assert_ne!(other.forward(x.clone()).as_vec(), net.forward(x.clone()).as_vec());
+    assert_ne!(
+        other.forward(x.clone()).as_vec(),
+        net.forward(x.clone()).as_vec()
+    );
     other.load_safetensors(&path).unwrap();
     std::fs::remove_file(&path).ok();
-    assert_eq!(other.forward(x.clone()).as_vec(), net.forward(x.clone()).as_vec());
+    assert_eq!(
+        other.forward(x.clone()).as_vec(),
+        net.forward(x.clone()).as_vec()
+    );
     let flat = x.as_vec();
     assert_eq!(
         other.embed_rows::<196, 8, _>(&dev, &flat, 2),
         net.embed_rows::<196, 8, _>(&dev, &flat, 2)
     );
-    assert_eq!(other.encoder().0 .1.weight.as_vec(), net.encoder().0 .1.weight.as_vec());
+    assert_eq!(
+        other.encoder().0 .1.weight.as_vec(),
+        net.encoder().0 .1.weight.as_vec()
+    );
 }
 
 fn conv_grads(net: &Built, g: &Gradients<f32, Cpu>) -> Vec<Vec<f32>> {
@@ -113,11 +146,18 @@ fn siamese_branches_share_the_tape() {
     let enc = net.encoder();
     let ga = enc.forward(a.leaky_trace()).square().sum().backward();
     let gb = enc.forward(b.leaky_trace()).sin().sum().backward();
-    let (joint, ga, gb) = (conv_grads(enc, &joint), conv_grads(enc, &ga), conv_grads(enc, &gb));
+    let (joint, ga, gb) = (
+        conv_grads(enc, &joint),
+        conv_grads(enc, &ga),
+        conv_grads(enc, &gb),
+    );
     for ((j, a), b) in joint.iter().zip(&ga).zip(&gb) {
         let sum: Vec<f32> = a.iter().zip(b).map(|(x, y)| x + y).collect();
         close(j, &sum, 1e-5, "shared gradient");
-        assert!(j.iter().zip(a).any(|(x, y)| (x - y).abs() > 1e-6), "both branches count");
+        assert!(
+            j.iter().zip(a).any(|(x, y)| (x - y).abs() > 1e-6),
+            "both branches count"
+        );
     }
     // and the contrastive loss trains through it
     let labels = PairLabels::from_similar(&[true, false, true, false]);

@@ -29,14 +29,30 @@ fn size(case: &Value, key: &str) -> usize {
 
 fn conv_case<const C: usize, const O: usize, const K: usize>(case: &Value) {
     let dev = Cpu::default();
-    let (b, h, w) = (size(case, "batch"), size(case, "height"), size(case, "width"));
+    let (b, h, w) = (
+        size(case, "batch"),
+        size(case, "height"),
+        size(case, "width"),
+    );
     let x: Tensor<(usize, Const<C>, usize, usize), f32, Cpu> =
         dev.tensor_from_vec(floats(case, "x"), (b, Const, h, w));
     let wt: Tensor<Rank4<O, C, K, K>, f32, Cpu> =
         dev.tensor_from_vec(floats(case, "weight"), Default::default());
-    let bt: Tensor<Rank1<O>, f32, Cpu> = dev.tensor_from_vec(floats(case, "bias"), Default::default());
-    let win = Window::try_new("Conv2D", K, size(case, "stride"), size(case, "padding"), h, w).unwrap();
-    assert_eq!(win.output_size(), (size(case, "out_height"), size(case, "out_width")));
+    let bt: Tensor<Rank1<O>, f32, Cpu> =
+        dev.tensor_from_vec(floats(case, "bias"), Default::default());
+    let win = Window::try_new(
+        "Conv2D",
+        K,
+        size(case, "stride"),
+        size(case, "padding"),
+        h,
+        w,
+    )
+    .unwrap();
+    assert_eq!(
+        win.output_size(),
+        (size(case, "out_height"), size(case, "out_width"))
+    );
     for fused in [true, false] {
         let y = if fused {
             Cpu::try_conv2d(x.leaky_trace(), &wt, &bt, &win).unwrap()
@@ -47,9 +63,24 @@ fn conv_case<const C: usize, const O: usize, const K: usize>(case: &Value) {
         close(&y.as_vec(), &floats(case, "y"), 1e-5, &format!("{what} y"));
         let r = dev.tensor_from_vec(floats(case, "r"), *y.shape());
         let g = (y * r).sum().backward();
-        close(&g.get(&x).as_vec(), &floats(case, "grad_x"), 1e-5, &format!("{what} grad x"));
-        close(&g.get(&wt).as_vec(), &floats(case, "grad_weight"), 1e-5, &format!("{what} grad weight"));
-        close(&g.get(&bt).as_vec(), &floats(case, "grad_bias"), 1e-5, &format!("{what} grad bias"));
+        close(
+            &g.get(&x).as_vec(),
+            &floats(case, "grad_x"),
+            1e-5,
+            &format!("{what} grad x"),
+        );
+        close(
+            &g.get(&wt).as_vec(),
+            &floats(case, "grad_weight"),
+            1e-5,
+            &format!("{what} grad weight"),
+        );
+        close(
+            &g.get(&bt).as_vec(),
+            &floats(case, "grad_bias"),
+            1e-5,
+            &format!("{what} grad bias"),
+        );
     }
 }
 
@@ -77,10 +108,24 @@ fn pools_match_pytorch_ties_included() {
     assert_eq!(cases.len(), 6);
     let dev = Cpu::default();
     for case in cases {
-        let dims = (size(case, "batch"), size(case, "channels"), size(case, "height"), size(case, "width"));
-        let x: Tensor<(usize, usize, usize, usize), f32, Cpu> = dev.tensor_from_vec(floats(case, "x"), dims);
+        let dims = (
+            size(case, "batch"),
+            size(case, "channels"),
+            size(case, "height"),
+            size(case, "width"),
+        );
+        let x: Tensor<(usize, usize, usize, usize), f32, Cpu> =
+            dev.tensor_from_vec(floats(case, "x"), dims);
         let max = case["kind"] == "max";
-        let win = Window::try_new("pool", size(case, "kernel"), size(case, "stride"), 0, dims.2, dims.3).unwrap();
+        let win = Window::try_new(
+            "pool",
+            size(case, "kernel"),
+            size(case, "stride"),
+            0,
+            dims.2,
+            dims.3,
+        )
+        .unwrap();
         for fused in [true, false] {
             let y = match (max, fused) {
                 (true, true) => Cpu::try_max_pool2d(x.leaky_trace(), &win),
@@ -93,7 +138,12 @@ fn pools_match_pytorch_ties_included() {
             close(&y.as_vec(), &floats(case, "y"), 1e-6, &format!("{what} y"));
             let r = dev.tensor_from_vec(floats(case, "r"), *y.shape());
             let g = (y * r).sum().backward();
-            close(&g.get(&x).as_vec(), &floats(case, "grad_x"), 1e-6, &format!("{what} grad"));
+            close(
+                &g.get(&x).as_vec(),
+                &floats(case, "grad_x"),
+                1e-6,
+                &format!("{what} grad"),
+            );
         }
     }
 }

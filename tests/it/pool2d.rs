@@ -12,7 +12,15 @@ use rand::{Rng, SeedableRng};
 type Image<T = NoneTape> = Tensor<(usize, usize, usize, usize), f32, Cpu, T>;
 
 /// `(y, ∂(Σ r·y)/∂x)` through the CPU op (`fused`) or the generic twin.
-fn run(x: &[f32], dims: Dims, k: usize, s: usize, max: bool, fused: bool, r: &[f32]) -> (Vec<f32>, Vec<f32>) {
+fn run(
+    x: &[f32],
+    dims: Dims,
+    k: usize,
+    s: usize,
+    max: bool,
+    fused: bool,
+    r: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
     let dev = Cpu::default();
     let x: Image = dev.tensor_from_vec(x.to_vec(), dims);
     let win = Window::try_new("pool", k, s, 0, dims.2, dims.3).unwrap();
@@ -52,7 +60,12 @@ fn equals_naive_pooling_on_random_shapes() {
     let mut rng = StdRng::seed_from_u64(21);
     for _ in 0..40 {
         let (k, s) = (rng.gen_range(1..=4), rng.gen_range(1..=5));
-        let dims = (rng.gen_range(1..=3), rng.gen_range(1..=4), rng.gen_range(k..k + 8), rng.gen_range(k..k + 8));
+        let dims = (
+            rng.gen_range(1..=3),
+            rng.gen_range(1..=4),
+            rng.gen_range(k..k + 8),
+            rng.gen_range(k..k + 8),
+        );
         let x = random(&mut rng, dims.0 * dims.1 * dims.2 * dims.3);
         check(&mut rng, &x, dims, k, s);
     }
@@ -73,9 +86,16 @@ fn large_batch() {
 #[test]
 fn ties_go_to_the_first_maximum() {
     let mut rng = StdRng::seed_from_u64(8);
-    for (dims, k, s) in [((2, 3, 6, 7), 2, 2), ((1, 2, 5, 5), 3, 1), ((1, 1, 4, 9), 2, 3), ((3, 1, 4, 4), 4, 1)] {
+    for (dims, k, s) in [
+        ((2, 3, 6, 7), 2, 2),
+        ((1, 2, 5, 5), 3, 1),
+        ((1, 1, 4, 9), 2, 3),
+        ((3, 1, 4, 4), 4, 1),
+    ] {
         // values from {-1, 0, 1}: many ties
-        let x: Vec<f32> = (0..dims.0 * dims.1 * dims.2 * dims.3).map(|_| rng.gen_range(-1..=1) as f32).collect();
+        let x: Vec<f32> = (0..dims.0 * dims.1 * dims.2 * dims.3)
+            .map(|_| rng.gen_range(-1..=1) as f32)
+            .collect();
         check(&mut rng, &x, dims, k, s);
     }
     let dev = Cpu::default();
@@ -125,7 +145,11 @@ fn finite_differences() {
             let down = loss(&xv, false).0;
             xv[i] += h;
             let num = (up - down) / (2.0 * h);
-            assert!((num - analytic[i]).abs() < 1e-2, "max={max} [{i}]: {num} vs {}", analytic[i]);
+            assert!(
+                (num - analytic[i]).abs() < 1e-2,
+                "max={max} [{i}]: {num} vs {}",
+                analytic[i]
+            );
         }
     }
 }
@@ -143,12 +167,27 @@ fn layers_and_typed_errors() {
     let err = MaxPool2D::<3>.try_max_pool2d(small.clone()).unwrap_err();
     assert_eq!(
         err,
-        MetricLossError::ImageTooSmall { layer: "MaxPool2D", kernel: 3, padding: 0, height: 2, width: 9 }
+        MetricLossError::ImageTooSmall {
+            layer: "MaxPool2D",
+            kernel: 3,
+            padding: 0,
+            height: 2,
+            width: 9
+        }
     );
     let err = AvgPool2D::<3>.try_avg_pool2d(small.clone()).unwrap_err();
-    assert!(matches!(err, MetricLossError::ImageTooSmall { layer: "AvgPool2D", .. }));
+    assert!(matches!(
+        err,
+        MetricLossError::ImageTooSmall {
+            layer: "AvgPool2D",
+            ..
+        }
+    ));
     let panic = std::panic::catch_unwind(|| MaxPool2D::<3>.forward(small)).unwrap_err();
-    assert!(panic.downcast_ref::<String>().unwrap().contains("image too small: MaxPool2D has a 3x3 kernel"));
+    assert!(panic
+        .downcast_ref::<String>()
+        .unwrap()
+        .contains("image too small: MaxPool2D has a 3x3 kernel"));
 }
 
 /// An empty batch gives an empty output, on both paths.

@@ -40,8 +40,10 @@ fn upstream<S: Shape>(
     grads: &mut Gradients<f32, Cpu>,
     out: &Tensor<S, f32, Cpu>,
 ) -> Result<Scratch, CpuError> {
-    grads.try_alloc_for(out)?;
-    Ok(Scratch::copy_of(&grads.get(out)))
+    // one copy into a reused buffer (`grads.get` would clone the buffer
+    // into a fresh allocation first)
+    let g = grads.get_or_alloc_mut(out)?;
+    Ok(Scratch::copy_of_slice(g))
 }
 
 /// `Σ v²` in eight partial sums: a loop the compiler vectorises.

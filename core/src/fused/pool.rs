@@ -30,9 +30,8 @@ pub(crate) fn max_pool2d_cpu<B: Dim, C: Dim, H: Dim, W: Dim, T: Tape<f32, Cpu>>(
     let mut out = vec![0.0f32; planes * len];
     let mut arg = vec![0u32; planes * len];
     if len > 0 && in_len > 0 {
-        let one = |((o, a), plane): ((&mut [f32], &mut [u32]), &[f32])| {
-            window.max_of_plane(plane, o, a)
-        };
+        let one =
+            |((o, a), plane): ((&mut [f32], &mut [u32]), &[f32])| window.max_of_plane(plane, o, a);
         if parallel(xs.len()) {
             out.par_chunks_mut(len)
                 .zip(arg.par_chunks_mut(len))
@@ -89,25 +88,12 @@ pub(crate) fn avg_pool2d_cpu<B: Dim, C: Dim, H: Dim, W: Dim, T: Tape<f32, Cpu>>(
     let win = *window;
     let (oh, ow) = win.output_size();
     let (len, in_len) = (win.out_len(), win.in_len());
-    let (k, s) = (win.kernel(), win.stride());
-    let (_, w) = win.input_size();
-    let scale = 1.0 / (k * k) as f32;
+    let scale = 1.0 / (win.kernel() * win.kernel()) as f32;
     let planes = batch.size() * channels.size();
     let xs = Scratch::copy_of(&x);
     let mut out = vec![0.0f32; planes * len];
     if len > 0 && in_len > 0 {
-        let one = |(o, plane): (&mut [f32], &[f32])| {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let mut sum = 0.0f32;
-                    for ky in 0..k {
-                        let row = (oy * s + ky) * w + ox * s;
-                        sum += plane[row..row + k].iter().sum::<f32>();
-                    }
-                    o[oy * ow + ox] = sum * scale;
-                }
-            }
-        };
+        let one = |(o, plane): (&mut [f32], &[f32])| sum_of_plane(&win, plane, o, scale);
         if parallel(xs.len()) {
             out.par_chunks_mut(len)
                 .zip(xs.par_chunks(in_len))
@@ -126,19 +112,7 @@ pub(crate) fn avg_pool2d_cpu<B: Dim, C: Dim, H: Dim, W: Dim, T: Tape<f32, Cpu>>(
             if len == 0 || in_len == 0 {
                 return Ok(());
             }
-            let one = |(gx, g): (&mut [f32], &[f32])| {
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        let v = g[oy * ow + ox] * scale;
-                        for ky in 0..k {
-                            let row = (oy * s + ky) * w + ox * s;
-                            for d in &mut gx[row..row + k] {
-                                *d += v;
-                            }
-                        }
-                    }
-                }
-            };
+            let one = |(gx, g): (&mut [f32], &[f32])| spread_over_plane(&win, g, gx, scale);
             if parallel(gx.len()) {
                 gx.par_chunks_mut(in_len)
                     .zip(g.par_chunks(len))
@@ -150,4 +124,61 @@ pub(crate) fn avg_pool2d_cpu<B: Dim, C: Dim, H: Dim, W: Dim, T: Tape<f32, Cpu>>(
         });
     }
     Ok(out.put_tape(tape))
+}
+
+/// `out[oy, ox] = scale · Σ` of window `(oy, ox)` of `plane`, one output
+/// row at a time, each tap for the whole row (side by side windows read
+/// rows as chunks of `kernel` pixels, which vectorises).
+fn sum_of_plane(win: &Window, plane: &[f32], out: &mut [f32], scale: f32) {
+    let (k, s) = (win.kernel(), win.stride());
+    let ((_, w), (_, ow)) = (win.input_size(), win.output_size());
+    for (oy, out) in out.chunks_exact_mut(ow).enumerate() {
+        out.fill(0.0);
+        for ky in 0..k {
+            let start = (oy * s + ky) * w;
+            if k == s {
+                let row = &plane[start..start + ow * k];
+                for (o, taps) in out.iter_mut().zip(row.chunks_exact(k)) {
+                    *o += taps.iter().sum::<f32>();
+                }
+            } else {
+                for kx in 0..k {
+                    let taps = plane[start + kx..].iter().step_by(s);
+                    for (o, &v) in out.iter_mut().zip(taps) {
+                        *o += v;
+                    }
+                }
+            }
+        }
+        for o in out.iter_mut() {
+            *o *= scale;
+        }
+    }
+}
+
+/// The adjoint of [`sum_of_plane`]: adds `scale · g[oy, ox]` to every pixel
+/// of window `(oy, ox)`.
+fn spread_over_plane(win: &Window, g: &[f32], gx: &mut [f32], scale: f32) {
+    let (k, s) = (win.kernel(), win.stride());
+    let ((_, w), (_, ow)) = (win.input_size(), win.output_size());
+    for (oy, g) in g.chunks_exact(ow).enumerate() {
+        for ky in 0..k {
+            let start = (oy * s + ky) * w;
+            if k == s {
+                let row = &mut gx[start..start + ow * k];
+                for (&g, taps) in g.iter().zip(row.chunks_exact_mut(k)) {
+                    for t in taps {
+                        *t += g * scale;
+                    }
+                }
+            } else {
+                for kx in 0..k {
+                    let taps = gx[start + kx..].iter_mut().step_by(s);
+                    for (&g, t) in g.iter().zip(taps) {
+                        *t += g * scale;
+                    }
+                }
+            }
+        }
+    }
 }

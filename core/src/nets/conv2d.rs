@@ -249,7 +249,10 @@ impl<
     type Output = Tensor<(B, Const<O>, usize, usize), f32, D, T>;
     type Error = D::Err;
 
-    fn try_forward(&self, x: Tensor<(B, Const<I>, H, W), f32, D, T>) -> Result<Self::Output, D::Err> {
+    fn try_forward(
+        &self,
+        x: Tensor<(B, Const<I>, H, W), f32, D, T>,
+    ) -> Result<Self::Output, D::Err> {
         let (_, _, h, w) = *x.shape();
         let window = unwrap_or_panic(Self::try_window(h.size(), w.size()));
         D::try_conv2d(x, &self.weight, &self.bias, &window)

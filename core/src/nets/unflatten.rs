@@ -39,7 +39,10 @@ impl<const C: usize, const H: usize, const W: usize> NonMutableModule for Unflat
 struct Fits<const N: usize, const C: usize, const H: usize, const W: usize>;
 
 impl<const N: usize, const C: usize, const H: usize, const W: usize> Fits<N, C, H, W> {
-    const OK: () = assert!(N == C * H * W, "Unflatten<C, H, W> needs rows of C·H·W values");
+    const OK: () = assert!(
+        N == C * H * W,
+        "Unflatten<C, H, W> needs rows of C·H·W values"
+    );
 }
 
 impl<

@@ -185,26 +185,79 @@ impl Window {
     /// a tie, and a NaN wins over any number (the last NaN of the window),
     /// so NaN propagates.
     pub(crate) fn max_of_plane(&self, plane: &[f32], out: &mut [f32], arg: &mut [u32]) {
-        let k = self.kernel;
-        let mut o = 0;
-        for oy in 0..self.out_height {
-            for ox in 0..self.out_width {
-                let y0 = oy * self.stride;
-                let x0 = ox * self.stride;
-                let mut best = y0 * self.width + x0;
-                let mut max = plane[best];
-                for ky in 0..k {
-                    let row = (y0 + ky) * self.width + x0;
-                    for (kx, &v) in plane[row..row + k].iter().enumerate() {
-                        if v > max || v.is_nan() {
-                            max = v;
-                            best = row + kx;
+        let plane = &plane[..self.height * self.width];
+        let (out, arg) = (&mut out[..self.out_len()], &mut arg[..self.out_len()]);
+        if self.out_len() == 0 {
+            return;
+        }
+        // Windows side by side (the default stride) read each input row as
+        // chunks of `kernel` pixels, a loop the compiler vectorises; the
+        // common kernels get their own copy of it.
+        match (self.kernel, self.stride) {
+            (2, 2) => self.max_side_by_side(2, plane, out, arg),
+            (3, 3) => self.max_side_by_side(3, plane, out, arg),
+            (k, s) if k == s => self.max_side_by_side(k, plane, out, arg),
+            _ => self.max_overlapping(plane, out, arg),
+        }
+    }
+
+    /// Keeps `v` (at `at`) in `(o, a)` when it wins: larger, or NaN.
+    #[inline(always)]
+    fn keep_max(o: &mut f32, a: &mut u32, v: f32, at: usize) {
+        // all ones where the tap wins, as bits: no branch on the data
+        let m = (((v > *o) | v.is_nan()) as u32).wrapping_neg();
+        *o = f32::from_bits((o.to_bits() & !m) | (v.to_bits() & m));
+        *a = (*a & !m) | (at as u32 & m);
+    }
+
+    /// `stride == kernel`: output row `oy` reads input rows `oy·k ..`, each
+    /// as `ow` chunks of `k` pixels, taps in row-major order.
+    #[inline(always)]
+    fn max_side_by_side(&self, k: usize, plane: &[f32], out: &mut [f32], arg: &mut [u32]) {
+        let (w, ow) = (self.width, self.out_width);
+        for (oy, (out, arg)) in out
+            .chunks_exact_mut(ow)
+            .zip(arg.chunks_exact_mut(ow))
+            .enumerate()
+        {
+            for ky in 0..k {
+                let start = (oy * k + ky) * w;
+                let row = &plane[start..start + ow * k];
+                let cells = out.iter_mut().zip(arg.iter_mut()).zip(row.chunks_exact(k));
+                for (ox, ((o, a), taps)) in cells.enumerate() {
+                    let at = start + ox * k;
+                    if ky == 0 {
+                        (*o, *a) = (taps[0], at as u32);
+                    }
+                    for (kx, &v) in taps.iter().enumerate().skip((ky == 0) as usize) {
+                        Self::keep_max(o, a, v, at + kx);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Any stride: one output row at a time, each tap for the whole row.
+    fn max_overlapping(&self, plane: &[f32], out: &mut [f32], arg: &mut [u32]) {
+        let (k, s, w, ow) = (self.kernel, self.stride, self.width, self.out_width);
+        for (oy, (out, arg)) in out
+            .chunks_exact_mut(ow)
+            .zip(arg.chunks_exact_mut(ow))
+            .enumerate()
+        {
+            for ky in 0..k {
+                for kx in 0..k {
+                    let first = (oy * s + ky) * w + kx;
+                    let taps = plane[first..].iter().step_by(s);
+                    let cells = out.iter_mut().zip(arg.iter_mut()).zip(taps);
+                    for (ox, ((o, a), &v)) in cells.enumerate() {
+                        if ky + kx == 0 {
+                            (*o, *a) = (v, (first + ox * s) as u32);
+                        } else {
+                            Self::keep_max(o, a, v, first + ox * s);
                         }
                     }
                 }
-                out[o] = max;
-                arg[o] = best as u32;
-                o += 1;
             }
         }
     }
