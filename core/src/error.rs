@@ -93,7 +93,9 @@ pub enum MetricLossError {
         width: usize,
     },
     /// `Flatten<WIDTH>` given images of another number of values.
-    #[error("flatten width mismatch: Flatten<{expected}> expects {expected} values per image, but got {channels}x{height}x{width} = {actual}")]
+    #[error(
+        "flatten width mismatch: Flatten<{expected}> expects {expected} values per image, but got {channels}x{height}x{width} = {actual}"
+    )]
     FlattenWidth {
         /// `WIDTH`, the width the layer was declared with.
         expected: usize,

@@ -41,8 +41,8 @@ pub mod prelude {
         SemiHardFallback, TripletMiner,
     };
     pub use crate::nets::{
-        builder::{Conv2D, InputLinear},
         AvgPool2D, Flatten, MaxPool2D, Siamese, TripletNet, Unflatten,
+        builder::{Conv2D, InputLinear},
     };
     pub use crate::sampler::PkSampler;
     pub use dfdx::optim::{Adam, AdamConfig, Sgd, SgdConfig};

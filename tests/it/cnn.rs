@@ -119,18 +119,18 @@ fn save_then_load_gives_bit_identical_embeddings() {
         net.embed_rows::<196, 8, _>(&dev, &flat, 2)
     );
     assert_eq!(
-        other.encoder().0 .1.weight.as_vec(),
-        net.encoder().0 .1.weight.as_vec()
+        other.encoder().0.1.weight.as_vec(),
+        net.encoder().0.1.weight.as_vec()
     );
 }
 
 fn conv_grads(net: &Built, g: &Gradients<f32, Cpu>) -> Vec<Vec<f32>> {
     vec![
-        g.get(&net.0 .1.weight).as_vec(),
-        g.get(&net.0 .1.bias).as_vec(),
-        g.get(&net.1 .0.weight).as_vec(),
-        g.get(&net.1 .0.bias).as_vec(),
-        g.get(&net.2 .1.weight).as_vec(),
+        g.get(&net.0.1.weight).as_vec(),
+        g.get(&net.0.1.bias).as_vec(),
+        g.get(&net.1.0.weight).as_vec(),
+        g.get(&net.1.0.bias).as_vec(),
+        g.get(&net.2.1.weight).as_vec(),
     ]
 }
 
@@ -163,5 +163,5 @@ fn siamese_branches_share_the_tape() {
     let labels = PairLabels::from_similar(&[true, false, true, false]);
     let (ea, eb) = net.forward_pair(a.leaky_trace(), b);
     let g = ContrastiveLoss.forward(ea, eb, &labels).backward();
-    assert!(g.get(&enc.0 .1.weight).as_vec().iter().any(|&v| v != 0.0));
+    assert!(g.get(&enc.0.1.weight).as_vec().iter().any(|&v| v != 0.0));
 }

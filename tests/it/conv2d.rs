@@ -2,8 +2,8 @@
 //! (values and gradients) on random shapes, the edge shapes, finite
 //! differences, and the layer's shape errors.
 
-use super::naive_image::{close, random, Conv};
-use metric_loss::device::{generic_conv2d, MetricDevice};
+use super::naive_image::{Conv, close, random};
+use metric_loss::device::{MetricDevice, generic_conv2d};
 use metric_loss::nets::Window;
 use metric_loss::prelude::*;
 use rand::rngs::StdRng;
@@ -257,10 +257,11 @@ fn initialisation_bounds() {
     let mut conv = dev.build_module::<Conv2D<8, 16, 3>, f32>();
     let bound = 1.0 / (8.0f32 * 9.0).sqrt();
     let w = conv.weight.as_vec();
-    assert!(w
-        .iter()
-        .chain(&conv.bias.as_vec())
-        .all(|v| v.abs() <= bound));
+    assert!(
+        w.iter()
+            .chain(&conv.bias.as_vec())
+            .all(|v| v.abs() <= bound)
+    );
     // spread over the whole range, not a constant
     let max = w.iter().cloned().fold(0.0f32, |m, v| m.max(v.abs()));
     assert!(max > 0.9 * bound, "{max} vs {bound}");

@@ -4,7 +4,7 @@
 //! twins.
 
 use super::naive_image::close;
-use metric_loss::device::{generic_avg_pool2d, generic_conv2d, generic_max_pool2d, MetricDevice};
+use metric_loss::device::{MetricDevice, generic_avg_pool2d, generic_conv2d, generic_max_pool2d};
 use metric_loss::nets::Window;
 use metric_loss::prelude::*;
 use serde_json::Value;

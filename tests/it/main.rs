@@ -6,11 +6,11 @@
 #[path = "../../examples/common/mod.rs"]
 mod common;
 
-#[cfg(feature = "cuda")]
-mod cuda;
 mod cnn;
 mod conv2d;
 mod conv_parity;
+#[cfg(feature = "cuda")]
+mod cuda;
 mod examples;
 mod index;
 mod losses;

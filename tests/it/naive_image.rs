@@ -1,8 +1,8 @@
 //! Direct loops (in f64) for convolution and pooling, values and the
 //! gradients of `L = Σ r·y`, and helpers shared by the image tests.
 
-use rand::rngs::StdRng;
 use rand::Rng;
+use rand::rngs::StdRng;
 
 /// `(batch, channels, height, width)`.
 pub type Dims = (usize, usize, usize, usize);

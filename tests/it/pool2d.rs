@@ -2,8 +2,8 @@
 //! naive pooling (values and gradients) on random shapes, ties, finite
 //! differences, and the typed errors.
 
-use super::naive_image::{close, out_size, pool, random, Dims};
-use metric_loss::device::{generic_avg_pool2d, generic_max_pool2d, MetricDevice};
+use super::naive_image::{Dims, close, out_size, pool, random};
+use metric_loss::device::{MetricDevice, generic_avg_pool2d, generic_max_pool2d};
 use metric_loss::nets::Window;
 use metric_loss::prelude::*;
 use rand::rngs::StdRng;
@@ -184,10 +184,12 @@ fn layers_and_typed_errors() {
         }
     ));
     let panic = std::panic::catch_unwind(|| MaxPool2D::<3>.forward(small)).unwrap_err();
-    assert!(panic
-        .downcast_ref::<String>()
-        .unwrap()
-        .contains("image too small: MaxPool2D has a 3x3 kernel"));
+    assert!(
+        panic
+            .downcast_ref::<String>()
+            .unwrap()
+            .contains("image too small: MaxPool2D has a 3x3 kernel")
+    );
 }
 
 /// An empty batch gives an empty output, on both paths.

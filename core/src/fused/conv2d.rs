@@ -23,8 +23,8 @@
 //! are built again in the backward, so memory stays bounded whatever the
 //! batch and image size.
 
-use super::gemm::{gemm, Operand};
-use super::{upstream, Scratch};
+use super::gemm::{Operand, gemm};
+use super::{Scratch, upstream};
 use crate::nets::Window;
 use dfdx::prelude::*;
 use rayon::prelude::*;

@@ -1,7 +1,7 @@
 //! Max and average pooling on the CPU, one pass each way, image planes
 //! shared among rayon's threads once there is enough work.
 
-use super::{upstream, Scratch};
+use super::{Scratch, upstream};
 use crate::nets::Window;
 use dfdx::prelude::*;
 use rayon::prelude::*;

@@ -3,7 +3,7 @@
 
 use super::window::Window;
 use crate::device::MetricDevice;
-use crate::error::{unwrap_or_panic, MetricLossError};
+use crate::error::{MetricLossError, unwrap_or_panic};
 use dfdx::prelude::*;
 
 /// The mean of each `KERNEL × KERNEL` window, windows `STRIDE` pixels

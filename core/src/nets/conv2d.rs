@@ -3,7 +3,7 @@
 
 use super::window::Window;
 use crate::device::MetricDevice;
-use crate::error::{unwrap_or_panic, MetricLossError};
+use crate::error::{MetricLossError, unwrap_or_panic};
 use dfdx::prelude::*;
 use rand_distr::Uniform;
 
@@ -104,14 +104,14 @@ impl<const KERNEL: usize, const STRIDE: usize> NonZero<KERNEL, STRIDE> {
 }
 
 impl<
-        const I: usize,
-        const O: usize,
-        const K: usize,
-        const S: usize,
-        const P: usize,
-        E: Dtype,
-        D: Device<E>,
-    > BuildOnDevice<D, E> for builder::Conv2D<I, O, K, S, P>
+    const I: usize,
+    const O: usize,
+    const K: usize,
+    const S: usize,
+    const P: usize,
+    E: Dtype,
+    D: Device<E>,
+> BuildOnDevice<D, E> for builder::Conv2D<I, O, K, S, P>
 where
     Conv2D<I, O, K, S, P, E, D>: BuildModule<D, E>,
 {
@@ -124,28 +124,28 @@ where
 }
 
 impl<
-        const I: usize,
-        const O: usize,
-        const K: usize,
-        const S: usize,
-        const P: usize,
-        E: Dtype,
-        D: Storage<E>,
-    > NonMutableModule for Conv2D<I, O, K, S, P, E, D>
+    const I: usize,
+    const O: usize,
+    const K: usize,
+    const S: usize,
+    const P: usize,
+    E: Dtype,
+    D: Storage<E>,
+> NonMutableModule for Conv2D<I, O, K, S, P, E, D>
 {
 }
 
 /// `weight` and `bias`, under those names (PyTorch's), initialised as
 /// PyTorch does.
 impl<
-        const I: usize,
-        const O: usize,
-        const K: usize,
-        const S: usize,
-        const P: usize,
-        E,
-        D: Device<E>,
-    > TensorCollection<E, D> for Conv2D<I, O, K, S, P, E, D>
+    const I: usize,
+    const O: usize,
+    const K: usize,
+    const S: usize,
+    const P: usize,
+    E,
+    D: Device<E>,
+> TensorCollection<E, D> for Conv2D<I, O, K, S, P, E, D>
 where
     E: Dtype + num_traits::Float + rand_distr::uniform::SampleUniform,
 {
@@ -181,13 +181,13 @@ where
 }
 
 impl<
-        const I: usize,
-        const O: usize,
-        const K: usize,
-        const S: usize,
-        const P: usize,
-        D: MetricDevice,
-    > Conv2D<I, O, K, S, P, f32, D>
+    const I: usize,
+    const O: usize,
+    const K: usize,
+    const S: usize,
+    const P: usize,
+    D: MetricDevice,
+> Conv2D<I, O, K, S, P, f32, D>
 {
     /// The geometry of this layer on a `height × width` image: its output
     /// size, or [`MetricLossError::ImageTooSmall`]. Lets a caller check an
@@ -234,17 +234,17 @@ impl<
 /// error type here is the device's, shared by every layer of a tuple); use
 /// [`Conv2D::try_conv2d`] for the typed error.
 impl<
-        B: Dim,
-        H: Dim,
-        W: Dim,
-        const I: usize,
-        const O: usize,
-        const K: usize,
-        const S: usize,
-        const P: usize,
-        D: MetricDevice,
-        T: Tape<f32, D>,
-    > Module<Tensor<(B, Const<I>, H, W), f32, D, T>> for Conv2D<I, O, K, S, P, f32, D>
+    B: Dim,
+    H: Dim,
+    W: Dim,
+    const I: usize,
+    const O: usize,
+    const K: usize,
+    const S: usize,
+    const P: usize,
+    D: MetricDevice,
+    T: Tape<f32, D>,
+> Module<Tensor<(B, Const<I>, H, W), f32, D, T>> for Conv2D<I, O, K, S, P, f32, D>
 {
     type Output = Tensor<(B, Const<O>, usize, usize), f32, D, T>;
     type Error = D::Err;

@@ -1,7 +1,7 @@
 //! [`Flatten`]: a batch of images to a batch of rows of a width known at
 //! compile time, for the `Linear` layers after a convolutional trunk.
 
-use crate::error::{unwrap_or_panic, MetricLossError};
+use crate::error::{MetricLossError, unwrap_or_panic};
 use dfdx::prelude::*;
 
 /// Flattens each image of a batch `(B, C, H, W)` into one row of `WIDTH`

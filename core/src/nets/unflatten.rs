@@ -46,14 +46,14 @@ impl<const N: usize, const C: usize, const H: usize, const W: usize> Fits<N, C, 
 }
 
 impl<
-        B: Dim,
-        const N: usize,
-        const C: usize,
-        const H: usize,
-        const W: usize,
-        D: Device<f32>,
-        T: Tape<f32, D>,
-    > Module<Tensor<(B, Const<N>), f32, D, T>> for Unflatten<C, H, W>
+    B: Dim,
+    const N: usize,
+    const C: usize,
+    const H: usize,
+    const W: usize,
+    D: Device<f32>,
+    T: Tape<f32, D>,
+> Module<Tensor<(B, Const<N>), f32, D, T>> for Unflatten<C, H, W>
 {
     type Output = Tensor<(B, Const<C>, Const<H>, Const<W>), f32, D, T>;
     type Error = D::Err;
