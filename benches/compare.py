@@ -85,7 +85,8 @@ def read_ref(out):
         m = re.match(r"ref (\S+) (.*)", line)
         if m:
             kv = dict(p.split("=") for p in m.group(2).split())
-            ref[(m.group(1), kv.get("n"))] = kv
+            # keyed by size, or by encoder for the training steps
+            ref[(m.group(1), kv.get("n", kv.get("encoder")))] = kv
     return ref
 
 
@@ -121,6 +122,7 @@ def search_rows(args, env):
 def loss_rows(args, env):
     out = run([args.python, args.reference, "losses"], env)
     out += run([args.python, args.reference, "mnist", str(ROOT / "data"), args.mnist_epochs], env)
+    out += run([args.python, args.reference, "steps"], env)
     print(out, file=sys.stderr)
     ref = read_ref(out)
 
@@ -146,6 +148,8 @@ def loss_rows(args, env):
                  "PML", pml_step))
     rows.append(("MNIST training step (batch 80), `InputLinear` first",
                  criterion_us("train_step_input_linear_80", ""), "PML", pml_step))
+    rows.append(("MNIST training step (batch 80), reference.py's CNN", criterion_us("train_step_cnn_80", ""),
+                 "PyTorch", float(ref[("train_step_torch", "cnn")]["us"])))
 
     notes = []
     for n in ["256", "1024"]:

@@ -28,7 +28,8 @@ fn main() -> common::Result<()> {
     // Raw encoder outputs first (the protocol), then the unit-length
     // embeddings the `normalize` loss actually compares.
     println!(
-        "result p_at_1={:.4} map_at_r={:.4} r_precision={:.4} unit_p_at_1={:.4} unit_map_at_r={:.4} unit_r_precision={:.4} ms_per_step={:.2} steps={}",
+        "result encoder={} p_at_1={:.4} map_at_r={:.4} r_precision={:.4} unit_p_at_1={:.4} unit_map_at_r={:.4} unit_r_precision={:.4} ms_per_step={:.2} steps={}",
+        args.encoder,
         s.retrieval.precision_at_1,
         s.retrieval.map_at_r,
         s.retrieval.r_precision,

@@ -20,6 +20,11 @@ pub struct Args {
     /// Where PNGs go.
     #[arg(long, default_value = "out")]
     pub out: PathBuf,
+    /// The encoder: the 784-256-128 MLP, or reference.py's CNN (conv 1→32
+    /// 3×3, ReLU, max-pool 2, conv 32→64 3×3, ReLU, max-pool 2, flatten
+    /// 1600, linear).
+    #[arg(long, value_enum, default_value_t = EncoderChoice::Mlp)]
+    pub encoder: EncoderChoice,
     /// The triplet loss of `triplet_mnist` (the other examples ignore it).
     #[arg(long, value_enum, default_value_t = TripletChoice::Warmup)]
     pub loss: TripletChoice,
@@ -48,6 +53,7 @@ impl Args {
             data: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/data")),
             out: std::env::temp_dir().join("metric-loss-examples-test"),
             loss: TripletChoice::Normalized,
+            encoder: EncoderChoice::Mlp,
             max_steps: Some(max_steps),
             quiet: true,
             save: None,
@@ -75,4 +81,23 @@ pub enum TripletChoice {
     SoftNormalized,
     /// Every valid triplet (batch-all), mean over the active ones, normalized, m = 0.2.
     AllNonzero,
+}
+
+/// Which encoder an example trains (`--encoder`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EncoderChoice {
+    /// [`Encoder`]: 784-256-ReLU-128, its first layer an `InputLinear`.
+    #[default]
+    Mlp,
+    /// [`CnnEncoder`]: two convolutions and max-pools, then a linear layer.
+    Cnn,
+}
+
+impl std::fmt::Display for EncoderChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EncoderChoice::Mlp => "mlp",
+            EncoderChoice::Cnn => "cnn",
+        })
+    }
 }

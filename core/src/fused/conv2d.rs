@@ -24,7 +24,7 @@
 //! batch and image size.
 
 use super::gemm::{Operand, gemm};
-use super::{Scratch, upstream};
+use super::{Scratch, with_upstream};
 use crate::nets::Window;
 use dfdx::prelude::*;
 use rayon::prelude::*;
@@ -216,72 +216,73 @@ pub(crate) fn conv2d_cpu<
     if T::OWNS_TAPE {
         let (w, b, out_ghost) = (weight.clone(), bias.clone(), out.clone());
         tape.add_backward_op(move |grads| {
-            let g = upstream(grads, &out_ghost)?;
-            let gx = grads.get_or_alloc_mut(&x)?;
-            // per image: ∂cols = Wᵀ·g, col2im into ∂x; ∂W += g·colsᵀ and
-            // ∂bias += g·1 summed per task, then over tasks
-            let backward = |(mut gw, mut gb): (Vec<f32>, Vec<f32>),
-                            (b, gx): (usize, &mut [f32])| {
-                let g = &g[b * out_image..][..out_image];
-                let mut own = None;
-                let cols: &[f32] = match kept.as_ref() {
-                    Some(k) => &k[b * taps * len..][..taps * len],
-                    None => {
-                        let cols = own.insert(Scratch::with_len(taps * len, 0));
-                        im2col(&xs[b * image..][..image], &geo, cols);
-                        cols
+            with_upstream(grads, &out_ghost, |grads, g| {
+                let gx = grads.get_or_alloc_mut(&x)?;
+                // per image: ∂cols = Wᵀ·g, col2im into ∂x; ∂W += g·colsᵀ and
+                // ∂bias += g·1 summed per task, then over tasks
+                let backward = |(mut gw, mut gb): (Vec<f32>, Vec<f32>),
+                                (b, gx): (usize, &mut [f32])| {
+                    let g = &g[b * out_image..][..out_image];
+                    let mut own = None;
+                    let cols: &[f32] = match kept.as_ref() {
+                        Some(k) => &k[b * taps * len..][..taps * len],
+                        None => {
+                            let cols = own.insert(Scratch::with_len(taps * len, 0));
+                            im2col(&xs[b * image..][..image], &geo, cols);
+                            cols
+                        }
+                    };
+                    gemm(
+                        O,
+                        taps,
+                        len,
+                        1.0,
+                        Operand::plain(g, len),
+                        Operand::transposed(cols, len),
+                        1.0,
+                        &mut gw,
+                        taps,
+                    );
+                    for (gb, row) in gb.iter_mut().zip(g.chunks_exact(len)) {
+                        *gb += row.iter().sum::<f32>();
                     }
+                    let mut dcols = Scratch::with_len(taps * len, 0);
+                    gemm(
+                        taps,
+                        len,
+                        O,
+                        1.0,
+                        Operand::transposed(&ws, taps),
+                        Operand::plain(g, len),
+                        0.0,
+                        &mut dcols,
+                        len,
+                    );
+                    col2im(&dcols, &geo, gx);
+                    (gw, gb)
                 };
-                gemm(
-                    O,
-                    taps,
-                    len,
-                    1.0,
-                    Operand::plain(g, len),
-                    Operand::transposed(cols, len),
-                    1.0,
-                    &mut gw,
-                    taps,
-                );
-                for (gb, row) in gb.iter_mut().zip(g.chunks_exact(len)) {
-                    *gb += row.iter().sum::<f32>();
+                let zeros = || (vec![0.0f32; O * taps], vec![0.0f32; O]);
+                let add = |(mut a, mut b): (Vec<f32>, Vec<f32>), (c, d): (Vec<f32>, Vec<f32>)| {
+                    a.iter_mut().zip(c).for_each(|(x, y)| *x += y);
+                    b.iter_mut().zip(d).for_each(|(x, y)| *x += y);
+                    (a, b)
+                };
+                let (gw, gb) = if image == 0 || len == 0 {
+                    zeros()
+                } else {
+                    gx.par_chunks_mut(image)
+                        .enumerate()
+                        .fold(zeros, backward)
+                        .reduce(zeros, add)
+                };
+                for (acc, v) in grads.get_or_alloc_mut(&w)?.iter_mut().zip(gw) {
+                    *acc += v;
                 }
-                let mut dcols = Scratch::with_len(taps * len, 0);
-                gemm(
-                    taps,
-                    len,
-                    O,
-                    1.0,
-                    Operand::transposed(&ws, taps),
-                    Operand::plain(g, len),
-                    0.0,
-                    &mut dcols,
-                    len,
-                );
-                col2im(&dcols, &geo, gx);
-                (gw, gb)
-            };
-            let zeros = || (vec![0.0f32; O * taps], vec![0.0f32; O]);
-            let add = |(mut a, mut b): (Vec<f32>, Vec<f32>), (c, d): (Vec<f32>, Vec<f32>)| {
-                a.iter_mut().zip(c).for_each(|(x, y)| *x += y);
-                b.iter_mut().zip(d).for_each(|(x, y)| *x += y);
-                (a, b)
-            };
-            let (gw, gb) = if image == 0 || len == 0 {
-                zeros()
-            } else {
-                gx.par_chunks_mut(image)
-                    .enumerate()
-                    .fold(zeros, backward)
-                    .reduce(zeros, add)
-            };
-            for (acc, v) in grads.get_or_alloc_mut(&w)?.iter_mut().zip(gw) {
-                *acc += v;
-            }
-            for (acc, v) in grads.get_or_alloc_mut(&b)?.iter_mut().zip(gb) {
-                *acc += v;
-            }
-            Ok(())
+                for (acc, v) in grads.get_or_alloc_mut(&b)?.iter_mut().zip(gb) {
+                    *acc += v;
+                }
+                Ok(())
+            })
         });
     }
     Ok(out.put_tape(tape))

@@ -46,6 +46,23 @@ fn upstream<S: Shape>(
     Ok(Scratch::copy_of_slice(g))
 }
 
+/// Runs `f` with the gradient flowing into an op's output `out` (zeros if
+/// none reached it) **lent without a copy**: the buffer is taken out of
+/// `grads` while `f` writes the gradients of the op's inputs, and put back
+/// afterwards (a `leaky_trace` caller may still read it). For large outputs
+/// (a convolution's, a pool's input) this saves a copy of the whole
+/// gradient per backward.
+fn with_upstream<S: Shape, R>(
+    grads: &mut Gradients<f32, Cpu>,
+    out: &Tensor<S, f32, Cpu>,
+    f: impl FnOnce(&mut Gradients<f32, Cpu>, &[f32]) -> Result<R, CpuError>,
+) -> Result<R, CpuError> {
+    let g: Vec<f32> = std::mem::take(grads.get_or_alloc_mut(out)?);
+    let result = f(grads, &g);
+    **grads.get_or_alloc_mut(out)? = g;
+    result
+}
+
 /// `Σ v²` in eight partial sums: a loop the compiler vectorises.
 pub(crate) fn sum_of_squares(row: &[f32]) -> f32 {
     let mut lanes = [0.0f32; 8];

@@ -1,7 +1,7 @@
 //! Max and average pooling on the CPU, one pass each way, image planes
 //! shared among rayon's threads once there is enough work.
 
-use super::{Scratch, upstream};
+use super::{Scratch, with_upstream};
 use crate::nets::Window;
 use dfdx::prelude::*;
 use rayon::prelude::*;
@@ -49,28 +49,29 @@ pub(crate) fn max_pool2d_cpu<B: Dim, C: Dim, H: Dim, W: Dim, T: Tape<f32, Cpu>>(
     if T::OWNS_TAPE {
         let out_ghost = out.clone();
         tape.add_backward_op(move |grads| {
-            let g = upstream(grads, &out_ghost)?;
-            let gx = grads.get_or_alloc_mut(&x)?;
-            if len == 0 || in_len == 0 {
-                return Ok(());
-            }
-            let one = |((gx, a), g): ((&mut [f32], &[u32]), &[f32])| {
-                for (&a, &g) in a.iter().zip(g) {
-                    gx[a as usize] += g;
+            with_upstream(grads, &out_ghost, |grads, g| {
+                let gx = grads.get_or_alloc_mut(&x)?;
+                if len == 0 || in_len == 0 {
+                    return Ok(());
                 }
-            };
-            if parallel(gx.len()) {
-                gx.par_chunks_mut(in_len)
-                    .zip(arg.par_chunks(len))
-                    .zip(g.par_chunks(len))
-                    .for_each(one);
-            } else {
-                gx.chunks_mut(in_len)
-                    .zip(arg.chunks(len))
-                    .zip(g.chunks(len))
-                    .for_each(one);
-            }
-            Ok(())
+                let one = |((gx, a), g): ((&mut [f32], &[u32]), &[f32])| {
+                    for (&a, &g) in a.iter().zip(g) {
+                        gx[a as usize] += g;
+                    }
+                };
+                if parallel(gx.len()) {
+                    gx.par_chunks_mut(in_len)
+                        .zip(arg.par_chunks(len))
+                        .zip(g.par_chunks(len))
+                        .for_each(one);
+                } else {
+                    gx.chunks_mut(in_len)
+                        .zip(arg.chunks(len))
+                        .zip(g.chunks(len))
+                        .for_each(one);
+                }
+                Ok(())
+            })
         });
     }
     Ok(out.put_tape(tape))
@@ -107,20 +108,21 @@ pub(crate) fn avg_pool2d_cpu<B: Dim, C: Dim, H: Dim, W: Dim, T: Tape<f32, Cpu>>(
     if T::OWNS_TAPE {
         let out_ghost = out.clone();
         tape.add_backward_op(move |grads| {
-            let g = upstream(grads, &out_ghost)?;
-            let gx = grads.get_or_alloc_mut(&x)?;
-            if len == 0 || in_len == 0 {
-                return Ok(());
-            }
-            let one = |(gx, g): (&mut [f32], &[f32])| spread_over_plane(&win, g, gx, scale);
-            if parallel(gx.len()) {
-                gx.par_chunks_mut(in_len)
-                    .zip(g.par_chunks(len))
-                    .for_each(one);
-            } else {
-                gx.chunks_mut(in_len).zip(g.chunks(len)).for_each(one);
-            }
-            Ok(())
+            with_upstream(grads, &out_ghost, |grads, g| {
+                let gx = grads.get_or_alloc_mut(&x)?;
+                if len == 0 || in_len == 0 {
+                    return Ok(());
+                }
+                let one = |(gx, g): (&mut [f32], &[f32])| spread_over_plane(&win, g, gx, scale);
+                if parallel(gx.len()) {
+                    gx.par_chunks_mut(in_len)
+                        .zip(g.par_chunks(len))
+                        .for_each(one);
+                } else {
+                    gx.chunks_mut(in_len).zip(g.chunks(len)).for_each(one);
+                }
+                Ok(())
+            })
         });
     }
     Ok(out.put_tape(tape))
