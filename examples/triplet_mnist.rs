@@ -19,7 +19,12 @@ fn main() -> common::Result<()> {
     }
     println!(
         "loss curve: {}",
-        args.out.join("triplet_mnist_loss.png").display()
+        args.out
+            .join(match args.encoder {
+                common::EncoderChoice::Mlp => "triplet_mnist_loss.png",
+                common::EncoderChoice::Cnn => "triplet_mnist_cnn_loss.png",
+            })
+            .display()
     );
     let n = s
         .retrieval_normalized

@@ -28,6 +28,13 @@ pub struct Args {
     /// The triplet loss of `triplet_mnist` (the other examples ignore it).
     #[arg(long, value_enum, default_value_t = TripletChoice::Warmup)]
     pub loss: TripletChoice,
+    /// Batch-all steps before batch-hard in `triplet_mnist --loss warmup`.
+    #[arg(long, default_value_t = 100)]
+    pub warmup_steps: usize,
+    /// Adam's learning rate over the run: constant 1e-3 (the protocol), or
+    /// from 1e-3 down to 0 along a half cosine.
+    #[arg(long, value_enum, default_value_t = LrSchedule::Constant)]
+    pub lr_schedule: LrSchedule,
     /// Stop after this many optimiser steps (for smoke tests).
     #[arg(long)]
     pub max_steps: Option<usize>,
@@ -54,6 +61,8 @@ impl Args {
             out: std::env::temp_dir().join("metric-loss-examples-test"),
             loss: TripletChoice::Normalized,
             encoder: EncoderChoice::Mlp,
+            warmup_steps: 100,
+            lr_schedule: LrSchedule::Constant,
             max_steps: Some(max_steps),
             quiet: true,
             save: None,
@@ -99,5 +108,27 @@ impl std::fmt::Display for EncoderChoice {
             EncoderChoice::Mlp => "mlp",
             EncoderChoice::Cnn => "cnn",
         })
+    }
+}
+
+/// Adam's learning rate over a run (`--lr-schedule`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LrSchedule {
+    /// 1e-3 throughout (the protocol of `reference.py`).
+    #[default]
+    Constant,
+    /// `1e-3 · (1 + cos(π·t/T)) / 2` at step `t` of `T`.
+    Cosine,
+}
+
+impl LrSchedule {
+    /// The learning rate at step `t` of `total`.
+    pub fn at(self, t: usize, total: usize) -> f64 {
+        match self {
+            LrSchedule::Constant => 1e-3,
+            LrSchedule::Cosine => {
+                1e-3 * 0.5 * (1.0 + (std::f64::consts::PI * t as f64 / total.max(1) as f64).cos())
+            }
+        }
     }
 }

@@ -66,7 +66,7 @@ pub fn train_triplet<N: Embedder<128>>(
                 loss,
                 warm: metric_loss::miners::BatchAll::default(),
                 main: hard,
-                warmup: 100,
+                warmup: args.warmup_steps,
                 taken: std::cell::Cell::new(0),
             };
             train::<128, _, _>(args, dev, mnist, net, &step)?
@@ -144,14 +144,22 @@ pub fn run_triplet(args: &Args) -> Result<TripletSummary> {
     let (title, markers) = match args.loss {
         TripletChoice::Warmup => (
             "triplet_mnist: loss per step (batch-all warm-up, then batch-hard)",
-            vec![(100, "warm-up ends: batch-hard from here")],
+            vec![(args.warmup_steps, "warm-up ends: batch-hard from here")],
         ),
         choice => (loss_curve_title(choice), vec![]),
     };
+    // the CNN's curve beside the MLP's, not over it
+    let (file, title) = match args.encoder {
+        EncoderChoice::Mlp => ("triplet_mnist_loss.png", title.to_string()),
+        EncoderChoice::Cnn => (
+            "triplet_mnist_cnn_loss.png",
+            title.replacen("triplet_mnist:", "triplet_mnist, CNN:", 1),
+        ),
+    };
     if training.steps > 0 {
         plot::loss_curve(
-            &out_file(&args.out, "triplet_mnist_loss.png")?,
-            title,
+            &out_file(&args.out, file)?,
+            &title,
             &training.losses,
             20,
             &markers,
