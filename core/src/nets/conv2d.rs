@@ -73,9 +73,10 @@ pub mod builder {
 /// assert_eq!(y.shape(), &(2, Const::<4>, 5, 7)); // padding 1 keeps the size
 /// let grads = y.square().mean().backward();
 /// assert!(grads.get(&conv.weight).as_vec().iter().any(|&g| g != 0.0));
-/// // too small an image is a typed error
-/// let tiny: Tensor<Rank4<1, 1, 1, 1>, f32, _> = dev.zeros();
-/// assert!(matches!(conv.try_conv2d(tiny), Err(MetricLossError::ImageTooSmall { .. })));
+/// // too small an image is a typed error: a 5 × 5 kernel on 4 × 4 pixels
+/// let wide = dev.build_module::<Conv2D<1, 2, 5>, f32>();
+/// let tiny: Tensor<Rank4<1, 1, 4, 4>, f32, _> = dev.zeros();
+/// assert!(matches!(wide.try_conv2d(tiny), Err(MetricLossError::ImageTooSmall { .. })));
 /// ```
 #[derive(Debug, Clone)]
 pub struct Conv2D<
