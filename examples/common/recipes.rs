@@ -57,16 +57,16 @@ pub fn train_triplet<N: Embedder<128>>(
     let hard = metric_loss::miners::BatchHard;
     Ok(match args.loss {
         TripletChoice::Normalized => {
-            let loss = NormalizedTriplet.with_margin(args.margin.unwrap_or(0.2))?;
+            let loss = NormalizedTriplet.with_margin(args.unit_margin())?;
             train::<128, _, _>(args, dev, mnist, net, &TripletStep(loss, hard))?
         }
         TripletChoice::Warmup => {
-            let loss = NormalizedTriplet.with_margin(args.margin.unwrap_or(0.2))?;
+            let loss = NormalizedTriplet.with_margin(args.unit_margin())?;
             let step = WarmupStep {
                 loss,
                 warm: metric_loss::miners::BatchAll::default(),
                 main: hard,
-                warmup: args.warmup_steps,
+                warmup: args.warmup(),
                 taken: std::cell::Cell::new(0),
             };
             train::<128, _, _>(args, dev, mnist, net, &step)?
@@ -80,7 +80,7 @@ pub fn train_triplet<N: Embedder<128>>(
             train::<128, _, _>(args, dev, mnist, net, &TripletStep(loss, hard))?
         }
         TripletChoice::AllNonzero => {
-            let loss = NormalizedNonzeroTriplet.with_margin(args.margin.unwrap_or(0.2))?;
+            let loss = NormalizedNonzeroTriplet.with_margin(args.unit_margin())?;
             let all = metric_loss::miners::BatchAll::default();
             train::<128, _, _>(args, dev, mnist, net, &TripletStep(loss, all))?
         }
@@ -144,7 +144,7 @@ pub fn run_triplet(args: &Args) -> Result<TripletSummary> {
     let (title, markers) = match args.loss {
         TripletChoice::Warmup => (
             "triplet_mnist: loss per step (batch-all warm-up, then batch-hard)",
-            vec![(args.warmup_steps, "warm-up ends: batch-hard from here")],
+            vec![(args.warmup(), "warm-up ends: batch-hard from here")],
         ),
         choice => (loss_curve_title(choice), vec![]),
     };

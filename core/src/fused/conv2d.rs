@@ -16,7 +16,9 @@
 //! transposition of the output or of its gradient, and an image's columns
 //! stay in cache between im2col and the GEMM: measured 63 → 48 ms of CPU a
 //! step for the reference MNIST CNN. Images are shared among rayon's
-//! threads, each thread summing its own `∂W`.
+//! threads; the backward sums `∂W` over fixed groups of images, then the
+//! groups in order, so the result does not depend on the scheduling (or the
+//! number of threads) and a training run is reproducible.
 //!
 //! The columns are kept from the forward for `∂W` when the whole batch's fit
 //! in [`COLUMN_BUDGET`] (and a tape records them); otherwise each image's
@@ -32,6 +34,10 @@ use rayon::prelude::*;
 /// At most this many column values (16 MiB) are kept from the forward for
 /// the backward; beyond, each image's columns are built again.
 const COLUMN_BUDGET: usize = 1 << 22;
+
+/// Images per task of the backward: the unit whose `∂W` is summed on one
+/// thread (a fixed size, so that the sums do not depend on scheduling).
+const IMAGES_PER_TASK: usize = 4;
 
 /// The shape of one convolution, per image.
 #[derive(Clone, Copy)]
@@ -219,7 +225,7 @@ pub(crate) fn conv2d_cpu<
             with_upstream(grads, &out_ghost, |grads, g| {
                 let gx = grads.get_or_alloc_mut(&x)?;
                 // per image: ∂cols = Wᵀ·g, col2im into ∂x; ∂W += g·colsᵀ and
-                // ∂bias += g·1 summed per task, then over tasks
+                // ∂bias += g·1
                 let backward = |(mut gw, mut gb): (Vec<f32>, Vec<f32>),
                                 (b, gx): (usize, &mut [f32])| {
                     let g = &g[b * out_image..][..out_image];
@@ -261,20 +267,28 @@ pub(crate) fn conv2d_cpu<
                     col2im(&dcols, &geo, gx);
                     (gw, gb)
                 };
+                // Fixed groups of images, each summed in order, then the
+                // groups in order: the same sums whatever the threads do
+                // (a training run is reproducible for a seed).
                 let zeros = || (vec![0.0f32; O * taps], vec![0.0f32; O]);
-                let add = |(mut a, mut b): (Vec<f32>, Vec<f32>), (c, d): (Vec<f32>, Vec<f32>)| {
-                    a.iter_mut().zip(c).for_each(|(x, y)| *x += y);
-                    b.iter_mut().zip(d).for_each(|(x, y)| *x += y);
-                    (a, b)
-                };
-                let (gw, gb) = if image == 0 || len == 0 {
-                    zeros()
+                let parts: Vec<(Vec<f32>, Vec<f32>)> = if image == 0 || len == 0 {
+                    Vec::new()
                 } else {
-                    gx.par_chunks_mut(image)
+                    gx.par_chunks_mut(image * IMAGES_PER_TASK)
                         .enumerate()
-                        .fold(zeros, backward)
-                        .reduce(zeros, add)
+                        .map(|(t, gx)| {
+                            let images = gx.chunks_mut(image).enumerate();
+                            images.fold(zeros(), |acc, (i, gx)| {
+                                backward(acc, (t * IMAGES_PER_TASK + i, gx))
+                            })
+                        })
+                        .collect()
                 };
+                let (mut gw, mut gb) = zeros();
+                for (pw, pb) in parts {
+                    gw.iter_mut().zip(pw).for_each(|(x, y)| *x += y);
+                    gb.iter_mut().zip(pb).for_each(|(x, y)| *x += y);
+                }
                 for (acc, v) in grads.get_or_alloc_mut(&w)?.iter_mut().zip(gw) {
                     *acc += v;
                 }
@@ -286,4 +300,32 @@ pub(crate) fn conv2d_cpu<
         });
     }
     Ok(out.put_tape(tape))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The same gradients, bit for bit, on 1 thread and on 3: the sums do
+    /// not depend on how rayon schedules the images.
+    #[test]
+    fn backward_is_the_same_on_any_number_of_threads() {
+        let dev = Cpu::seed_from_u64(6);
+        let x: Tensor<Rank4<37, 4, 12, 10>, f32, _> = dev.sample_normal();
+        let w: Tensor<Rank4<8, 4, 3, 3>, f32, _> = dev.sample_normal();
+        let b: Tensor<Rank1<8>, f32, _> = dev.sample_normal();
+        let win = Window::try_new("Conv2D", 3, 1, 1, 12, 10).unwrap();
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let y = conv2d_cpu(x.leaky_trace(), &w, &b, &win).unwrap();
+                let g = y.sin().sum().backward();
+                [g.get(&x).as_vec(), g.get(&w).as_vec(), g.get(&b).as_vec()]
+            })
+        };
+        assert_eq!(run(1), run(3));
+    }
 }
