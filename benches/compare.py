@@ -126,6 +126,7 @@ def loss_rows(args, env):
     out = run([args.python, args.reference, "losses"], env)
     out += run([args.python, args.reference, "steps"], env)
     out += run([args.python, args.reference, "mnist", str(ROOT / "data"), args.mnist_epochs], env)
+    out += run([args.python, args.reference, "steps"], env)
     print(out, file=sys.stderr)
     ref = read_ref(out)
 
@@ -156,6 +157,8 @@ def loss_rows(args, env):
                         ("`InputLinear`, `FusedLinear` (the examples')", "train_step_fused_80")]:
         rows.append((f"MLP training step (batch 80), {name}", criterion_us(bench, ""),
                      "PyTorch", torch_step))
+    rows.append(("MNIST training step (batch 80), reference.py's CNN", criterion_us("train_step_cnn_80", ""),
+                 "PyTorch", float(ref[("train_step_torch", "cnn")]["us"])))
 
     notes = []
     for n in ["256", "1024"]:

@@ -148,6 +148,7 @@ fn train_step(c: &mut Criterion) {
     bench::<DfdxMlp>(c, "train_step/80");
     bench::<InputMlp>(c, "train_step_input_linear/80");
     bench::<FusedMlp>(c, "train_step_fused/80");
+    bench::<Cnn>(c, "train_step_cnn/80");
 }
 
 /// `STEP_TABLE=1 cargo bench --bench losses`: each step timed alone, 300
@@ -178,7 +179,20 @@ fn step_table() {
     row::<DfdxMlp>("dfdx `Linear`s");
     row::<InputMlp>("`InputLinear`, dfdx `Linear`");
     row::<FusedMlp>("`InputLinear`, `FusedLinear`");
+    println!();
+    println!("CNN training step (reference.py's CNN), batch 80");
+    println!("| encoder | best (ms) | first quartile (ms) |");
+    println!("|---|---:|---:|");
+    row::<Cnn>("CNN, `FusedLinear` last");
 }
+
+/// `reference.py`'s CNN on rows of 784 pixels: conv 1→32 3×3, ReLU,
+/// max-pool 2, conv 32→64 3×3, ReLU, max-pool 2, flatten 1600, linear 128.
+type Cnn = (
+    (Unflatten<1, 28, 28>, Conv2D<1, 32, 3>, ReLU, MaxPool2D<2>),
+    (Conv2D<32, 64, 3>, ReLU, MaxPool2D<2>),
+    (Flatten<1600>, FusedLinear<1600, 128>),
+);
 
 criterion_group!(benches, losses, train_step);
 

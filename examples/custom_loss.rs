@@ -22,7 +22,8 @@ fn main() -> common::Result<()> {
         println!("last batch: {stats}");
     }
     println!(
-        "result p_at_1={:.4} map_at_r={:.4} r_precision={:.4} final_loss={:.4} ms_per_step={:.2} steps={}",
+        "result encoder={} p_at_1={:.4} map_at_r={:.4} r_precision={:.4} final_loss={:.4} ms_per_step={:.2} steps={}",
+        args.encoder,
         s.retrieval.precision_at_1,
         s.retrieval.map_at_r,
         s.retrieval.r_precision,

@@ -15,8 +15,12 @@ fn main() -> common::Result<()> {
     let s = common::run_embed_2d(&args)?;
     println!("scatter: {}", s.png.display());
     println!(
-        "result p_at_1={:.4} map_at_r={:.4} ms_per_step={:.2} steps={}",
-        s.retrieval.precision_at_1, s.retrieval.map_at_r, s.training.ms_per_step, s.training.steps
+        "result encoder={} p_at_1={:.4} map_at_r={:.4} ms_per_step={:.2} steps={}",
+        args.encoder,
+        s.retrieval.precision_at_1,
+        s.retrieval.map_at_r,
+        s.training.ms_per_step,
+        s.training.steps
     );
     Ok(())
 }

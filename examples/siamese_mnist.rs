@@ -17,7 +17,8 @@ fn main() -> common::Result<()> {
         println!("last batch: {stats}");
     }
     println!(
-        "result roc_auc={:.4} eer={:.4} accuracy={:.4} p_at_1={:.4} map_at_r={:.4} ms_per_step={:.2} steps={}",
+        "result encoder={} roc_auc={:.4} eer={:.4} accuracy={:.4} p_at_1={:.4} map_at_r={:.4} ms_per_step={:.2} steps={}",
+        args.encoder,
         s.roc_auc,
         s.eer,
         s.accuracy,

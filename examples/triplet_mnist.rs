@@ -19,7 +19,12 @@ fn main() -> common::Result<()> {
     }
     println!(
         "loss curve: {}",
-        args.out.join("triplet_mnist_loss.png").display()
+        args.out
+            .join(match args.encoder {
+                common::EncoderChoice::Mlp => "triplet_mnist_loss.png",
+                common::EncoderChoice::Cnn => "triplet_mnist_cnn_loss.png",
+            })
+            .display()
     );
     let n = s
         .retrieval_normalized
@@ -28,7 +33,8 @@ fn main() -> common::Result<()> {
     // Raw encoder outputs first (the protocol), then the unit-length
     // embeddings the `normalize` loss actually compares.
     println!(
-        "result p_at_1={:.4} map_at_r={:.4} r_precision={:.4} unit_p_at_1={:.4} unit_map_at_r={:.4} unit_r_precision={:.4} ms_per_step={:.2} steps={}",
+        "result encoder={} p_at_1={:.4} map_at_r={:.4} r_precision={:.4} unit_p_at_1={:.4} unit_map_at_r={:.4} unit_r_precision={:.4} ms_per_step={:.2} steps={}",
+        args.encoder,
         s.retrieval.precision_at_1,
         s.retrieval.map_at_r,
         s.retrieval.r_precision,

@@ -10,6 +10,7 @@
 //! This file and `fused/` are where the tape juggling lives; the losses
 //! themselves read as their formulas.
 
+use crate::nets::Window;
 use dfdx::prelude::*;
 
 /// A dfdx device the losses run on: [`Cpu`], or `Cuda` with the `cuda` feature.
@@ -202,6 +203,267 @@ pub trait MetricDevice: Device<f32> + 'static {
     ) -> Result<Tensor<(B, Const<O>), f32, Self, T>, Self::Err> {
         generic_linear(x, weight, bias)
     }
+
+    /// PyTorch's `conv2d` with a bias: `y[b, o] = bias[o] + Σ_c weight[o, c] ⋆ x[b, c]`
+    /// on the zero-padded input, sampled every `stride` pixels, for the
+    /// geometry `window` (built from `x`'s height and width and the layer's
+    /// kernel, stride and padding; its kernel must be `K`). The body of
+    /// [`Conv2D`](crate::nets::Conv2D).
+    ///
+    /// The generic body is [`generic_conv2d`] (im2col as a `gather` on the
+    /// tape, then one matmul); the CPU runs one op with a hand-written
+    /// backward whose three products go through the project's GEMM.
+    ///
+    /// ```
+    /// use dfdx::prelude::*;
+    /// use metric_loss_core::{device::MetricDevice, nets::Window};
+    /// let dev = Cpu::default();
+    /// let x = dev.tensor([[[[1.0f32, 2.0, 3.0], [4.0, 5.0, 6.0]]]]); // (1, 1, 2, 3)
+    /// let w = dev.tensor([[[[1.0f32, 0.0], [0.0, -1.0]]]]); // (1, 1, 2, 2)
+    /// let b = dev.tensor([10.0f32]);
+    /// let win = Window::try_new("Conv2D", 2, 1, 0, 2, 3).unwrap();
+    /// let y = Cpu::try_conv2d(x.leaky_trace(), &w, &b, &win).unwrap();
+    /// assert_eq!(y.as_vec(), [6.0, 6.0]); // 10 + 1 − 5, 10 + 2 − 6
+    /// let g = y.sum().backward();
+    /// assert_eq!(g.get(&w).as_vec(), [3.0, 5.0, 9.0, 11.0]);
+    /// assert_eq!(g.get(&b).as_vec(), [2.0]);
+    /// ```
+    fn try_conv2d<
+        B: Dim,
+        const C: usize,
+        H: Dim,
+        W: Dim,
+        const O: usize,
+        const K: usize,
+        T: Tape<f32, Self>,
+    >(
+        x: Tensor<(B, Const<C>, H, W), f32, Self, T>,
+        weight: &Tensor<Rank4<O, C, K, K>, f32, Self>,
+        bias: &Tensor<Rank1<O>, f32, Self>,
+        window: &Window,
+    ) -> Result<Tensor<(B, Const<O>, usize, usize), f32, Self, T>, Self::Err> {
+        generic_conv2d(x, weight, bias, window)
+    }
+
+    /// PyTorch's `max_pool2d` (no padding): the maximum of each window, and
+    /// in the backward the whole gradient to the window's **first** maximum
+    /// (row-major) on ties; a NaN in a window propagates. The body of
+    /// [`MaxPool2D`](crate::nets::MaxPool2D).
+    ///
+    /// ```
+    /// use dfdx::prelude::*;
+    /// use metric_loss_core::{device::MetricDevice, nets::Window};
+    /// let dev = Cpu::default();
+    /// let x = dev.tensor([[[[1.0f32, 7.0, 7.0, 0.0], [7.0, 2.0, 3.0, 4.0]]]]);
+    /// let win = Window::try_new("MaxPool2D", 2, 2, 0, 2, 4).unwrap();
+    /// let y = Cpu::try_max_pool2d(x.leaky_trace(), &win).unwrap();
+    /// assert_eq!(y.as_vec(), [7.0, 7.0]);
+    /// let g = y.sum().backward();
+    /// assert_eq!(g.get(&x).as_vec(), [0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+    /// ```
+    fn try_max_pool2d<B: Dim, C: Dim, H: Dim, W: Dim, T: Tape<f32, Self>>(
+        x: Tensor<(B, C, H, W), f32, Self, T>,
+        window: &Window,
+    ) -> Result<Tensor<(B, C, usize, usize), f32, Self, T>, Self::Err> {
+        generic_max_pool2d(x, window)
+    }
+
+    /// PyTorch's `avg_pool2d` (no padding): the mean of each window; in the
+    /// backward each pixel gets `1/kernel²` of the gradient of every window
+    /// it lies in. The body of [`AvgPool2D`](crate::nets::AvgPool2D).
+    ///
+    /// ```
+    /// use dfdx::prelude::*;
+    /// use metric_loss_core::{device::MetricDevice, nets::Window};
+    /// let dev = Cpu::default();
+    /// let x = dev.tensor([[[[1.0f32, 2.0, 3.0], [4.0, 5.0, 6.0]]]]);
+    /// let win = Window::try_new("AvgPool2D", 2, 1, 0, 2, 3).unwrap();
+    /// let y = Cpu::try_avg_pool2d(x.leaky_trace(), &win).unwrap();
+    /// assert_eq!(y.as_vec(), [3.0, 4.0]);
+    /// let g = y.sum().backward();
+    /// assert_eq!(g.get(&x).as_vec(), [0.25, 0.5, 0.25, 0.25, 0.5, 0.25]);
+    /// ```
+    fn try_avg_pool2d<B: Dim, C: Dim, H: Dim, W: Dim, T: Tape<f32, Self>>(
+        x: Tensor<(B, C, H, W), f32, Self, T>,
+        window: &Window,
+    ) -> Result<Tensor<(B, C, usize, usize), f32, Self, T>, Self::Err> {
+        generic_avg_pool2d(x, window)
+    }
+}
+
+/// Panics unless `window` was built for `x`'s height and width (and, for a
+/// convolution, kernel `K`): a caller's bug, never a user's input.
+fn check_window<S: Shape>(shape: &S, window: &Window, kernel: Option<usize>) {
+    let dims = shape.concrete();
+    let (h, w) = (dims[S::NUM_DIMS - 2], dims[S::NUM_DIMS - 1]);
+    assert_eq!(
+        window.input_size(),
+        (h, w),
+        "window built for another image size"
+    );
+    if let Some(k) = kernel {
+        assert_eq!(window.kernel(), k, "window built for another kernel");
+    }
+}
+
+/// Zeros of `shape` on `x`'s tape: the output for an input with no pixels
+/// (an empty batch, or no channels), which dfdx's `gather` cannot read.
+fn empty_output<S: Shape, Out: Shape, Dev: Device<f32>, T: Tape<f32, Dev>>(
+    x: Tensor<S, f32, Dev, T>,
+    shape: Out,
+) -> Result<Tensor<Out, f32, Dev, T>, Dev::Err> {
+    let dev = x.device().clone();
+    let (_, tape) = x.split_tape();
+    Ok(dev.try_zeros_like(&shape)?.put_tape(tape))
+}
+
+/// The convolution any dfdx device runs: im2col as one `gather` on the tape
+/// (a row of `C·K·K` pixels per output pixel; positions in the padding read
+/// pixel 0 and are multiplied by a 0 mask), one matmul with the weight seen
+/// as `O × C·K·K`, the bias broadcast, and a permute back to
+/// `(batch, O, height, width)`. Its backward is dfdx's: the matmul's, then
+/// `gather`'s scatter-add, so every pixel collects the gradient of every
+/// window it lies in. The index table is built on the host and copied to the
+/// device once per call.
+///
+/// ```
+/// use dfdx::prelude::*;
+/// use metric_loss_core::{device::{generic_conv2d, MetricDevice}, nets::Window};
+/// let dev = Cpu::seed_from_u64(0);
+/// let x: Tensor<Rank4<2, 3, 5, 4>, f32, _> = dev.sample_normal();
+/// let w: Tensor<Rank4<4, 3, 3, 3>, f32, _> = dev.sample_normal();
+/// let b: Tensor<Rank1<4>, f32, _> = dev.sample_normal();
+/// let win = Window::try_new("Conv2D", 3, 2, 1, 5, 4).unwrap();
+/// let generic = generic_conv2d(x.clone(), &w, &b, &win).unwrap();
+/// let fused = Cpu::try_conv2d(x, &w, &b, &win).unwrap();
+/// assert_eq!(generic.shape(), &(Const::<2>, Const::<4>, 3, 2));
+/// for (g, f) in generic.as_vec().iter().zip(fused.as_vec()) {
+///     assert!((g - f).abs() < 1e-4);
+/// }
+/// ```
+pub fn generic_conv2d<
+    B: Dim,
+    const C: usize,
+    H: Dim,
+    W: Dim,
+    const O: usize,
+    const K: usize,
+    Dev: Device<f32>,
+    T: Tape<f32, Dev>,
+>(
+    x: Tensor<(B, Const<C>, H, W), f32, Dev, T>,
+    weight: &Tensor<Rank4<O, C, K, K>, f32, Dev>,
+    bias: &Tensor<Rank1<O>, f32, Dev>,
+    window: &Window,
+) -> Result<Tensor<(B, Const<O>, usize, usize), f32, Dev, T>, Dev::Err> {
+    check_window(x.shape(), window, Some(K));
+    let dev = x.device().clone();
+    let batch = x.shape().0;
+    let (oh, ow) = window.output_size();
+    let (rows, taps) = (batch.size() * oh * ow, C * K * K);
+    let n = x.shape().num_elements();
+    if n == 0 {
+        return empty_output(x, (batch, Const::<O>, oh, ow));
+    }
+    let (index, mask) = window.im2col_index(batch.size(), C);
+    let index = dev.try_tensor_from_vec(index, (rows * taps,))?;
+    let mut cols = x.try_reshape_like(&(n,))?.try_gather(index)?;
+    if let Some(mask) = mask {
+        cols = cols.try_mul(dev.try_tensor_from_vec(mask, (rows * taps,))?)?;
+    }
+    let w = weight
+        .retaped::<T>()
+        .try_reshape_like(&(Const::<O>, taps))?
+        .try_permute::<_, Axes2<1, 0>>()?;
+    let y = cols.try_reshape_like(&(rows, taps))?.try_matmul(w)?;
+    let y = y.try_add(
+        bias.retaped::<T>()
+            .try_broadcast_like(&(rows, Const::<O>))?,
+    )?;
+    y.try_reshape_like(&(batch, oh, ow, Const::<O>))?
+        .try_permute::<_, Axes4<0, 3, 1, 2>>()
+}
+
+/// The max pooling any dfdx device runs: the input is read to the host once
+/// to find each window's first maximum (PyTorch's tie rule, which dfdx's
+/// `max`, sending the gradient to every maximum, does not follow), then
+/// those pixels are `gather`ed on the tape, so the backward scatters each
+/// gradient to its window's winner.
+///
+/// ```
+/// use dfdx::prelude::*;
+/// use metric_loss_core::{device::generic_max_pool2d, nets::Window};
+/// let dev = Cpu::default();
+/// let x = dev.tensor([[[[2.0f32, 2.0], [2.0, 1.0]]]]);
+/// let win = Window::try_new("MaxPool2D", 2, 2, 0, 2, 2).unwrap();
+/// let y = generic_max_pool2d(x.leaky_trace(), &win).unwrap();
+/// let g = y.sum().backward();
+/// assert_eq!(g.get(&x).as_vec(), [1.0, 0.0, 0.0, 0.0]); // the first of three maxima
+/// ```
+pub fn generic_max_pool2d<B: Dim, C: Dim, H: Dim, W: Dim, Dev: Device<f32>, T: Tape<f32, Dev>>(
+    x: Tensor<(B, C, H, W), f32, Dev, T>,
+    window: &Window,
+) -> Result<Tensor<(B, C, usize, usize), f32, Dev, T>, Dev::Err> {
+    check_window(x.shape(), window, None);
+    assert_eq!(window.padding(), 0, "pools have no padding");
+    let dev = x.device().clone();
+    let (batch, channels, _, _) = *x.shape();
+    let (oh, ow) = window.output_size();
+    let planes = batch.size() * channels.size();
+    let n = x.shape().num_elements();
+    if n == 0 {
+        return empty_output(x, (batch, channels, oh, ow));
+    }
+    let flat = x.try_reshape_like(&(n,))?;
+    let mut index = Vec::with_capacity(planes * window.out_len());
+    let host = flat.as_vec();
+    let mut out = vec![0.0; window.out_len()];
+    let mut arg = vec![0u32; window.out_len()];
+    for (p, plane) in host.chunks_exact(window.in_len()).enumerate() {
+        window.max_of_plane(plane, &mut out, &mut arg);
+        index.extend(arg.iter().map(|&a| p * window.in_len() + a as usize));
+    }
+    let len = index.len();
+    let index = dev.try_tensor_from_vec(index, (len,))?;
+    flat.try_gather(index)?
+        .try_reshape_like(&(batch, channels, oh, ow))
+}
+
+/// The average pooling any dfdx device runs: each window's pixels
+/// `gather`ed on the tape into a row, then the mean of each row.
+///
+/// ```
+/// use dfdx::prelude::*;
+/// use metric_loss_core::{device::generic_avg_pool2d, nets::Window};
+/// let dev = Cpu::default();
+/// let x = dev.tensor([[[[1.0f32, 2.0], [3.0, 6.0]]]]);
+/// let win = Window::try_new("AvgPool2D", 2, 2, 0, 2, 2).unwrap();
+/// let y = generic_avg_pool2d(x.leaky_trace(), &win).unwrap();
+/// assert_eq!(y.as_vec(), [3.0]);
+/// ```
+pub fn generic_avg_pool2d<B: Dim, C: Dim, H: Dim, W: Dim, Dev: Device<f32>, T: Tape<f32, Dev>>(
+    x: Tensor<(B, C, H, W), f32, Dev, T>,
+    window: &Window,
+) -> Result<Tensor<(B, C, usize, usize), f32, Dev, T>, Dev::Err> {
+    check_window(x.shape(), window, None);
+    assert_eq!(window.padding(), 0, "pools have no padding");
+    let dev = x.device().clone();
+    let (batch, channels, _, _) = *x.shape();
+    let (oh, ow) = window.output_size();
+    let planes = batch.size() * channels.size();
+    let taps = window.kernel() * window.kernel();
+    if x.shape().num_elements() == 0 {
+        return empty_output(x, (batch, channels, oh, ow));
+    }
+    let index = window.pool_index(planes);
+    let len = index.len();
+    let index = dev.try_tensor_from_vec(index, (len,))?;
+    let n = x.shape().num_elements();
+    x.try_reshape_like(&(n,))?
+        .try_gather(index)?
+        .try_reshape_like(&(planes * window.out_len(), taps))?
+        .try_mean::<(usize,), Axis<1>>()?
+        .try_reshape_like(&(batch, channels, oh, ow))
 }
 
 /// `x·Wᵀ + b` exactly as dfdx's `Linear` computes it: a matmul and a
@@ -350,6 +612,40 @@ impl MetricDevice for Cpu {
         f: &F,
     ) -> Result<Tensor<(), f32, Self, T>, Self::Err> {
         crate::fused::batch_formula_cpu(s, w, f)
+    }
+
+    fn try_conv2d<
+        B: Dim,
+        const C: usize,
+        H: Dim,
+        W: Dim,
+        const O: usize,
+        const K: usize,
+        T: Tape<f32, Self>,
+    >(
+        x: Tensor<(B, Const<C>, H, W), f32, Self, T>,
+        weight: &Tensor<Rank4<O, C, K, K>, f32, Self>,
+        bias: &Tensor<Rank1<O>, f32, Self>,
+        window: &Window,
+    ) -> Result<Tensor<(B, Const<O>, usize, usize), f32, Self, T>, Self::Err> {
+        check_window(x.shape(), window, Some(K));
+        crate::fused::conv2d_cpu(x, weight, bias, window)
+    }
+
+    fn try_max_pool2d<B: Dim, C: Dim, H: Dim, W: Dim, T: Tape<f32, Self>>(
+        x: Tensor<(B, C, H, W), f32, Self, T>,
+        window: &Window,
+    ) -> Result<Tensor<(B, C, usize, usize), f32, Self, T>, Self::Err> {
+        check_window(x.shape(), window, None);
+        crate::fused::max_pool2d_cpu(x, window)
+    }
+
+    fn try_avg_pool2d<B: Dim, C: Dim, H: Dim, W: Dim, T: Tape<f32, Self>>(
+        x: Tensor<(B, C, H, W), f32, Self, T>,
+        window: &Window,
+    ) -> Result<Tensor<(B, C, usize, usize), f32, Self, T>, Self::Err> {
+        check_window(x.shape(), window, None);
+        crate::fused::avg_pool2d_cpu(x, window)
     }
 }
 

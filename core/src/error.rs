@@ -75,6 +75,39 @@ pub enum MetricLossError {
     /// A sampler or miner configuration that cannot work (P < 2, K < 1, ...).
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
+    /// An image smaller than a layer's window (kernel minus twice the
+    /// padding): PyTorch's "kernel size can't be greater than actual input
+    /// size". Output sizes are computed at run time, so this cannot be a
+    /// type error.
+    #[error("image too small: {layer} has a {kernel}x{kernel} kernel with padding {padding}, so it needs images of at least {min}x{min}, but got {height}x{width}", min = kernel.saturating_sub(2 * padding))]
+    ImageTooSmall {
+        /// The layer (`"Conv2D"`, `"MaxPool2D"`, `"AvgPool2D"`).
+        layer: &'static str,
+        /// Its kernel size.
+        kernel: usize,
+        /// Its zero padding on each side.
+        padding: usize,
+        /// The image's height.
+        height: usize,
+        /// The image's width.
+        width: usize,
+    },
+    /// `Flatten<WIDTH>` given images of another number of values.
+    #[error(
+        "flatten width mismatch: Flatten<{expected}> expects {expected} values per image, but got {channels}x{height}x{width} = {actual}"
+    )]
+    FlattenWidth {
+        /// `WIDTH`, the width the layer was declared with.
+        expected: usize,
+        /// `channels · height · width` of the images given.
+        actual: usize,
+        /// Channels of the images given.
+        channels: usize,
+        /// Their height.
+        height: usize,
+        /// Their width.
+        width: usize,
+    },
     /// An error from the dfdx device (allocation failure, CUDA error, ...).
     #[error("device error: {0}")]
     Device(String),

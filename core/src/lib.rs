@@ -44,8 +44,8 @@ pub mod prelude {
         MinerStats, MultiSimilarityMiner, PairMiner, SemiHard, SemiHardFallback, TripletMiner,
     };
     pub use crate::nets::{
-        Siamese, TripletNet,
-        builder::{FusedLinear, InputLinear},
+        AvgPool2D, Flatten, MaxPool2D, Siamese, TripletNet, Unflatten,
+        builder::{Conv2D, FusedLinear, InputLinear},
     };
     pub use crate::sampler::PkSampler;
     pub use dfdx::optim::{Adam, AdamConfig, Sgd, SgdConfig};

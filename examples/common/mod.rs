@@ -2,7 +2,8 @@
 //! steps of each so they cannot rot): arguments, the MNIST split, the
 //! encoder, the training loops and evaluation; `plot` draws the PNGs.
 //!
-//! Protocol: encoder MLP 784-256-ReLU-128, Adam lr 1e-3, P x K = 5 x 16
+//! Protocol: encoder MLP 784-256-ReLU-128 (or with `--encoder cnn` the CNN of
+//! `reference.py`), Adam lr 1e-3, P x K = 5 x 16
 //! batches drawn by a `PkSampler` over the first 8,000 digits; evaluation
 //! embeds digits 8,000..10,000 as queries against 0..8,000 as references,
 //! Euclidean distance.
@@ -62,3 +63,18 @@ pub const PIXELS: usize = 784;
 pub type Encoder = (InputLinear<784, 256>, ReLU, FusedLinear<256, 128>);
 /// The DrLIM encoder: straight to the plane.
 pub type Encoder2d = (InputLinear<784, 256>, ReLU, FusedLinear<256, 2>);
+
+/// The convolutional trunk of `reference.py`'s CNN on rows of 784 pixels:
+/// each row seen as a 1 × 28 × 28 image, conv 1→32 3×3 (26 × 26), ReLU,
+/// max-pool 2 (13 × 13), conv 32→64 3×3 (11 × 11), ReLU, max-pool 2
+/// (5 × 5), flattened to 64·5·5 = 1600 values. (dfdx's tuples stop at six
+/// layers, hence the nesting.)
+pub type CnnTrunk = (
+    (Unflatten<1, 28, 28>, Conv2D<1, 32, 3>, ReLU, MaxPool2D<2>),
+    (Conv2D<32, 64, 3>, ReLU, MaxPool2D<2>),
+    Flatten<1600>,
+);
+/// `--encoder cnn`: the CNN of `reference.py`, the trunk then linear 1600 → 128.
+pub type CnnEncoder = (CnnTrunk, FusedLinear<1600, 128>);
+/// `--encoder cnn` for `embed_2d`: the trunk then linear 1600 → 2.
+pub type CnnEncoder2d = (CnnTrunk, FusedLinear<1600, 2>);

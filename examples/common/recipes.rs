@@ -45,30 +45,28 @@ fn loss_curve_title(choice: TripletChoice) -> &'static str {
     }
 }
 
-/// `TripletNet<Encoder>` as built on the CPU.
-pub type TripletEncoderNet = <TripletNet<Encoder> as BuildOnDevice<Cpu, f32>>::Built;
-
-/// Trains `net` with the triplet loss `args.loss` picks (the training of
-/// `triplet_mnist`, which `search_mnist` runs too).
-pub fn train_triplet(
+/// Trains `net` (a `TripletNet` around the `--encoder`) with the triplet
+/// loss `args.loss` picks (the training of `triplet_mnist`, which
+/// `search_mnist` runs too).
+pub fn train_triplet<N: Embedder<128>>(
     args: &Args,
     dev: &Cpu,
     mnist: &Mnist,
-    net: &mut TripletEncoderNet,
+    net: &mut N,
 ) -> Result<Training> {
     let hard = metric_loss::miners::BatchHard;
     Ok(match args.loss {
         TripletChoice::Normalized => {
-            let loss = NormalizedTriplet.with_margin(args.margin.unwrap_or(0.2))?;
+            let loss = NormalizedTriplet.with_margin(args.unit_margin())?;
             train::<128, _, _>(args, dev, mnist, net, &TripletStep(loss, hard))?
         }
         TripletChoice::Warmup => {
-            let loss = NormalizedTriplet.with_margin(args.margin.unwrap_or(0.2))?;
+            let loss = NormalizedTriplet.with_margin(args.unit_margin())?;
             let step = WarmupStep {
                 loss,
                 warm: metric_loss::miners::BatchAll::default(),
                 main: hard,
-                warmup: 100,
+                warmup: args.warmup(),
                 taken: std::cell::Cell::new(0),
             };
             train::<128, _, _>(args, dev, mnist, net, &step)?
@@ -82,7 +80,7 @@ pub fn train_triplet(
             train::<128, _, _>(args, dev, mnist, net, &TripletStep(loss, hard))?
         }
         TripletChoice::AllNonzero => {
-            let loss = NormalizedNonzeroTriplet.with_margin(args.margin.unwrap_or(0.2))?;
+            let loss = NormalizedNonzeroTriplet.with_margin(args.unit_margin())?;
             let all = metric_loss::miners::BatchAll::default();
             train::<128, _, _>(args, dev, mnist, net, &TripletStep(loss, all))?
         }
@@ -94,34 +92,46 @@ pub fn train_triplet(
 }
 
 /// What `triplet_mnist` and `search_mnist` start from: the digits, the
-/// device, and the triplet net trained with [`train_triplet`] (or its
-/// encoder loaded with `--load`; saved with `--save`).
+/// device, and the triplet net around the `--encoder` trained with
+/// [`train_triplet`] (or its encoder loaded with `--load`; saved with
+/// `--save`), with every digit embedded.
 pub struct TripletRun {
     pub mnist: Mnist,
     pub dev: Cpu,
-    pub net: TripletEncoderNet,
     pub training: Training,
+    embeddings: Vec<f32>,
 }
 
 impl TripletRun {
     pub fn new(args: &Args) -> Result<Self> {
+        match args.encoder {
+            EncoderChoice::Mlp => Self::with::<Encoder>(args),
+            EncoderChoice::Cnn => Self::with::<CnnEncoder>(args),
+        }
+    }
+
+    fn with<E: BuildOnDevice<Cpu, f32>>(args: &Args) -> Result<Self>
+    where
+        E::Built: Embedder<128>,
+    {
         let mnist = load(args)?;
         let dev = device(args.seed);
-        let mut net = build::<TripletNet<Encoder>>(&dev);
+        let mut net = build::<TripletNet<E>>(&dev);
         let training = train_or_load(args, &mut net, TripletNet::encoder_mut, |net| {
             train_triplet(args, &dev, &mnist, net)
         })?;
+        let embeddings = embed_all::<128, _>(&dev, &mnist, net.encoder());
         Ok(TripletRun {
             mnist,
             dev,
-            net,
             training,
+            embeddings,
         })
     }
 
     /// Every digit's embedding, `len × 128`.
     pub fn embeddings(&self) -> Vec<f32> {
-        embed_all::<128, _>(&self.dev, &self.mnist, self.net.encoder())
+        self.embeddings.clone()
     }
 }
 
@@ -134,14 +144,22 @@ pub fn run_triplet(args: &Args) -> Result<TripletSummary> {
     let (title, markers) = match args.loss {
         TripletChoice::Warmup => (
             "triplet_mnist: loss per step (batch-all warm-up, then batch-hard)",
-            vec![(100, "warm-up ends: batch-hard from here")],
+            vec![(args.warmup(), "warm-up ends: batch-hard from here")],
         ),
         choice => (loss_curve_title(choice), vec![]),
     };
+    // the CNN's curve beside the MLP's, not over it
+    let (file, title) = match args.encoder {
+        EncoderChoice::Mlp => ("triplet_mnist_loss.png", title.to_string()),
+        EncoderChoice::Cnn => (
+            "triplet_mnist_cnn_loss.png",
+            title.replacen("triplet_mnist:", "triplet_mnist, CNN:", 1),
+        ),
+    };
     if training.steps > 0 {
         plot::loss_curve(
-            &out_file(&args.out, "triplet_mnist_loss.png")?,
-            title,
+            &out_file(&args.out, file)?,
+            &title,
             &training.losses,
             20,
             &markers,
@@ -165,9 +183,19 @@ pub struct SiameseSummary {
 }
 
 pub fn run_siamese(args: &Args) -> Result<SiameseSummary> {
+    match args.encoder {
+        EncoderChoice::Mlp => run_siamese_with::<Encoder>(args),
+        EncoderChoice::Cnn => run_siamese_with::<CnnEncoder>(args),
+    }
+}
+
+fn run_siamese_with<E: BuildOnDevice<Cpu, f32>>(args: &Args) -> Result<SiameseSummary>
+where
+    E::Built: Embedder<128>,
+{
     let mnist = load(args)?;
     let dev = device(args.seed);
-    let mut net = build::<Siamese<Encoder>>(&dev);
+    let mut net = build::<Siamese<E>>(&dev);
     let loss = ContrastiveLoss.with_margin(args.margin.unwrap_or(1.0))?;
     let training = train_or_load(args, &mut net, Siamese::encoder_mut, |net| {
         train::<128, _, _>(
@@ -211,9 +239,19 @@ pub fn my_distance<B: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>
 pub struct SmoothTriplet;
 
 pub fn run_custom(args: &Args) -> Result<TripletSummary> {
+    match args.encoder {
+        EncoderChoice::Mlp => run_custom_with::<Encoder>(args),
+        EncoderChoice::Cnn => run_custom_with::<CnnEncoder>(args),
+    }
+}
+
+fn run_custom_with<E: BuildOnDevice<Cpu, f32>>(args: &Args) -> Result<TripletSummary>
+where
+    E::Built: Embedder<128>,
+{
     let mnist = load(args)?;
     let dev = device(args.seed);
-    let mut net = build::<Encoder>(&dev);
+    let mut net = build::<E>(&dev);
     let loss = SmoothTriplet.with_margin(args.margin.unwrap_or(0.2))?;
     let training = train_or_load(
         args,
@@ -248,9 +286,19 @@ pub struct Embed2dSummary {
 }
 
 pub fn run_embed_2d(args: &Args) -> Result<Embed2dSummary> {
+    match args.encoder {
+        EncoderChoice::Mlp => run_embed_2d_with::<Encoder2d>(args),
+        EncoderChoice::Cnn => run_embed_2d_with::<CnnEncoder2d>(args),
+    }
+}
+
+fn run_embed_2d_with<E: BuildOnDevice<Cpu, f32>>(args: &Args) -> Result<Embed2dSummary>
+where
+    E::Built: Embedder<2>,
+{
     let mnist = load(args)?;
     let dev = device(args.seed);
-    let mut net = build::<Encoder2d>(&dev);
+    let mut net = build::<E>(&dev);
     let loss = DrLim.with_margin(args.margin.unwrap_or(1.0))?;
     let training = train_or_load(
         args,

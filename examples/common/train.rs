@@ -47,6 +47,29 @@ fn planned_steps(args: &Args, per_epoch: usize) -> usize {
     args.max_steps.map_or(all, |m| m.min(all))
 }
 
+/// What the training loop and the evaluation need of an encoder (or of a
+/// network around one): rows of 784 pixels in, `D`-wide embeddings out, on
+/// a tape or without. Both [`Encoder`] and [`CnnEncoder`] are.
+pub trait Embedder<const D: usize>: TensorCollection<f32, Cpu>
+    + Module<
+        Tensor<(usize, Const<PIXELS>), f32, Cpu, OwnedTape<f32, Cpu>>,
+        Output = Tensor<(usize, Const<D>), f32, Cpu, OwnedTape<f32, Cpu>>,
+    > + Module<Tensor<(usize, Const<PIXELS>), f32, Cpu>, Output = Tensor<(usize, Const<D>), f32, Cpu>>
+{
+}
+
+impl<const D: usize, N> Embedder<D> for N where
+    N: TensorCollection<f32, Cpu>
+        + Module<
+            Tensor<(usize, Const<PIXELS>), f32, Cpu, OwnedTape<f32, Cpu>>,
+            Output = Tensor<(usize, Const<D>), f32, Cpu, OwnedTape<f32, Cpu>>,
+        > + Module<
+            Tensor<(usize, Const<PIXELS>), f32, Cpu>,
+            Output = Tensor<(usize, Const<D>), f32, Cpu>,
+        >
+{
+}
+
 /// How one step turns a batch of embeddings into a loss: mining included.
 pub trait StepLoss<const D: usize> {
     fn step(
@@ -160,6 +183,7 @@ where
             if losses.len() >= total {
                 break 'epochs;
             }
+            opt.cfg.lr = args.lr_schedule.at(losses.len(), total);
             let labels: Vec<usize> = batch.iter().map(|&i| train_labels[i]).collect();
             let x = batch_tensor(dev, mnist, &batch);
             let e = model.forward(x.traced(grads));

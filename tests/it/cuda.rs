@@ -79,6 +79,25 @@ fn the_api_runs_on_cuda() {
     let (ea, eb) = siamese.forward_pair(x.clone(), x.clone());
     assert_eq!(ea.shape(), eb.shape());
 
+    // Image layers (their generic bodies: im2col gather + matmul, pools).
+    type Cnn = (
+        (
+            Unflatten<1, 6, 6>,
+            Conv2D<1, 4, 3, 1, 1>,
+            ReLU,
+            MaxPool2D<2>,
+        ),
+        (Conv2D<4, 2, 3>, AvgPool2D<1>, Flatten<2>),
+    );
+    let mut cnn = dev.build_module::<TripletNet<Cnn>, f32>();
+    let mut opt = Adam::new(&cnn, AdamConfig::default());
+    let pixels: Tensor<(usize, Const<36>), f32, Cuda> =
+        dev.tensor_from_vec(vec![0.5; 6 * 36], (6, Const));
+    let grads = cnn.alloc_grads();
+    let e = cnn.forward_mut(pixels.traced(grads));
+    let grads = TripletLoss.mined(&BatchHard, e, &labels).loss.backward();
+    opt.update(&mut cnn, &grads).unwrap();
+
     // Distances and the finite check.
     let _ = metric_loss::distance::cosine(x.clone(), x.clone()).unwrap();
     let _ = metric_loss::distance::l2_normalize(x.clone()).unwrap();

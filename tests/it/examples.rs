@@ -19,6 +19,31 @@ fn triplet_mnist_runs() {
     );
 }
 
+/// `--encoder cnn`: reference.py's CNN through the same training loop,
+/// evaluation and result.
+#[test]
+fn triplet_mnist_runs_on_the_cnn() {
+    let args = common::Args {
+        encoder: common::EncoderChoice::Cnn,
+        loss: common::TripletChoice::Warmup,
+        warmup_steps: Some(1),
+        lr_schedule: common::LrSchedule::Cosine,
+        ..common::Args::smoke(STEPS)
+    };
+    let s = common::run_triplet(&args).unwrap();
+    assert_eq!(s.training.steps, STEPS);
+    assert!(s.training.losses.iter().all(|l| l.is_finite()));
+    assert!((0.0..=1.0).contains(&s.retrieval.map_at_r));
+    assert!(args.out.join("triplet_mnist_cnn_loss.png").is_file());
+    assert_eq!(common::EncoderChoice::Cnn.to_string(), "cnn");
+    assert_eq!((args.warmup(), args.unit_margin()), (1, 0.5));
+    let mlp = common::Args::smoke(STEPS);
+    assert_eq!((mlp.warmup(), mlp.unit_margin()), (100, 0.2));
+    let cosine = common::LrSchedule::Cosine;
+    assert_eq!(cosine.at(0, 10), 1e-3);
+    assert!((cosine.at(5, 10) - 5e-4).abs() < 1e-12 && cosine.at(10, 10).abs() < 1e-12);
+}
+
 #[test]
 fn siamese_mnist_runs() {
     let s = common::run_siamese(&common::Args::smoke(STEPS)).unwrap();

@@ -6,6 +6,9 @@
 #[path = "../../examples/common/mod.rs"]
 mod common;
 
+mod cnn;
+mod conv2d;
+mod conv_parity;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod examples;
@@ -16,5 +19,7 @@ mod family_support;
 mod index;
 mod losses;
 mod mined;
+mod naive_image;
+mod pool2d;
 mod properties;
 mod reliability;

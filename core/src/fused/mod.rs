@@ -10,11 +10,13 @@ use dfdx::prelude::*;
 
 mod batch_hard;
 mod batch_rows;
+mod conv2d;
 mod euclidean_matrix;
 pub(crate) mod gemm;
 mod gram;
 mod linear;
 mod parallel;
+mod pool;
 mod scratch;
 
 pub(crate) use scratch::Scratch;
@@ -25,6 +27,8 @@ pub(crate) use euclidean_matrix::euclidean_matrix_cpu;
 pub(crate) use gemm::{Operand, gemm};
 pub(crate) use gram::distance;
 pub(crate) use linear::linear_cpu;
+pub(crate) use conv2d::conv2d_cpu;
+pub(crate) use pool::{avg_pool2d_cpu, max_pool2d_cpu};
 
 /// The elements of a contiguous CPU tensor, copied out with one `memcpy`.
 pub(crate) fn read<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Vec<f32> {
@@ -39,8 +43,27 @@ fn upstream<S: Shape>(
     grads: &mut Gradients<f32, Cpu>,
     out: &Tensor<S, f32, Cpu>,
 ) -> Result<Scratch, CpuError> {
-    grads.try_alloc_for(out)?;
-    Ok(Scratch::copy_of(&grads.get(out)))
+    // one copy into a reused buffer (`grads.get` would clone the buffer
+    // into a fresh allocation first)
+    let g = grads.get_or_alloc_mut(out)?;
+    Ok(Scratch::copy_of_slice(g))
+}
+
+/// Runs `f` with the gradient flowing into an op's output `out` (zeros if
+/// none reached it) **lent without a copy**: the buffer is taken out of
+/// `grads` while `f` writes the gradients of the op's inputs, and put back
+/// afterwards (a `leaky_trace` caller may still read it). For large outputs
+/// (a convolution's, a pool's input) this saves a copy of the whole
+/// gradient per backward.
+fn with_upstream<S: Shape, R>(
+    grads: &mut Gradients<f32, Cpu>,
+    out: &Tensor<S, f32, Cpu>,
+    f: impl FnOnce(&mut Gradients<f32, Cpu>, &[f32]) -> Result<R, CpuError>,
+) -> Result<R, CpuError> {
+    let g: Vec<f32> = std::mem::take(grads.get_or_alloc_mut(out)?);
+    let result = f(grads, &g);
+    **grads.get_or_alloc_mut(out)? = g;
+    result
 }
 
 /// `Σ v²` in eight partial sums: a loop the compiler vectorises.

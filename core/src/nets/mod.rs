@@ -94,8 +94,29 @@
 //! are a [`MetricLossError::BatchMismatch`] from the `try_` methods; the
 //! others panic with its message.
 
+mod avg_pool2d;
+mod conv2d;
+mod flatten;
 mod linear;
-pub use linear::{FusedLinear, InputLinear, builder};
+mod max_pool2d;
+mod unflatten;
+mod window;
+pub use avg_pool2d::AvgPool2D;
+pub use conv2d::Conv2D;
+pub use flatten::Flatten;
+pub use linear::{FusedLinear, InputLinear};
+pub use max_pool2d::MaxPool2D;
+pub use unflatten::Unflatten;
+pub use window::Window;
+
+/// The builders of this module's layers with parameters, as dfdx's
+/// `nn::builders` (the prelude exports them under the same names):
+/// `dev.build_module::<(builder::Conv2D<1, 32, 3>, ReLU, ...), f32>()`.
+/// The pools, [`Flatten`] and [`Unflatten`] have no parameters and are their own builders.
+pub mod builder {
+    pub use super::conv2d::builder::Conv2D;
+    pub use super::linear::builder::{FusedLinear, InputLinear};
+}
 
 use crate::error::{MetricLossError, unwrap_or_panic};
 use crate::loss::check_same;

@@ -1,0 +1,331 @@
+//! 2-D convolution on the CPU: im2col, then the project's GEMM, forward and
+//! backward, one image at a time.
+//!
+//! An image's columns are a `taps × L` matrix (`taps = C·K·K`, one row per
+//! `(c, ky, kx)` — the order of a PyTorch weight's trailing dimensions —
+//! and one column per output pixel, `L = OH·OW`), so that with the weight
+//! seen as `W: O × taps`:
+//!
+//! - forward: `y_b = W·cols_b + bias`, written straight into the output
+//!   image (`O × L` is the `(O, OH, OW)` layout);
+//! - backward, with `g_b` the upstream gradient of image `b` (`O × L`):
+//!   `∂W += g_b·cols_bᵀ`, `∂bias += g_b·1`, `∂cols_b = Wᵀ·g_b`, and col2im
+//!   adds each column back onto the pixels it was read from.
+//!
+//! One image at a time (rather than one GEMM over the whole batch) needs no
+//! transposition of the output or of its gradient, and an image's columns
+//! stay in cache between im2col and the GEMM: measured 63 → 48 ms of CPU a
+//! step for the reference MNIST CNN. Images are shared among rayon's
+//! threads; the backward sums `∂W` over fixed groups of images, then the
+//! groups in order, so the result does not depend on the scheduling (or the
+//! number of threads) and a training run is reproducible.
+//!
+//! The columns are kept from the forward for `∂W` when the whole batch's fit
+//! in [`COLUMN_BUDGET`] (and a tape records them); otherwise each image's
+//! are built again in the backward, so memory stays bounded whatever the
+//! batch and image size.
+
+use super::gemm::{Operand, gemm};
+use super::{Scratch, with_upstream};
+use crate::nets::Window;
+use dfdx::prelude::*;
+use rayon::prelude::*;
+
+/// At most this many column values (16 MiB) are kept from the forward for
+/// the backward; beyond, each image's columns are built again.
+const COLUMN_BUDGET: usize = 1 << 22;
+
+/// Images per task of the backward: the unit whose `∂W` is summed on one
+/// thread (a fixed size, so that the sums do not depend on scheduling).
+const IMAGES_PER_TASK: usize = 4;
+
+/// The shape of one convolution, per image.
+#[derive(Clone, Copy)]
+struct Geometry {
+    window: Window,
+    channels: usize,
+    out_channels: usize,
+}
+
+impl Geometry {
+    /// Rows of an image's columns: `C·K·K`.
+    fn taps(&self) -> usize {
+        self.channels * self.window.kernel() * self.window.kernel()
+    }
+
+    /// Values of one input image.
+    fn image_len(&self) -> usize {
+        self.channels * self.window.in_len()
+    }
+
+    /// Values of one output image.
+    fn out_image_len(&self) -> usize {
+        self.out_channels * self.window.out_len()
+    }
+}
+
+/// The output columns `ox` whose kernel tap `kx` reads a pixel inside the
+/// image, as a range, and the input column of the first of them.
+fn valid_columns(win: &Window, kx: usize) -> (usize, usize, usize) {
+    let (s, p) = (win.stride(), win.padding());
+    let (_, w) = win.input_size();
+    let (_, ow) = win.output_size();
+    // ox·s + kx − p ∈ [0, w)
+    let lo = p.saturating_sub(kx).div_ceil(s).min(ow);
+    let hi = if w + p > kx {
+        ((w + p - kx - 1) / s + 1).min(ow)
+    } else {
+        0
+    };
+    let hi = hi.max(lo);
+    (lo, hi, (lo * s + kx).saturating_sub(p))
+}
+
+/// One image's columns, `taps × L`:
+/// `cols[(c, ky, kx), (oy, ox)] = x[c, oy·s + ky − p, ox·s + kx − p]`,
+/// 0 in the padding.
+fn im2col(x: &[f32], geo: &Geometry, cols: &mut [f32]) {
+    let win = geo.window;
+    let (k, s, p) = (win.kernel(), win.stride(), win.padding());
+    let (h, w) = win.input_size();
+    let (oh, ow) = win.output_size();
+    for (r, row) in cols.chunks_exact_mut(win.out_len()).enumerate() {
+        let (c, ky, kx) = (r / (k * k), (r / k) % k, r % k);
+        let (lo, hi, x0) = valid_columns(&win, kx);
+        let plane = &x[c * win.in_len()..][..win.in_len()];
+        for (oy, out) in row.chunks_exact_mut(ow).enumerate().take(oh) {
+            let iy = (oy * s + ky).wrapping_sub(p);
+            if iy >= h || hi == lo {
+                out.fill(0.0);
+                continue;
+            }
+            out[..lo].fill(0.0);
+            out[hi..].fill(0.0);
+            let src = &plane[iy * w..][..w];
+            if s == 1 {
+                out[lo..hi].copy_from_slice(&src[x0..x0 + (hi - lo)]);
+            } else {
+                for (o, &v) in out[lo..hi].iter_mut().zip(src[x0..].iter().step_by(s)) {
+                    *o = v;
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: adds each column entry onto the pixel it was
+/// read from (padding entries are dropped).
+fn col2im(dcols: &[f32], geo: &Geometry, gx: &mut [f32]) {
+    let win = geo.window;
+    let (k, s, p) = (win.kernel(), win.stride(), win.padding());
+    let (h, w) = win.input_size();
+    let (oh, ow) = win.output_size();
+    for (r, row) in dcols.chunks_exact(win.out_len()).enumerate() {
+        let (c, ky, kx) = (r / (k * k), (r / k) % k, r % k);
+        let (lo, hi, x0) = valid_columns(&win, kx);
+        if hi == lo {
+            continue;
+        }
+        let plane = &mut gx[c * win.in_len()..][..win.in_len()];
+        for (oy, src) in row.chunks_exact(ow).enumerate().take(oh) {
+            let iy = (oy * s + ky).wrapping_sub(p);
+            if iy >= h {
+                continue;
+            }
+            let (src, dst) = (&src[lo..hi], &mut plane[iy * w..][..w]);
+            if s == 1 {
+                for (d, &v) in dst[x0..x0 + src.len()].iter_mut().zip(src) {
+                    *d += v;
+                }
+            } else {
+                for (d, &v) in dst[x0..].iter_mut().step_by(s).zip(src) {
+                    *d += v;
+                }
+            }
+        }
+    }
+}
+
+/// `conv2d(x, weight) + bias` on the CPU, on `x`'s tape, with a backward for
+/// `x`, `weight` and `bias` (see the [module docs](self)).
+pub(crate) fn conv2d_cpu<
+    B: Dim,
+    const C: usize,
+    H: Dim,
+    W: Dim,
+    const O: usize,
+    const K: usize,
+    T: Tape<f32, Cpu>,
+>(
+    x: Tensor<(B, Const<C>, H, W), f32, Cpu, T>,
+    weight: &Tensor<Rank4<O, C, K, K>, f32, Cpu>,
+    bias: &Tensor<Rank1<O>, f32, Cpu>,
+    window: &Window,
+) -> Result<Tensor<(B, Const<O>, usize, usize), f32, Cpu, T>, CpuError> {
+    let dev = x.device().clone();
+    let (x, mut tape) = x.try_contiguous()?.split_tape();
+    let batch = x.shape().0;
+    let geo = Geometry {
+        window: *window,
+        channels: C,
+        out_channels: O,
+    };
+    let (taps, len, image, out_image) = (
+        geo.taps(),
+        window.out_len(),
+        geo.image_len(),
+        geo.out_image_len(),
+    );
+    let (oh, ow) = window.output_size();
+    let xs = Scratch::copy_of(&x);
+    let ws = Scratch::copy_of(weight);
+    let bs = Scratch::copy_of(bias);
+    // every image's columns, kept for the backward when they fit
+    let mut kept = (T::OWNS_TAPE && batch.size() * taps * len <= COLUMN_BUDGET)
+        .then(|| Scratch::with_len(batch.size() * taps * len, 0));
+    let mut out = vec![0.0f32; batch.size() * out_image];
+    let forward = |(b, (out, kept)): (usize, (&mut [f32], Option<&mut [f32]>))| {
+        let mut own = None;
+        let cols = kept.unwrap_or_else(|| own.insert(Scratch::with_len(taps * len, 0)));
+        im2col(&xs[b * image..][..image], &geo, cols);
+        for (row, &bo) in out.chunks_exact_mut(len).zip(bs.iter()) {
+            row.fill(bo);
+        }
+        // out = W·cols + bias, O × L
+        gemm(
+            O,
+            len,
+            taps,
+            1.0,
+            Operand::plain(&ws, taps),
+            Operand::plain(cols, len),
+            1.0,
+            out,
+            len,
+        );
+    };
+    if out_image > 0 {
+        match kept.as_mut() {
+            Some(k) => out
+                .par_chunks_mut(out_image)
+                .zip(k.par_chunks_mut(taps * len).map(Some))
+                .enumerate()
+                .for_each(forward),
+            None => out
+                .par_chunks_mut(out_image)
+                .map(|o| (o, None))
+                .enumerate()
+                .for_each(forward),
+        }
+    }
+    let out = dev.try_tensor_from_vec(out, (batch, Const::<O>, oh, ow))?;
+    if T::OWNS_TAPE {
+        let (w, b, out_ghost) = (weight.clone(), bias.clone(), out.clone());
+        tape.add_backward_op(move |grads| {
+            with_upstream(grads, &out_ghost, |grads, g| {
+                let gx = grads.get_or_alloc_mut(&x)?;
+                // per image: ∂cols = Wᵀ·g, col2im into ∂x; ∂W += g·colsᵀ and
+                // ∂bias += g·1
+                let backward = |(mut gw, mut gb): (Vec<f32>, Vec<f32>),
+                                (b, gx): (usize, &mut [f32])| {
+                    let g = &g[b * out_image..][..out_image];
+                    let mut own = None;
+                    let cols: &[f32] = match kept.as_ref() {
+                        Some(k) => &k[b * taps * len..][..taps * len],
+                        None => {
+                            let cols = own.insert(Scratch::with_len(taps * len, 0));
+                            im2col(&xs[b * image..][..image], &geo, cols);
+                            cols
+                        }
+                    };
+                    gemm(
+                        O,
+                        taps,
+                        len,
+                        1.0,
+                        Operand::plain(g, len),
+                        Operand::transposed(cols, len),
+                        1.0,
+                        &mut gw,
+                        taps,
+                    );
+                    for (gb, row) in gb.iter_mut().zip(g.chunks_exact(len)) {
+                        *gb += row.iter().sum::<f32>();
+                    }
+                    let mut dcols = Scratch::with_len(taps * len, 0);
+                    gemm(
+                        taps,
+                        len,
+                        O,
+                        1.0,
+                        Operand::transposed(&ws, taps),
+                        Operand::plain(g, len),
+                        0.0,
+                        &mut dcols,
+                        len,
+                    );
+                    col2im(&dcols, &geo, gx);
+                    (gw, gb)
+                };
+                // Fixed groups of images, each summed in order, then the
+                // groups in order: the same sums whatever the threads do
+                // (a training run is reproducible for a seed).
+                let zeros = || (vec![0.0f32; O * taps], vec![0.0f32; O]);
+                let parts: Vec<(Vec<f32>, Vec<f32>)> = if image == 0 || len == 0 {
+                    Vec::new()
+                } else {
+                    gx.par_chunks_mut(image * IMAGES_PER_TASK)
+                        .enumerate()
+                        .map(|(t, gx)| {
+                            let images = gx.chunks_mut(image).enumerate();
+                            images.fold(zeros(), |acc, (i, gx)| {
+                                backward(acc, (t * IMAGES_PER_TASK + i, gx))
+                            })
+                        })
+                        .collect()
+                };
+                let (mut gw, mut gb) = zeros();
+                for (pw, pb) in parts {
+                    gw.iter_mut().zip(pw).for_each(|(x, y)| *x += y);
+                    gb.iter_mut().zip(pb).for_each(|(x, y)| *x += y);
+                }
+                for (acc, v) in grads.get_or_alloc_mut(&w)?.iter_mut().zip(gw) {
+                    *acc += v;
+                }
+                for (acc, v) in grads.get_or_alloc_mut(&b)?.iter_mut().zip(gb) {
+                    *acc += v;
+                }
+                Ok(())
+            })
+        });
+    }
+    Ok(out.put_tape(tape))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The same gradients, bit for bit, on 1 thread and on 3: the sums do
+    /// not depend on how rayon schedules the images.
+    #[test]
+    fn backward_is_the_same_on_any_number_of_threads() {
+        let dev = Cpu::seed_from_u64(6);
+        let x: Tensor<Rank4<37, 4, 12, 10>, f32, _> = dev.sample_normal();
+        let w: Tensor<Rank4<8, 4, 3, 3>, f32, _> = dev.sample_normal();
+        let b: Tensor<Rank1<8>, f32, _> = dev.sample_normal();
+        let win = Window::try_new("Conv2D", 3, 1, 1, 12, 10).unwrap();
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let y = conv2d_cpu(x.leaky_trace(), &w, &b, &win).unwrap();
+                let g = y.sin().sum().backward();
+                [g.get(&x).as_vec(), g.get(&w).as_vec(), g.get(&b).as_vec()]
+            })
+        };
+        assert_eq!(run(1), run(3));
+    }
+}
