@@ -1,6 +1,8 @@
 //! Compile-time behaviour of `#[metric_loss(...)]`: every invalid spec in
-//! `tests/ui/fail` must be rejected with the message in its `.stderr`, every
-//! valid spec in `tests/ui/pass` must compile and run.
+//! `tests/ui/fail` must be rejected with the message in its `.stderr`. (The
+//! valid specs are ordinary tests, `tests/it/specs/` in the root package:
+//! with compile-fail cases only, trybuild type-checks with `cargo check` and
+//! generates no code for dfdx and the other dependencies.)
 //!
 //! It lives in the macro's crate, not in the root package's `tests/it/`,
 //! because trybuild builds its cases as a separate project whose
@@ -17,5 +19,4 @@
 fn ui() {
     let t = trybuild::TestCases::new();
     t.compile_fail("tests/ui/fail/*.rs");
-    t.pass("tests/ui/pass/*.rs");
 }

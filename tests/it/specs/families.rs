@@ -42,7 +42,8 @@ fn check<L: BatchCriterion, B: BatchCriterion>(loss: L, builtin: Option<B>) {
     }
 }
 
-fn main() {
+#[test]
+fn families() {
     check(Ms, Some(MultiSimilarityLoss));
     check(Nt, Some(NtXentLoss));
     check(Sc, Some(SupConLoss));

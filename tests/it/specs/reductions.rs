@@ -19,7 +19,8 @@ fn close(got: f32, want: f32) {
     assert!((got - want).abs() < 1e-5, "got {got}, want {want}");
 }
 
-fn main() {
+#[test]
+fn reductions() {
     let dev = Cpu::default();
     // Item 0: d(A,P) = 1, d(A,N) = 0.5: [1 - 0.5 + 0.5]+ = 1; item 1: d(A,N) = 3: 0.
     let a = dev.tensor([[0.0f32, 0.0], [0.0, 0.0]]);

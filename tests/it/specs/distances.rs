@@ -26,7 +26,7 @@ pub struct TManhattan;
 pub struct TDot;
 #[metric_loss(triplet, distance = self::mean_squared, margin = 1.5)]
 pub struct TCustom;
-#[metric_loss(triplet, distance = crate::user::distances::nested, margin = 1.5)]
+#[metric_loss(triplet, distance = crate::specs::distances::user::distances::nested, margin = 1.5)]
 pub struct TCustomNested;
 
 #[metric_loss(pair, distance = euclidean, margin = 2.0)]
@@ -44,7 +44,8 @@ fn close(got: f32, want: f32) {
     assert!((got - want).abs() < 1e-5, "got {got}, want {want}");
 }
 
-fn main() {
+#[test]
+fn distances() {
     let dev = Cpu::default();
 
     // Const batch dims.

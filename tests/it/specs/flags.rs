@@ -33,7 +33,8 @@ fn close(got: f32, want: f32) {
     assert!((got - want).abs() < 1e-5, "got {got}, want {want}");
 }
 
-fn main() {
+#[test]
+fn flags() {
     let dev = Cpu::default();
     let o = dev.tensor([[0.0f32, 0.0]]);
 

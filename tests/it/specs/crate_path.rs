@@ -9,10 +9,11 @@ mod reexport {
 #[metric_loss(triplet, margin = 0.2, crate = ::metric_loss)]
 pub struct Explicit;
 
-#[metric_loss(crate = crate::reexport::ml, pair, margin = 1.0)]
+#[metric_loss(crate = crate::specs::crate_path::reexport::ml, pair, margin = 1.0)]
 pub struct ThroughReexport;
 
-fn main() {
+#[test]
+fn crate_path() {
     let dev = Cpu::default();
     let a = dev.tensor([[0.0f32, 0.0]]);
     let p = dev.tensor([[1.0f32, 0.0]]);
