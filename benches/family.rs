@@ -7,6 +7,12 @@
 //!   best and first quartile of many calls (on a machine shared with other
 //!   work, what the code can do; criterion's median measures the
 //!   neighbours too).
+//! - `FAMILY_CPU=1 cargo bench --bench family`: the CPU time of the
+//!   process per call (user + system, from `/proc/self/stat`, over at least
+//!   two seconds of it), which a machine shared with other work disturbs
+//!   far less than the wall clock; run it with `RAYON_NUM_THREADS=1`
+//!   (a second thread's spinning would count too) beside
+//!   `benches/family_pml_cpu.py`, which measures PML the same way.
 //! - `FAMILY_RSS=<loss> cargo bench --bench family` (`none` for the bare
 //!   process): one forward + backward at N = 4096, D = 128, for
 //!   `/usr/bin/time -v` to read the peak RSS of.
@@ -111,7 +117,46 @@ fn table() {
     }
 }
 
+/// CPU seconds (user + system) this process has used so far, from
+/// `/proc/self/stat` (clock ticks of 10 ms).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // fields after the command name, which is in parentheses
+    let rest = &stat[stat.rfind(')').expect("a command name") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+fn cpu_table() {
+    println!(
+        "ranking family, forward + backward, D = 128, {} rayon threads: CPU time per call",
+        rayon::current_num_threads()
+    );
+    println!("| loss | N | CPU ms per call | calls |");
+    println!("|---|---:|---:|---:|");
+    for n in [256usize, 1024] {
+        let (x, labels) = batch(n);
+        for name in LOSSES {
+            step(name, &x, &labels);
+            let start = cpu_seconds();
+            let mut calls = 0usize;
+            while cpu_seconds() - start < 2.0 {
+                std::hint::black_box(step(name, &x, &labels));
+                calls += 1;
+            }
+            let per = (cpu_seconds() - start) / calls as f64 * 1e3;
+            println!("| {name} | {n} | {per:.3} | {calls} |");
+        }
+    }
+}
+
 fn main() {
+    if std::env::var_os("FAMILY_CPU").is_some() {
+        cpu_table();
+        return;
+    }
     if let Some(name) = std::env::var_os("FAMILY_RSS") {
         let name = name.to_string_lossy();
         let (x, labels) = batch(4096);

@@ -156,8 +156,9 @@ pub trait MetricDevice: Device<f32> + 'static {
     /// blocks of rows from Gram tiles and runs the formula's row form on
     /// them, with a backward through the project's GEMM; the generic body
     /// gives the embeddings back (`Unavailable`: the caller then takes the
-    /// matrix on the tape), as does the CPU for a view of the matrix
-    /// (N-pairs) or a batch PML scores as exactly 0.
+    /// matrix on the tape), as does the CPU for a batch PML scores as
+    /// exactly 0. A view of the matrix (N-pairs' anchors × positives) is
+    /// computed from the rows it reads, its statistics from one more pass.
     ///
     /// ```
     /// use dfdx::prelude::*;

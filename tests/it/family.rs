@@ -640,3 +640,38 @@ fn the_fused_pass_equals_the_row_form_on_large_batches() {
         "{fused} vs {listed}"
     );
 }
+
+/// Every loss of the family at N = 4096, D = 128, forward + backward with
+/// every pair of the batch: the fused pass, which holds no `N × N` matrix
+/// (its peak RSS is measured with `FAMILY_RSS=<loss>` on
+/// `benches/family.rs`; see docs/performance.md). Finite values and
+/// gradients, statistics over every pair.
+#[test]
+fn every_loss_at_n_4096() {
+    fn check<L: BatchCriterion>(loss: L, x: &Rows<128>, labels: &[usize]) {
+        let m = loss.mined(&AllPairs, x.leaky_trace(), labels);
+        let n = labels.len();
+        assert_eq!(m.stats.pairs, n * (n - 1));
+        let v = m.loss.array();
+        assert!(
+            v.is_finite() && v > 0.0,
+            "{}: {v}",
+            std::any::type_name::<L>()
+        );
+        let g = m.loss.backward().get(x).as_vec();
+        assert!(g.iter().all(|v| v.is_finite()));
+        assert!(g.iter().any(|&v| v != 0.0));
+    }
+    let n = 4096;
+    let dev = Cpu::seed_from_u64(3);
+    let x: Rows<128> = dev.sample_normal_like(&(n, Const));
+    let labels: Vec<usize> = (0..n).map(|i| i / 4).collect();
+    check(MultiSimilarityLoss, &x, &labels);
+    check(NtXentLoss, &x, &labels);
+    check(SupConLoss, &x, &labels);
+    check(CircleLoss, &x, &labels);
+    check(LiftedStructureLoss, &x, &labels);
+    check(GeneralizedLiftedStructureLoss, &x, &labels);
+    check(NPairsLoss, &x, &labels);
+    check(MarginLoss, &x, &labels);
+}

@@ -10,7 +10,13 @@
 //! through `G = X·Xᵀ` with the project's GEMM (`dX += dG_b·X` for the
 //! block's rows, `dX += dG_bᵀ·X_b` for every row). Memory: `O(N·D)` plus a
 //! few `BLOCK × N` buffers per thread.
+//!
+//! A view of the matrix (N-pairs' anchors × positives) is the same pass on
+//! `X' = [A; B]` packed once, rows of `A` against columns of `B`, its
+//! gradient sent back to the rows it was gathered from; the statistics are
+//! then one more pass over the batch's own tiles (they cover every pair).
 
+use super::gemm::NR;
 use super::gemm::{Operand, cut_in, gemm};
 use super::gram::{BLOCK, Panels, distance};
 use super::parallel::in_parallel;
@@ -27,12 +33,16 @@ use std::sync::Mutex;
 /// this is lower than the mining passes' threshold.
 const PARALLEL_MIN_ROWS: usize = 128;
 
-/// What every block reads.
+/// What every block reads: rows `0..rows` of the packed matrix against
+/// its rows `c0..c0 + cols` (the same rows, `c0 = 0`, for the whole batch).
 struct Pass<'a, F> {
     f: &'a F,
     w: &'a PairWeights,
     panels: &'a Panels,
-    n: usize,
+    rows: usize,
+    cols: usize,
+    c0: usize,
+    d: usize,
 }
 
 /// One thread's buffers: a block of scores and one row of each weight.
@@ -43,34 +53,36 @@ struct Buffers {
 }
 
 impl<F: BatchFormula> Pass<'_, F> {
+    /// Row stride of a block of scores.
     fn ld(&self) -> usize {
-        self.panels.padded_cols()
+        self.panels.padded_cols() - self.c0
     }
 
     fn buffers(&self) -> Buffers {
         Buffers {
             s: Scratch::with_len(BLOCK * self.ld(), 0),
-            pos: vec![0.0; self.n],
-            neg: vec![0.0; self.n],
+            pos: vec![0.0; self.cols],
+            neg: vec![0.0; self.cols],
         }
     }
 
     /// The blocks' first rows.
     fn blocks(&self) -> Vec<usize> {
-        (0..self.n).step_by(BLOCK).collect()
+        (0..self.rows).step_by(BLOCK).collect()
     }
 
-    /// Rows `i0..i0 + rows` of the formula's matrix into `b.s` (row stride
-    /// [`ld`](Self::ld), columns `0..n`).
+    /// Rows `i0..i0 + BLOCK` (at most) of the formula's matrix into `b.s`
+    /// (row stride [`ld`](Self::ld), columns `0..cols`); the number of rows.
     fn scores(&self, i0: usize, b: &mut Buffers) -> usize {
-        let rows = BLOCK.min(self.n - i0);
+        let rows = BLOCK.min(self.rows - i0);
         let ld = self.ld();
-        self.panels.tile(i0, rows, 0, ld, &mut b.s, ld);
+        let end = self.panels.padded_cols();
+        self.panels.tile(i0, rows, self.c0, end, &mut b.s, ld);
         if F::SCORE == Score::UnitEuclidean {
-            let sq = self.panels.sq();
+            let sq = &self.panels.sq()[self.c0..self.c0 + self.cols];
             for r in 0..rows {
-                let sq_i = sq[i0 + r];
-                for (v, &sq_j) in b.s[r * ld..r * ld + self.n].iter_mut().zip(sq) {
+                let sq_i = self.panels.sq()[i0 + r];
+                for (v, &sq_j) in b.s[r * ld..r * ld + self.cols].iter_mut().zip(sq) {
                     *v = distance(sq_i, sq_j, *v, false);
                 }
             }
@@ -85,47 +97,193 @@ impl<F: BatchFormula> Pass<'_, F> {
         let ld = self.ld();
         Row {
             index: i,
-            s: &b.s[r * ld..r * ld + self.n],
+            s: &b.s[r * ld..r * ld + self.cols],
             pos: &b.pos,
             neg: &b.neg,
         }
     }
 
-    /// `f(block start)` for every block, shared among rayon's threads when
-    /// `parallel`; the results in block order.
-    fn each_block<R: Send>(&self, parallel: bool, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
-        let blocks = self.blocks();
-        if !parallel {
-            return blocks.into_iter().map(f).collect();
+    /// Length of a part's gradient accumulator: `∂L/∂X` (`n × D`), then,
+    /// for distances, `∂L/∂‖x_i‖²` (`n`).
+    fn grad_len(&self) -> usize {
+        let packed = self.c0 + self.cols;
+        let sq = if F::SCORE == Score::UnitEuclidean {
+            packed
+        } else {
+            0
+        };
+        packed * self.d + sq
+    }
+
+    /// For the block at `i0` (its scores in `b.s`): `row_grad(row, ds)`
+    /// writes `∂L/∂s` of each of its rows into `ds` (zeroed), which is
+    /// turned into `∂L/∂G` and pushed through `G = X·Xᵀ` into `acc`
+    /// ([`grad_len`](Self::grad_len) values): `dX_b += dG_b·X`,
+    /// `dX += dG_bᵀ·X_b`.
+    fn push_block(
+        &self,
+        i0: usize,
+        b: &mut Buffers,
+        acc: &mut [f32],
+        mut row_grad: impl FnMut(&Row, &mut [f32]),
+    ) {
+        let (c, c0, d) = (self.cols, self.c0, self.d);
+        let rows = BLOCK.min(self.rows - i0);
+        let mut dg = Scratch::with_len(rows * c, 0);
+        let (dx, dsq) = acc.split_at_mut((c0 + c) * d);
+        for r in 0..rows {
+            let i = i0 + r;
+            let ds = &mut dg[r * c..(r + 1) * c];
+            ds.fill(0.0);
+            let row = self.row(i0, r, b);
+            row_grad(&row, ds);
+            if F::SCORE == Score::UnitEuclidean {
+                // d = √(‖x_i‖² + ‖x_j‖² − 2G_ij): ∂d/∂G = −1/d, ∂d/∂‖x‖² = 1/(2d)
+                let mut row_sum = 0.0f32;
+                for (j, (v, &dist)) in ds.iter_mut().zip(row.s).enumerate() {
+                    let e = if dist > 0.0 { *v / dist } else { 0.0 };
+                    *v = -e;
+                    row_sum += e;
+                    dsq[c0 + j] += 0.5 * e;
+                }
+                dsq[i] += 0.5 * row_sum;
+            }
         }
-        let out: Vec<Mutex<Option<R>>> = blocks.iter().map(|_| Mutex::new(None)).collect();
-        in_parallel(blocks.len(), |k| {
-            let r = cut_in(1, || f(blocks[k]));
-            *out[k].lock().expect("a block's slot") = Some(r);
-        });
-        out.into_iter()
+        let xs = self.panels.rows();
+        let (a_b, cols) = (&xs[i0 * d..(i0 + rows) * d], &xs[c0 * d..(c0 + c) * d]);
+        gemm(
+            rows,
+            d,
+            c,
+            1.0,
+            Operand::plain(&dg, c),
+            Operand::plain(cols, d),
+            1.0,
+            &mut dx[i0 * d..],
+            d,
+        );
+        gemm(
+            c,
+            d,
+            rows,
+            1.0,
+            Operand::transposed(&dg, c),
+            Operand::plain(a_b, d),
+            1.0,
+            &mut dx[c0 * d..],
+            d,
+        );
+    }
+
+    /// `f(block start, buffers, accumulator)` for every block, in parts
+    /// shared among rayon's threads when `parallel` (part `p` takes blocks
+    /// `p, p + parts, …`, whichever thread runs it, so the sums do not
+    /// depend on the scheduling), each part with its own zeroed accumulator
+    /// of `len` values. The results in block order, the accumulators in
+    /// part order.
+    fn sweep<R: Send>(
+        &self,
+        parallel: bool,
+        len: usize,
+        f: impl Fn(usize, &mut Buffers, &mut [f32]) -> R + Sync,
+    ) -> (Vec<R>, Vec<Vec<f32>>) {
+        let blocks = self.blocks();
+        let parts = if parallel {
+            rayon::current_num_threads().min(blocks.len()).max(1)
+        } else {
+            1
+        };
+        let slots: Vec<Mutex<Option<R>>> = blocks.iter().map(|_| Mutex::new(None)).collect();
+        let accs: Vec<Mutex<Vec<f32>>> = (0..parts).map(|_| Mutex::new(Vec::new())).collect();
+        let run = |p: usize| {
+            let mut acc = vec![0.0f32; len];
+            let mut b = self.buffers();
+            for k in (p..blocks.len()).step_by(parts) {
+                let r = f(blocks[k], &mut b, &mut acc);
+                *slots[k].lock().expect("a block's slot") = Some(r);
+            }
+            *accs[p].lock().expect("a part's accumulator") = acc;
+        };
+        if parts > 1 {
+            in_parallel(parts, |p| cut_in(1, || run(p)));
+        } else {
+            run(0);
+        }
+        let results = slots
+            .into_iter()
             .map(|m| {
                 m.into_inner()
                     .expect("a block's slot")
                     .expect("every block ran")
             })
-            .collect()
+            .collect();
+        let accs = accs
+            .into_iter()
+            .map(|m| m.into_inner().expect("a part's accumulator"))
+            .collect();
+        (results, accs)
+    }
+
+    /// `scale ·` the sum of the parts' gradient accumulators, as `∂L/∂X'`
+    /// of the packed rows (adding `∂L/∂‖x_i‖² · 2x_i` for distances).
+    fn finish(&self, parts: &[Vec<f32>], scale: f32) -> Vec<f32> {
+        let (packed, d) = (self.c0 + self.cols, self.d);
+        let xs = self.panels.rows();
+        let mut dx = vec![0.0f32; packed * d];
+        for part in parts {
+            for (a, b) in dx.iter_mut().zip(&part[..packed * d]) {
+                *a += b;
+            }
+            for (i, &s) in part[packed * d..].iter().enumerate() {
+                if s != 0.0 {
+                    let (out, x) = (&mut dx[i * d..(i + 1) * d], &xs[i * d..(i + 1) * d]);
+                    for (o, &v) in out.iter_mut().zip(x) {
+                        *o += 2.0 * s * v;
+                    }
+                }
+            }
+        }
+        for v in dx.iter_mut() {
+            *v *= scale;
+        }
+        dx
     }
 }
 
-/// One block's forward: per row, the value's count and the statistics.
+/// One block's forward: the sum of its rows' values, each row's count and,
+/// for the whole batch, each row's statistics.
 struct BlockForward {
     sum: f64,
     counts: Vec<f32>,
     stats: Vec<RowStats>,
 }
 
+/// The miner's units of a row of scores: the cosine distance `1 − s`, or
+/// the distance itself.
+fn host_units<'a, F: BatchFormula>(s: &'a [f32], host: &'a mut [f32]) -> &'a [f32] {
+    match F::SCORE {
+        Score::Cosine => {
+            for (h, &v) in host.iter_mut().zip(s) {
+                *h = (1.0 - v).clamp(0.0, 2.0);
+            }
+            &host[..s.len()]
+        }
+        Score::UnitEuclidean => s,
+    }
+}
+
 /// The loss of formula `f` over every pair of a batch of normalized rows
 /// `x` (`w`: the weights of [`Tuples::All`](crate::miners::Tuples::All)
 /// for `labels`), and the statistics of every pair, in blocks of rows of
-/// Gram tiles. `Unavailable` where the kernel does not apply: a view of the
-/// matrix (N-pairs) or a batch PML scores as exactly 0 (the generic path
-/// gives that zero its gradient).
+/// Gram tiles. `Unavailable` for a batch PML scores as exactly 0 (the
+/// generic path gives that zero its gradient).
+///
+/// The gradient is linear in the upstream gradient `u`: `∂L/∂X = u/Σcount
+/// · Σ_i [count_i > 0] ∂value_i/∂X`. So with a tape the forward computes
+/// that sum (`u = 1`) while each block is in cache, and the backward only
+/// scales it: one pass over the Gram tiles in all (three for lifted
+/// structure, whose rows need every row's shared number first, and whose
+/// gradient needs every row's derivative with respect to them).
 pub(crate) fn batch_formula_fused_cpu<F, N, const D: usize, T>(
     x: Tensor<(N, Const<D>), f32, Cpu, T>,
     labels: &[usize],
@@ -138,8 +296,12 @@ where
     T: Tape<f32, Cpu>,
 {
     let n = x.shape().0.size();
-    if w.view().is_some() || w.rows() != n || labels.len() != n || f.is_zero(w.sizes()) {
+    let square = w.view().is_none() && w.rows() == n && w.cols() == n;
+    if (!square && w.view().is_none()) || labels.len() != n || f.is_zero(w.sizes()) {
         return Ok(FusedFormula::Unavailable(x));
+    }
+    if F::SHARED && !square {
+        return Ok(FusedFormula::Unavailable(x)); // rows would share across a view
     }
     let dev_err = MetricLossError::device;
     let dev = x.device().clone();
@@ -155,67 +317,118 @@ where
             value: values[column],
         });
     }
-    let pass = Pass {
+    let parallel = n >= PARALLEL_MIN_ROWS && rayon::current_num_threads() > 1;
+    let whole = Pass {
         f,
         w,
         panels: &panels,
-        n,
+        rows: n,
+        cols: n,
+        c0: 0,
+        d: D,
     };
-    let parallel = n >= PARALLEL_MIN_ROWS && rayon::current_num_threads() > 1;
+    let margins = f.margins();
+    let margins = Some((margins.pos_margin, margins.margin));
+    // A view: its rows and columns packed as X' = [A; 0; B].
+    let view = w.view().map(|(rows, cols)| {
+        let c0 = rows.len().div_ceil(NR) * NR;
+        let mut packed = Scratch::with_len((c0 + cols.len()) * D, 0);
+        packed.fill(0.0);
+        let xs = panels.rows();
+        for (k, &r) in rows
+            .iter()
+            .chain(std::iter::repeat_n(&usize::MAX, c0 - rows.len()))
+            .chain(cols)
+            .enumerate()
+        {
+            if r != usize::MAX {
+                packed[k * D..(k + 1) * D].copy_from_slice(&xs[r * D..(r + 1) * D]);
+            }
+        }
+        let (rows, cols) = (rows.to_vec(), cols.to_vec());
+        (Panels::new(packed, c0 + cols.len(), D), rows, cols, c0)
+    });
+    let pass = match &view {
+        None => Pass { ..whole },
+        Some((p, rows, cols, c0)) => Pass {
+            f,
+            w,
+            panels: p,
+            rows: rows.len(),
+            cols: cols.len(),
+            c0: *c0,
+            d: D,
+        },
+    };
 
     // Lifted structure: every row's shared number first.
     let shared: Vec<f32> = if F::SHARED {
-        pass.each_block(parallel, |i0| {
-            let mut b = pass.buffers();
-            let rows = pass.scores(i0, &mut b);
+        pass.sweep(parallel, 0, |i0, b, _| {
+            let rows = pass.scores(i0, b);
             (0..rows)
-                .map(|r| f.shared(&pass.row(i0, r, &mut b)))
+                .map(|r| f.shared(&pass.row(i0, r, b)))
                 .collect::<Vec<f32>>()
         })
+        .0
         .concat()
     } else {
         Vec::new()
     };
 
-    let margins = f.margins();
-    let margins = Some((margins.pos_margin, margins.margin));
-    let blocks = pass.each_block(parallel, |i0| {
-        let mut b = pass.buffers();
-        let rows = pass.scores(i0, &mut b);
+    let grad_now = T::OWNS_TAPE && !F::SHARED;
+    let len = if grad_now { pass.grad_len() } else { 0 };
+    let (blocks, mut parts) = pass.sweep(parallel, len, |i0, b, acc| {
+        let rows = pass.scores(i0, b);
         let mut out = BlockForward {
             sum: 0.0,
             counts: Vec::with_capacity(rows),
             stats: Vec::with_capacity(rows),
         };
-        let mut host = vec![0.0f32; n];
+        let mut host = vec![0.0f32; pass.cols];
         for r in 0..rows {
-            let row = pass.row(i0, r, &mut b);
+            let row = pass.row(i0, r, b);
             let v = f.row(&row, &shared);
             out.sum += f64::from(v.value);
             out.counts.push(v.count);
-            // the miner's units: cosine distance 1 − s, or the distance
-            let d = match F::SCORE {
-                Score::Cosine => {
-                    for (h, &s) in host.iter_mut().zip(row.s) {
-                        *h = (1.0 - s).clamp(0.0, 2.0);
-                    }
-                    &host[..]
+            if square {
+                let d = host_units::<F>(row.s, &mut host);
+                out.stats.push(RowStats::of(i0 + r, d, labels, margins));
+            }
+        }
+        if grad_now {
+            let counts = &out.counts;
+            pass.push_block(i0, b, acc, |row, ds| {
+                if counts[row.index - i0] > 0.0 {
+                    f.row_backward(row, &[], 1.0, ds, &mut []);
                 }
-                Score::UnitEuclidean => row.s,
-            };
-            out.stats.push(RowStats::of(i0 + r, d, labels, margins));
+            });
         }
         out
     });
     let mut sum = 0.0f64;
     let mut total = 0.0f64;
-    let mut counts = Vec::with_capacity(n);
+    let mut counts = Vec::with_capacity(pass.rows);
     let mut stats = Vec::with_capacity(n);
     for b in blocks {
         sum += b.sum;
         total += b.counts.iter().map(|&c| f64::from(c)).sum::<f64>();
         counts.extend(b.counts);
         stats.extend(b.stats);
+    }
+    if !square {
+        // the statistics cover every pair of the batch: one more pass
+        let (per_block, _) = whole.sweep(parallel, 0, |i0, b, _| {
+            let rows = whole.scores(i0, b);
+            let mut host = vec![0.0f32; n];
+            let ld = whole.ld();
+            (0..rows)
+                .map(|r| {
+                    let d = host_units::<F>(&b.s[r * ld..r * ld + n], &mut host);
+                    RowStats::of(i0 + r, d, labels, margins)
+                })
+                .collect::<Vec<_>>()
+        });
+        stats = per_block.concat();
     }
     let loss = if total > 0.0 {
         (sum / total) as f32
@@ -236,30 +449,52 @@ where
     let stats = MinerStats::from_rows(n, stats.into_iter(), 0, pairs, active, f.margins().margin);
 
     let out = dev.try_tensor_from_vec(vec![loss], ()).map_err(dev_err)?;
+    let (rows_of_pass, cols_of_pass, c0) = (pass.rows, pass.cols, pass.c0);
     if T::OWNS_TAPE {
         let (out_ghost, w, f) = (out.clone(), w.clone(), *f);
         tape.add_backward_op(move |grads| {
             let g = upstream(grads, &out_ghost)?[0];
+            let gx = grads.get_or_alloc_mut(&x)?;
             if total <= 0.0 || g == 0.0 {
-                grads.get_or_alloc_mut(&x)?;
                 return Ok(());
             }
+            let (packed, rows, cols) = match &view {
+                None => (&panels, None, None),
+                Some((p, rows, cols, _)) => (p, Some(rows), Some(cols)),
+            };
             let pass = Pass {
                 f: &f,
                 w: &w,
-                panels: &panels,
-                n,
+                panels: packed,
+                rows: rows_of_pass,
+                cols: cols_of_pass,
+                c0,
+                d: D,
             };
-            let dx = backward(
-                &pass,
-                parallel,
-                &shared,
-                &counts,
-                (f64::from(g) / total) as f32,
-            );
-            let gx = grads.get_or_alloc_mut(&x)?;
-            for (a, b) in gx.iter_mut().zip(dx.iter()) {
-                *a += b;
+            if F::SHARED {
+                parts = shared_gradient(&pass, parallel, &shared, &counts);
+            }
+            let dx = pass.finish(&parts, (f64::from(g) / total) as f32);
+            match (rows, cols) {
+                (Some(rows), Some(cols)) => {
+                    let back = rows
+                        .iter()
+                        .enumerate()
+                        .chain(cols.iter().enumerate().map(|(k, c)| (c0 + k, c)));
+                    for (k, &r) in back {
+                        for (a, b) in gx[r * D..(r + 1) * D]
+                            .iter_mut()
+                            .zip(&dx[k * D..(k + 1) * D])
+                        {
+                            *a += b;
+                        }
+                    }
+                }
+                _ => {
+                    for (a, b) in gx.iter_mut().zip(dx.iter()) {
+                        *a += b;
+                    }
+                }
             }
             Ok(())
         });
@@ -270,156 +505,39 @@ where
     })
 }
 
-/// `∂L/∂X` (`n × D`) for `L = scale · Σ_i value_i` (rows with a zero count
-/// have no gradient).
-fn backward<F: BatchFormula>(
+/// The gradient accumulators of a formula with shared numbers (lifted
+/// structure), for `u = 1`: a pass for what every row's value sends to the
+/// shared numbers, then one for `∂L/∂s`.
+fn shared_gradient<F: BatchFormula>(
     pass: &Pass<F>,
     parallel: bool,
     shared: &[f32],
     counts: &[f32],
-    scale: f32,
-) -> Scratch {
-    let (n, f) = (pass.n, pass.f);
-    let d = pass.panels.rows().len() / n.max(1);
-    let g = |i: usize| if counts[i] > 0.0 { scale } else { 0.0 };
-    let blocks = pass.blocks();
-    let parts = if parallel {
-        rayon::current_num_threads().min(blocks.len()).max(1)
-    } else {
-        1
-    };
-    // Lifted structure: what every row's value sends to the shared numbers.
-    let dshared: Vec<f32> = if F::SHARED {
-        let per_part = run_parts(parts, &blocks, n, |i0, acc: &mut Vec<f32>| {
-            let mut b = pass.buffers();
-            let rows = pass.scores(i0, &mut b);
-            let mut ds = vec![0.0f32; n];
-            for r in 0..rows {
-                let row = pass.row(i0, r, &mut b);
-                f.row_backward(&row, shared, g(i0 + r), &mut ds, acc);
-            }
-        });
-        sum_parts(per_part, n)
-    } else {
-        Vec::new()
-    };
-    let xs = pass.panels.rows();
-    let sq_width = if F::SCORE == Score::UnitEuclidean {
-        n
-    } else {
-        0
-    };
-    let per_part = run_parts(
-        parts,
-        &blocks,
-        n * d + sq_width,
-        |i0, acc: &mut Vec<f32>| {
-            let mut b = pass.buffers();
-            let rows = pass.scores(i0, &mut b);
-            let mut dg = Scratch::with_len(rows * n, 0);
-            let mut sink = vec![0.0f32; if F::SHARED { n } else { 0 }];
-            let (acc, dsq) = acc.split_at_mut(n * d);
-            for r in 0..rows {
-                let i = i0 + r;
-                let ds = &mut dg[r * n..(r + 1) * n];
-                ds.fill(0.0);
-                let row = pass.row(i0, r, &mut b);
-                f.row_backward(&row, shared, g(i), ds, &mut sink);
-                if let Some(&dl) = dshared.get(i) {
-                    f.shared_backward(&row, dl, ds);
-                }
-                if F::SCORE == Score::UnitEuclidean {
-                    // d = √(‖x_i‖² + ‖x_j‖² − 2G_ij): ∂d/∂G = −1/d, ∂d/∂‖x‖² = 1/(2d)
-                    let mut row_sum = 0.0f32;
-                    for (j, (v, &dist)) in ds.iter_mut().zip(row.s).enumerate() {
-                        let e = if dist > 0.0 { *v / dist } else { 0.0 };
-                        *v = -e;
-                        row_sum += e;
-                        dsq[j] += 0.5 * e;
-                    }
-                    dsq[i] += 0.5 * row_sum;
-                }
-            }
-            // dX_b += dG_b·X, dX += dG_bᵀ·X_b
-            gemm(
-                rows,
-                d,
-                n,
-                1.0,
-                Operand::plain(&dg, n),
-                Operand::plain(xs, d),
-                1.0,
-                &mut acc[i0 * d..],
-                d,
-            );
-            gemm(
-                n,
-                d,
-                rows,
-                1.0,
-                Operand::transposed(&dg, n),
-                Operand::plain(&xs[i0 * d..], d),
-                1.0,
-                acc,
-                d,
-            );
-        },
-    );
-    let mut dx = Scratch::with_len(n * d, 0);
-    dx.fill(0.0);
-    for part in &per_part {
-        for (a, b) in dx.iter_mut().zip(&part[..n * d]) {
-            *a += b;
-        }
-        if sq_width > 0 {
-            // ∂‖x_i‖²/∂x_i = 2x_i
-            for (i, &s) in part[n * d..].iter().enumerate() {
-                if s != 0.0 {
-                    let (out, x) = (&mut dx[i * d..(i + 1) * d], &xs[i * d..(i + 1) * d]);
-                    for (o, &v) in out.iter_mut().zip(x) {
-                        *o += 2.0 * s * v;
-                    }
-                }
-            }
-        }
-    }
-    dx
-}
-
-/// Runs `f(block start, accumulator)` over the blocks in `parts` parts
-/// (part `p` takes blocks `p, p + parts, …`), each with its own zeroed
-/// accumulator of `len` values; the accumulators in part order.
-fn run_parts(
-    parts: usize,
-    blocks: &[usize],
-    len: usize,
-    f: impl Fn(usize, &mut Vec<f32>) + Sync,
 ) -> Vec<Vec<f32>> {
-    let accs: Vec<Mutex<Vec<f32>>> = (0..parts).map(|_| Mutex::new(Vec::new())).collect();
-    let run = |p: usize| {
-        let mut acc = vec![0.0f32; len];
-        for &i0 in blocks.iter().skip(p).step_by(parts) {
-            f(i0, &mut acc);
+    let (n, f) = (pass.rows, pass.f);
+    let g = |i: usize| if counts[i] > 0.0 { 1.0 } else { 0.0 };
+    let (_, per_part) = pass.sweep(parallel, n, |i0, b, acc| {
+        let rows = pass.scores(i0, b);
+        let mut ds = vec![0.0f32; n];
+        for r in 0..rows {
+            let row = pass.row(i0, r, b);
+            f.row_backward(&row, shared, g(i0 + r), &mut ds, acc);
         }
-        *accs[p].lock().expect("a part's accumulator") = acc;
-    };
-    if parts > 1 {
-        in_parallel(parts, |p| cut_in(1, || run(p)));
-    } else {
-        run(0);
-    }
-    accs.into_iter()
-        .map(|m| m.into_inner().expect("a part's accumulator"))
-        .collect()
-}
-
-/// The sum of the parts' accumulators (`len` values each), in part order.
-fn sum_parts(parts: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; len];
-    for p in parts {
-        for (o, v) in out.iter_mut().zip(p) {
+    });
+    let mut dshared = vec![0.0f32; n];
+    for p in per_part {
+        for (o, v) in dshared.iter_mut().zip(p) {
             *o += v;
         }
     }
-    out
+    pass.sweep(parallel, pass.grad_len(), |i0, b, acc| {
+        pass.scores(i0, b);
+        // what the rows send to the shared numbers again: not needed here
+        let mut sink = vec![0.0f32; n];
+        pass.push_block(i0, b, acc, |row, ds| {
+            f.row_backward(row, shared, g(row.index), ds, &mut sink);
+            f.shared_backward(row, dshared[row.index], ds);
+        });
+    })
+    .1
 }

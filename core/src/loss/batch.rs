@@ -5,7 +5,7 @@
 use super::{Family, Fused, MetricLoss, Mined, Rows, Square, host_matrix};
 use crate::device::{FusedFormula, MetricDevice};
 use crate::error::{MetricLossError, unwrap_or_panic};
-use crate::formulas::{BatchFormula, PairWeights, Score, Weighting, tape};
+use crate::formulas::{BatchFormula, PairWeights, Score, tape};
 use crate::miners::{
     AllPairs, DistanceMatrix, Fusable, Miner, MinerStats, MiningMargins, PairMiner, Tuples, Units,
 };
@@ -112,7 +112,7 @@ impl<L: BatchCriterion> Family<L> for BatchFamily {
 
     /// [`AllPairs`] (PML's no-miner call) is one fused pass where the device
     /// has a kernel ([`MetricDevice::try_fused_batch_formula`]: the CPU's,
-    /// for every formula but N-pairs): no `N × N` matrix on the tape, no
+    /// every formula): no `N × N` matrix on the tape, no
     /// host copy of it.
     fn try_fused<N, const D: usize, Dev, T, M>(
         f: &L::Formula,
@@ -127,7 +127,7 @@ impl<L: BatchCriterion> Family<L> for BatchFamily {
         M: Miner<Tuples> + ?Sized,
     {
         let weighting = <L::Formula as BatchFormula>::WEIGHTING;
-        if miner.fusable() != Fusable::AllPairs || weighting == Weighting::NPairs {
+        if miner.fusable() != Fusable::AllPairs {
             return Ok(Fused::Unavailable(x));
         }
         let w = PairWeights::try_new(weighting, &Tuples::All, labels)?;
