@@ -75,8 +75,11 @@ impl Lse {
 }
 
 /// `eˣ` for the arguments of a shifted log-sum-exp (`x ≤ 0` mostly): in
-/// `f32` (Cody–Waite reduction and Cephes' `expf` polynomial, relative
-/// error below 2⁻²², 0 below `−87`), returned as `f64` for the sums. The
+/// `f32` (Cody–Waite reduction and Cephes' `expf` polynomial; 0 below
+/// `−87`), returned as `f64` for the sums. Its relative error is below
+/// `2⁻²² + |x|·2⁻²⁴`: the polynomial's, plus the rounding of `x` to `f32`
+/// (the terms far below the maximum, where the second part grows, are the
+/// ones that weigh least in a sum). The
 /// family's row form spends most of its time here (`N` calls per row and
 /// pass); `f64::exp` took three to four times as long.
 #[inline(always)]
@@ -95,7 +98,7 @@ pub(crate) fn exp(x: f64) -> f64 {
     let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
         + 1.666_666_5e-1)
         * r
-        + 5.000_000_1e-1;
+        + 0.5;
     let e = p * r * r + r + 1.0;
     let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
     f64::from(e * scale)
@@ -294,10 +297,12 @@ mod tests {
             if x < -87.0 {
                 assert_eq!(got, 0.0);
             } else {
-                worst = worst.max((got - want).abs() / want);
+                // the bound of the doc: 2⁻²² + |x|·2⁻²⁴
+                let bound = 2f64.powi(-22) + x.abs() * 2f64.powi(-24);
+                worst = worst.max((got - want).abs() / want / bound);
             }
         }
-        assert!(worst < 2.5e-7, "relative error {worst}");
+        assert!(worst < 1.0, "relative error {worst} x the bound");
         assert_eq!(exp(0.0), 1.0);
         assert_eq!(exp(f64::NEG_INFINITY), 0.0);
         assert!(exp(100.0).is_finite() && exp(1000.0).is_infinite());
