@@ -4,8 +4,10 @@ this project's criterion benches, in one run, same thread count. Prints one
 markdown table with ratios (project time / reference time).
 
     python3 benches/compare.py [--python ../ref-venv/bin/python] [--threads 2]
-                               [--only all|losses|search|gemm]
+                               [--only all|losses|search|gemm|family]
 
+`--only family` runs `reference.py family` (PML's ranking-loss family,
+N = 256 and 1024, D = 128) and `cargo bench --bench family` back to back.
 `--only search` runs `reference.py search` (faiss IndexFlatL2 build + search,
 torch cdist + topk) and `cargo bench --bench search` back to back. `--only
 gemm` runs `benches/gemm_torch.py` and `cargo bench --bench gemm` (the
@@ -58,16 +60,18 @@ def main():
     ap.add_argument("--reference", default=str(ROOT.parent / "shared" / "bench" / "reference.py"))
     ap.add_argument("--threads", default="2")
     ap.add_argument("--mnist-epochs", default="2")
-    ap.add_argument("--only", choices=["all", "losses", "search", "gemm"], default="all",
+    ap.add_argument("--only", choices=["all", "losses", "search", "gemm", "family"], default="all",
                     help="losses: the loss benches and the training step; search: exact k-NN "
                          "and retrieval_metrics against faiss and torch; gemm: the GEMM's shapes "
-                         "against torch.mm and the gemm crate")
+                         "against torch.mm and the gemm crate; family: the ranking-loss family "
+                         "against PML")
     args = ap.parse_args()
     env = dict(os.environ, OMP_NUM_THREADS=args.threads, MKL_NUM_THREADS=args.threads,
                RAYON_NUM_THREADS=args.threads)
 
     rows, notes = [], []
-    for part, make in [("search", search_rows), ("losses", loss_rows), ("gemm", gemm_rows)]:
+    for part, make in [("search", search_rows), ("losses", loss_rows), ("gemm", gemm_rows),
+                       ("family", family_rows)]:
         if args.only in ("all", part):
             r, n = make(args, env)
             rows += r
@@ -165,6 +169,38 @@ def loss_rows(args, env):
         ours = criterion_us("losses", "batch_hard", n)
         notes.append(f"Floor at N={n}: one {n} x {n} x 128 GEMM through torch takes {floor[n]:.1f} us; "
                      f"batch-hard forward + backward here takes {ours / floor[n]:.2f} x that.")
+    return rows, notes
+
+
+# (bench name in benches/family.rs, reference.py family's name): reference.py's
+# `lifted_structure` is PML's GeneralizedLiftedStructureLoss.
+FAMILY = [
+    ("multi_similarity", "multi_similarity_pml"),
+    ("multi_similarity_mined", "multi_similarity_mined_pml"),
+    ("ntxent", "ntxent_pml"),
+    ("supcon", "supcon_pml"),
+    ("circle", "circle_pml"),
+    ("generalized_lifted_structure", "lifted_structure_pml"),
+    ("margin", "margin_pml"),
+]
+
+
+def family_rows(args, env):
+    """The ranking family, forward + backward, N = 256 and 1024, D = 128,
+    P x K labels (K = 4), PML's defaults, all pairs unless a miner is named."""
+    ref = read_ref(run([args.python, args.reference, "family"], env))
+    print(ref, file=sys.stderr)
+    run(["cargo", "bench", "--bench", "family", "--", "--noplot"], env)
+    rows, notes = [], []
+    for n in ["256", "1024"]:
+        for ours_name, ref_name in FAMILY:
+            kv = ref.get((ref_name, n))
+            if kv is None or "us" not in kv:
+                notes.append(f"{ref_name} n={n}: PML {kv.get('skipped', 'not run') if kv else 'not run'}")
+                continue
+            who = "PML" + (" (one call)" if kv.get("calls") == "1" else "")
+            rows.append((f"{ours_name} N={n}", criterion_us("family", ours_name, n), who,
+                         float(kv["us"])))
     return rows, notes
 
 

@@ -147,6 +147,54 @@ pub trait MetricDevice: Device<f32> + 'static {
         crate::formulas::generic_batch_formula(s, w, f)
     }
 
+    /// The loss of a formula of the ranking family over every pair of a
+    /// batch of normalized rows (PML's no-miner call: `w` holds
+    /// [`Tuples::All`](crate::miners::Tuples::All)'s weights for `labels`)
+    /// and the statistics of every pair, in one fused pass that never holds
+    /// the `N × N` matrix: what [`BatchCriterion`](crate::loss::BatchCriterion)
+    /// runs for [`AllPairs`](crate::miners::AllPairs). The CPU computes
+    /// blocks of rows from Gram tiles and runs the formula's row form on
+    /// them, with a backward through the project's GEMM; the generic body
+    /// gives the embeddings back (`Unavailable`: the caller then takes the
+    /// matrix on the tape), as does the CPU for a batch PML scores as
+    /// exactly 0. A view of the matrix (N-pairs' anchors × positives) is
+    /// computed from the rows it reads, its statistics from one more pass.
+    ///
+    /// ```
+    /// use dfdx::prelude::*;
+    /// use metric_loss_core::device::{FusedFormula, MetricDevice};
+    /// use metric_loss_core::formulas::{MultiSimilarity, PairWeights, Weighting};
+    /// use metric_loss_core::miners::Tuples;
+    /// let dev = Cpu::default();
+    /// let x = dev.tensor([[1.0f32, 0.0], [0.8, 0.6], [0.0, 1.0]]);
+    /// let labels = [0, 0, 1];
+    /// let w = PairWeights::try_new(Weighting::Mask, &Tuples::All, &labels).unwrap();
+    /// let f = MultiSimilarity { alpha: 2.0, beta: 50.0, base: 0.5 };
+    /// match Cpu::try_fused_batch_formula(x.leaky_trace(), &labels, &w, &f).unwrap() {
+    ///     FusedFormula::Done { loss, stats } => {
+    ///         assert_eq!(stats.pairs, 6);
+    ///         let g = loss.backward();
+    ///         assert!(g.get(&x).as_vec().iter().all(|v| v.is_finite()));
+    ///     }
+    ///     FusedFormula::Unavailable(_) => unreachable!("the CPU has the kernel"),
+    /// }
+    /// ```
+    #[allow(clippy::type_complexity)]
+    fn try_fused_batch_formula<
+        F: crate::formulas::BatchFormula,
+        N: Dim,
+        const D: usize,
+        T: Tape<f32, Self>,
+    >(
+        x: Tensor<(N, Const<D>), f32, Self, T>,
+        labels: &[usize],
+        w: &crate::formulas::PairWeights,
+        f: &F,
+    ) -> Result<FusedFormula<N, D, Self, T>, crate::MetricLossError> {
+        let _ = (labels, w, f);
+        Ok(FusedFormula::Unavailable(x))
+    }
+
     /// The affine map of [`InputLinear`](crate::nets::InputLinear),
     /// `x·Wᵀ + b`, on the tape of `x`. The CPU registers a backward for `W`
     /// and `b` only (no gradient for `x`); the generic body is dfdx's
@@ -516,6 +564,20 @@ pub enum FusedBatchHard<N: Dim, const D: usize, Dev: Device<f32>, T> {
     Unavailable(Tensor<(N, Const<D>), f32, Dev, T>),
 }
 
+/// What [`MetricDevice::try_fused_batch_formula`](crate::device::MetricDevice::try_fused_batch_formula)
+/// gives back.
+pub enum FusedFormula<N: Dim, const D: usize, Dev: Device<f32>, T> {
+    /// The fused kernel ran.
+    Done {
+        /// The loss, on the tape of the embeddings.
+        loss: Tensor<(), f32, Dev, T>,
+        /// The statistics of every pair of the batch.
+        stats: crate::miners::MinerStats,
+    },
+    /// No fused kernel for this case: the embeddings, untouched.
+    Unavailable(Tensor<(N, Const<D>), f32, Dev, T>),
+}
+
 /// The generic row-wise Euclidean distance: `sub`, `square`, `sum` and
 /// [`generic_safe_sqrt`] on the tape (what [`Cpu`] fuses into one op).
 pub fn generic_euclidean_rows<B: Dim, const D: usize, Dev: Device<f32>, T: Tape<f32, Dev>>(
@@ -612,6 +674,20 @@ impl MetricDevice for Cpu {
         f: &F,
     ) -> Result<Tensor<(), f32, Self, T>, Self::Err> {
         crate::fused::batch_formula_cpu(s, w, f)
+    }
+
+    fn try_fused_batch_formula<
+        F: crate::formulas::BatchFormula,
+        N: Dim,
+        const D: usize,
+        T: Tape<f32, Self>,
+    >(
+        x: Tensor<(N, Const<D>), f32, Self, T>,
+        labels: &[usize],
+        w: &crate::formulas::PairWeights,
+        f: &F,
+    ) -> Result<FusedFormula<N, D, Self, T>, crate::MetricLossError> {
+        crate::fused::batch_formula_fused_cpu(x, labels, w, f)
     }
 
     fn try_conv2d<

@@ -242,9 +242,12 @@ impl Visit for BothPaths<'_> {
     fn visit<F: BatchFormula>(&mut self, f: F) {
         let (vd, gd) = run_dim(&f, 8, self.x, self.labels, self.tuples, Path::Device);
         let (vg, gg) = run_dim(&f, 8, self.x, self.labels, self.tuples, Path::Generic);
+        let (vf, gf) = run_dim(&f, 8, self.x, self.labels, self.tuples, Path::Fused);
         let what = format!("{} {:?}", F::NAME, self.tuples);
         assert_close(&[vd], &[vg], 1e-5, &format!("{what}: value"));
         assert_close(&gd, &gg, 1e-5, &format!("{what}: grad"));
+        assert_close(&[vf], &[vg], 1e-5, &format!("{what}: fused value"));
+        assert_close(&gf, &gg, 1e-5, &format!("{what}: fused grad"));
     }
 }
 
@@ -499,6 +502,15 @@ fn bad_inputs_are_typed_errors() {
     assert!(matches!(
         CircleLoss.try_forward(rows::<4>(&bad).leaky_trace(), &labels),
         Err(MetricLossError::NonFinite {
+            what: "embeddings",
+            row: 3,
+            ..
+        })
+    ));
+    // a miner other than AllPairs takes the matrix on the tape: its host copy finds it
+    assert!(matches!(
+        CircleLoss.try_mined(&Fixed(Tuples::All), rows::<4>(&bad).leaky_trace(), &labels),
+        Err(MetricLossError::NonFinite {
             what: "distances",
             ..
         })
@@ -553,4 +565,113 @@ fn one_tape_across_losses_and_branches() {
     });
     let sum: Vec<f32> = a.iter().zip(&b).map(|(a, b)| a + b).collect();
     assert_close(&both, &sum, 1e-5, "MS + NT-Xent on one tape");
+}
+
+/// The fused pass on a batch large enough to share its blocks among
+/// threads (several blocks of rows, duplicates, a class of one): value and
+/// gradient against the row form on the materialized matrix, and the
+/// statistics against those of the generic path (`Fixed(Tuples::All)` is
+/// not fused).
+#[test]
+fn the_fused_pass_equals_the_row_form_on_large_batches() {
+    struct Large<'a> {
+        x: &'a [f32],
+        labels: &'a [usize],
+    }
+    impl Visit for Large<'_> {
+        fn visit<F: BatchFormula>(&mut self, f: F) {
+            let t = &Tuples::All;
+            let (vd, gd) = run_dim(&f, 8, self.x, self.labels, t, Path::Device);
+            let (vf, gf) = run_dim(&f, 8, self.x, self.labels, t, Path::Fused);
+            assert_close(&[vf], &[vd], 1e-5, &format!("{}: value", F::NAME));
+            assert_close(&gf, &gd, 1e-5, &format!("{}: grad", F::NAME));
+        }
+    }
+    let mut rng = StdRng::seed_from_u64(21);
+    let n = 301;
+    let mut labels: Vec<usize> = (0..n).map(|i| i / 4).collect();
+    labels[n - 1] = 10_000; // a class of one
+    let mut x: Vec<f32> = (0..n * 8).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
+    x.copy_within(0..8, 8 * 150); // a duplicate in another block
+    x.copy_within(8..16, 8 * 2); // and one in the same block
+    for name in ALL {
+        with_formula(
+            name,
+            &serde_json::Value::Null,
+            &mut Large {
+                x: &x,
+                labels: &labels,
+            },
+        );
+    }
+    let fused = SupConLoss
+        .mined(&AllPairs, rows::<8>(&x).leaky_trace(), &labels)
+        .stats;
+    let listed = SupConLoss
+        .mined(&Fixed(Tuples::All), rows::<8>(&x).leaky_trace(), &labels)
+        .stats;
+    assert_eq!(
+        (fused.pairs, fused.triplets),
+        (listed.pairs, listed.triplets)
+    );
+    let near = |a: f32, b: f32| (a - b).abs() <= 1e-5 * (1.0 + b.abs());
+    assert!(
+        near(fused.active_fraction, listed.active_fraction),
+        "{fused} vs {listed}"
+    );
+    assert!(near(fused.spread, listed.spread), "{fused} vs {listed}");
+    assert!(near(
+        fused.mean_hardest_positive.unwrap(),
+        listed.mean_hardest_positive.unwrap()
+    ));
+    assert!(near(
+        fused.mean_hardest_negative.unwrap(),
+        listed.mean_hardest_negative.unwrap()
+    ));
+    let fused = LiftedStructureLoss
+        .mined(&AllPairs, rows::<8>(&x).leaky_trace(), &labels)
+        .stats;
+    let listed = LiftedStructureLoss
+        .mined(&Fixed(Tuples::All), rows::<8>(&x).leaky_trace(), &labels)
+        .stats;
+    assert!(near(fused.spread, listed.spread), "{fused} vs {listed}");
+    assert!(
+        near(fused.active_fraction, listed.active_fraction),
+        "{fused} vs {listed}"
+    );
+}
+
+/// Every loss of the family at N = 4096, D = 128, forward + backward with
+/// every pair of the batch: the fused pass, which holds no `N × N` matrix
+/// (its peak RSS is measured with `FAMILY_RSS=<loss>` on
+/// `benches/family.rs`; see docs/performance.md). Finite values and
+/// gradients, statistics over every pair.
+#[test]
+fn every_loss_at_n_4096() {
+    fn check<L: BatchCriterion>(loss: L, x: &Rows<128>, labels: &[usize]) {
+        let m = loss.mined(&AllPairs, x.leaky_trace(), labels);
+        let n = labels.len();
+        assert_eq!(m.stats.pairs, n * (n - 1));
+        let v = m.loss.array();
+        assert!(
+            v.is_finite() && v > 0.0,
+            "{}: {v}",
+            std::any::type_name::<L>()
+        );
+        let g = m.loss.backward().get(x).as_vec();
+        assert!(g.iter().all(|v| v.is_finite()));
+        assert!(g.iter().any(|&v| v != 0.0));
+    }
+    let n = 4096;
+    let dev = Cpu::seed_from_u64(3);
+    let x: Rows<128> = dev.sample_normal_like(&(n, Const));
+    let labels: Vec<usize> = (0..n).map(|i| i / 4).collect();
+    check(MultiSimilarityLoss, &x, &labels);
+    check(NtXentLoss, &x, &labels);
+    check(SupConLoss, &x, &labels);
+    check(CircleLoss, &x, &labels);
+    check(LiftedStructureLoss, &x, &labels);
+    check(GeneralizedLiftedStructureLoss, &x, &labels);
+    check(NPairsLoss, &x, &labels);
+    check(MarginLoss, &x, &labels);
 }

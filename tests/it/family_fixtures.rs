@@ -52,7 +52,7 @@ struct Check<'a> {
 impl Visit for Check<'_> {
     fn visit<F: BatchFormula>(&mut self, f: F) {
         let c = self.case;
-        for path in [Path::Device, Path::Generic] {
+        for path in [Path::Device, Path::Generic, Path::Fused] {
             let (v, g) = run_dim(&f, c.dim, &c.x, &c.labels, &c.tuples, path);
             let what = format!("{} {:?}", F::NAME, path);
             if matches(c, v, &g, &what) == "float32" {

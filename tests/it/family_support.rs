@@ -1,6 +1,7 @@
 //! What the family's tests share: reading the PML fixtures, running a
 //! formula through either path, and a miner that hands over fixed tuples.
 
+use metric_loss::device::FusedFormula;
 use metric_loss::formulas::{
     BatchFormula, Circle, GeneralizedLiftedStructure, LiftedStructure, Margin, MultiSimilarity,
     NPairs, NtXent, PairWeights, Score, SupCon, generic_batch_formula,
@@ -142,6 +143,10 @@ pub enum Path {
     Generic,
     /// The device's own (the CPU's row form).
     Device,
+    /// The CPU's fused pass on Gram tiles (every pair of the batch only;
+    /// elsewhere, and where it declines — N-pairs, a zero batch — the
+    /// device's row form).
+    Fused,
 }
 
 /// The loss of formula `f` and its gradient with respect to the raw
@@ -160,6 +165,19 @@ pub fn run<F: BatchFormula, const D: usize>(
         dev.tensor_from_vec(x.to_vec(), (x.len() / D, Const));
     let e = metric_loss::distance::l2_normalize(t.leaky_trace()).unwrap();
     let n = labels.len();
+    let e = if path == Path::Fused && matches!(tuples, Tuples::All) {
+        let w = PairWeights::try_new(F::WEIGHTING, tuples, labels).unwrap();
+        match Cpu::try_fused_batch_formula(e, labels, &w, f).unwrap() {
+            FusedFormula::Done { loss, .. } => {
+                let v = loss.array();
+                let g = loss.backward();
+                return (v, g.get(&t).as_vec());
+            }
+            FusedFormula::Unavailable(e) => e,
+        }
+    } else {
+        e
+    };
     let s = match F::SCORE {
         Score::Cosine => metric_loss::distance::gram(e).unwrap(),
         Score::UnitEuclidean => metric_loss::distance::euclidean_matrix(e).unwrap(),
@@ -171,7 +189,7 @@ pub fn run<F: BatchFormula, const D: usize>(
     } else {
         match path {
             Path::Generic => generic_batch_formula(s, &w, f).unwrap(),
-            Path::Device => Cpu::try_batch_formula(s, &w, f).unwrap(),
+            Path::Device | Path::Fused => Cpu::try_batch_formula(s, &w, f).unwrap(),
         }
     };
     let v = loss.array();

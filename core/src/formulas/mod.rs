@@ -21,16 +21,18 @@
 //!   code on one anchor row, forward and its analytic gradient with respect
 //!   to that row of `s`: what a CPU kernel calls.
 //!
-//! Today the CPU runs the row form on a materialized matrix
+//! The CPU runs the row form on a materialized matrix
 //! ([`MetricDevice::try_batch_formula`](crate::device::MetricDevice::try_batch_formula)):
-//! one pass each way, no `R × C` temporaries on the tape. The row form is
-//! also the seam for a fused kernel on the Gram tiles of `fused/gram.rs`:
-//! compute a block of rows of `s` from the tiles, fill the weights of those
-//! rows from the labels ([`PairWeights::fill_row`]; no list for
-//! [`Tuples::All`](crate::miners::Tuples::All)), call `row`, keep only the
-//! per-row sums; in the backward, recompute the block, call `row_backward`
-//! for `∂L/∂s` of those rows, and push it through the Gram product with the
-//! project's GEMM — no `N × N` (or `N × N × D`) buffer anywhere.
+//! one pass each way, no `R × C` temporaries on the tape. For every pair of
+//! the batch ([`AllPairs`](crate::miners::AllPairs)) it never materializes
+//! the matrix
+//! ([`MetricDevice::try_fused_batch_formula`](crate::device::MetricDevice::try_fused_batch_formula)):
+//! blocks of rows of `s` come from Gram tiles, the weights of those rows
+//! from the labels ([`PairWeights::fill_row`]; no list for
+//! [`Tuples::All`](crate::miners::Tuples::All)), `row` and `row_backward`
+//! run on them, only per-row sums are kept, and `∂L/∂s` goes through the
+//! Gram product with the project's GEMM — no `N × N` (or `N × N × D`)
+//! buffer anywhere.
 
 mod circle;
 mod lifted_structure;

@@ -2,12 +2,12 @@
 //! structure, N-pairs, margin): losses over every pair of a labelled batch,
 //! each a [`BatchFormula`] on one matrix of the batch.
 
-use super::{Family, MetricLoss, Mined, Rows, Square, host_matrix};
-use crate::device::MetricDevice;
+use super::{Family, Fused, MetricLoss, Mined, Rows, Square, host_matrix};
+use crate::device::{FusedFormula, MetricDevice};
 use crate::error::{MetricLossError, unwrap_or_panic};
 use crate::formulas::{BatchFormula, PairWeights, Score, tape};
 use crate::miners::{
-    AllPairs, DistanceMatrix, MinerStats, MiningMargins, PairMiner, Tuples, Units,
+    AllPairs, DistanceMatrix, Fusable, Miner, MinerStats, MiningMargins, PairMiner, Tuples, Units,
 };
 use dfdx::prelude::*;
 
@@ -108,6 +108,33 @@ impl<L: BatchCriterion> Family<L> for BatchFamily {
 
     fn margins(f: &L::Formula) -> MiningMargins {
         f.margins()
+    }
+
+    /// [`AllPairs`] (PML's no-miner call) is one fused pass where the device
+    /// has a kernel ([`MetricDevice::try_fused_batch_formula`]: the CPU's,
+    /// every formula): no `N × N` matrix on the tape, no
+    /// host copy of it.
+    fn try_fused<N, const D: usize, Dev, T, M>(
+        f: &L::Formula,
+        miner: &M,
+        x: Rows<N, D, Dev, T>,
+        labels: &[usize],
+    ) -> Result<Fused<Rows<N, D, Dev, T>, Tensor<(), f32, Dev, T>>, MetricLossError>
+    where
+        N: Dim,
+        Dev: MetricDevice,
+        T: Tape<f32, Dev>,
+        M: Miner<Tuples> + ?Sized,
+    {
+        let weighting = <L::Formula as BatchFormula>::WEIGHTING;
+        if miner.fusable() != Fusable::AllPairs {
+            return Ok(Fused::Unavailable(x));
+        }
+        let w = PairWeights::try_new(weighting, &Tuples::All, labels)?;
+        match Dev::try_fused_batch_formula(x, labels, &w, f)? {
+            FusedFormula::Done { loss, stats } => Ok(Fused::Done(Mined { loss, stats })),
+            FusedFormula::Unavailable(x) => Ok(Fused::Unavailable(x)),
+        }
     }
 
     fn try_matrix<N, const D: usize, Dev, T>(

@@ -70,6 +70,7 @@ pub use multi_similarity::MultiSimilarityMiner;
 pub use pairs::{AllPairs, HardPairs};
 pub use semi_hard::{SemiHard, SemiHardFallback};
 pub use stats::MinerStats;
+pub(crate) use stats::RowStats;
 
 /// A detached, row-major `N x N` matrix of distances between the rows of one
 /// batch, in the loss's own units (squared distances if the loss uses squared

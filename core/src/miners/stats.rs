@@ -247,28 +247,30 @@ impl MinerStats {
         active: usize,
         margin: f32,
     ) -> Self {
-        let n = dist.n();
+        let rows = (0..dist.n()).map(|a| RowStats::of(a, dist.row(a), labels, None));
+        Self::from_rows(dist.n(), rows, triplets, pairs, active, margin)
+    }
+
+    /// The statistics from every anchor row's [`RowStats`] (in row order)
+    /// of a batch of `n` rows, `active` of the `triplets + pairs` mined
+    /// tuples with a nonzero loss: what a fused pass that never holds the
+    /// distance matrix computes, row by row.
+    pub(crate) fn from_rows(
+        n: usize,
+        rows: impl Iterator<Item = RowStats>,
+        triplets: usize,
+        pairs: usize,
+        active: usize,
+        margin: f32,
+    ) -> Self {
         let mined = triplets + pairs;
         let mut sum_pos = 0.0f64;
         let mut sum_neg = 0.0f64;
         let mut anchors = 0usize;
         let mut sum_all = 0.0f64;
-        for a in 0..n {
-            let row = dist.row(a);
-            let mut pos: Option<f32> = None;
-            let mut neg: Option<f32> = None;
-            for (j, (&d, &l)) in row.iter().zip(labels).enumerate() {
-                if j == a {
-                    continue;
-                }
-                sum_all += f64::from(d);
-                if l == labels[a] {
-                    pos = Some(pos.map_or(d, |p| p.max(d)));
-                } else {
-                    neg = Some(neg.map_or(d, |q| q.min(d)));
-                }
-            }
-            if let (Some(p), Some(q)) = (pos, neg) {
+        for r in rows {
+            sum_all += r.sum;
+            if let Some((p, q)) = r.hardest {
                 sum_pos += f64::from(p);
                 sum_neg += f64::from(q);
                 anchors += 1;
@@ -292,6 +294,53 @@ impl MinerStats {
             mean_hardest_negative: mean(sum_neg),
             spread,
             collapsed: n > 1 && spread < Self::collapse_threshold(margin),
+        }
+    }
+}
+
+/// One anchor row's part of [`MinerStats`]: the sum of its off-diagonal
+/// distances, its farthest positive and closest negative (when it has
+/// both), and how many of its pairs are active.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct RowStats {
+    /// `Σ_{j ≠ a} d_aj`.
+    pub sum: f64,
+    /// `(max d over positives, min d over negatives)`.
+    pub hardest: Option<(f32, f32)>,
+    /// With margins `(pos_margin, neg_margin)`: the row's positive pairs
+    /// with `d > pos_margin` and negative pairs with `d < neg_margin`.
+    pub active: usize,
+}
+
+impl RowStats {
+    /// Row `a` of a distance matrix (`row[j] = d(a, j)`, the diagonal
+    /// skipped); `margins` counts the active pairs of every pair of the row.
+    pub(crate) fn of(a: usize, row: &[f32], labels: &[usize], margins: Option<(f32, f32)>) -> Self {
+        let mut sum = 0.0f64;
+        let mut pos: Option<f32> = None;
+        let mut neg: Option<f32> = None;
+        let mut active = 0usize;
+        for (j, (&d, &l)) in row.iter().zip(labels).enumerate() {
+            if j == a {
+                continue;
+            }
+            sum += f64::from(d);
+            let similar = l == labels[a];
+            if similar {
+                pos = Some(pos.map_or(d, |p| p.max(d)));
+            } else {
+                neg = Some(neg.map_or(d, |q| q.min(d)));
+            }
+            if let Some((pm, nm)) = margins {
+                if (similar && d > pm) || (!similar && d < nm) {
+                    active += 1;
+                }
+            }
+        }
+        RowStats {
+            sum,
+            hardest: pos.zip(neg),
+            active,
         }
     }
 }

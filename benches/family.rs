@@ -1,0 +1,175 @@
+//! The ranking family, forward + backward, matching `../shared/bench/reference.py
+//! family` (N in {256, 1024}, D = 128, P x K labels with K = 4, PML's
+//! default numbers, every pair of the batch unless a miner is named).
+//!
+//! - `cargo bench --bench family`: criterion, group `family/<loss>/<N>`.
+//! - `FAMILY_TABLE=1 cargo bench --bench family`: each loss timed alone,
+//!   best and first quartile of many calls (on a machine shared with other
+//!   work, what the code can do; criterion's median measures the
+//!   neighbours too).
+//! - `FAMILY_CPU=1 cargo bench --bench family`: the CPU time of the
+//!   process per call (user + system, from `/proc/self/stat`, over at least
+//!   two seconds of it), which a machine shared with other work disturbs
+//!   far less than the wall clock; run it with `RAYON_NUM_THREADS=1`
+//!   (a second thread's spinning would count too) beside
+//!   `benches/family_pml_cpu.py`, which measures PML the same way.
+//! - `FAMILY_RSS=<loss> cargo bench --bench family` (`none` for the bare
+//!   process): one forward + backward at N = 4096, D = 128, for
+//!   `/usr/bin/time -v` to read the peak RSS of.
+//!
+//! Set `RAYON_NUM_THREADS` / `OMP_NUM_THREADS` alike when comparing with
+//! the reference.
+
+use criterion::{BenchmarkId, Criterion};
+use metric_loss::prelude::*;
+
+const D: usize = 128;
+type Emb<T = NoneTape> = Tensor<(usize, Const<D>), f32, Cpu, T>;
+
+/// The bench names (`reference.py`'s, without `_pml`; its
+/// `lifted_structure` is PML's `GeneralizedLiftedStructureLoss`, here
+/// `generalized_lifted_structure`).
+const LOSSES: [&str; 9] = [
+    "multi_similarity",
+    "multi_similarity_mined",
+    "ntxent",
+    "supcon",
+    "circle",
+    "lifted_structure",
+    "generalized_lifted_structure",
+    "npairs",
+    "margin",
+];
+
+/// One forward + backward of loss `name` on `x`.
+fn step(name: &str, x: &Emb, labels: &[usize]) -> f32 {
+    fn run<L: BatchCriterion>(l: L, x: &Emb, labels: &[usize]) -> f32 {
+        let loss = l.forward(x.leaky_trace(), labels);
+        let v = loss.array();
+        let g = loss.backward();
+        v + g.get(x).as_vec()[0] * 0.0
+    }
+    match name {
+        "multi_similarity" => run(MultiSimilarityLoss, x, labels),
+        "multi_similarity_mined" => {
+            let m = MultiSimilarityLoss.mined(
+                &MultiSimilarityMiner::default(),
+                x.leaky_trace(),
+                labels,
+            );
+            let v = m.loss.array();
+            m.loss.backward();
+            v
+        }
+        "ntxent" => run(NtXentLoss, x, labels),
+        "supcon" => run(SupConLoss, x, labels),
+        "circle" => run(CircleLoss, x, labels),
+        "lifted_structure" => run(LiftedStructureLoss, x, labels),
+        "generalized_lifted_structure" => run(GeneralizedLiftedStructureLoss, x, labels),
+        "npairs" => run(NPairsLoss, x, labels),
+        "margin" => run(MarginLoss, x, labels),
+        other => panic!("unknown loss {other}"),
+    }
+}
+
+fn batch(n: usize) -> (Emb, Vec<usize>) {
+    let dev = Cpu::seed_from_u64(0);
+    let x: Emb = dev.sample_normal_like(&(n, Const));
+    (x, (0..n).map(|i| i / 4).collect())
+}
+
+fn family(c: &mut Criterion) {
+    for n in [256usize, 1024] {
+        let (x, labels) = batch(n);
+        let mut g = c.benchmark_group("family");
+        g.sample_size(10);
+        for name in LOSSES {
+            g.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
+                b.iter(|| step(name, &x, &labels))
+            });
+        }
+        g.finish();
+    }
+}
+
+fn table() {
+    println!(
+        "ranking family, forward + backward, D = 128, {} rayon threads",
+        rayon::current_num_threads()
+    );
+    println!("| loss | N | best (ms) | first quartile (ms) |");
+    println!("|---|---:|---:|---:|");
+    for n in [256usize, 1024] {
+        let (x, labels) = batch(n);
+        for name in LOSSES {
+            let calls = if n == 256 { 60 } else { 20 };
+            let mut ms: Vec<f64> = (0..calls + 3)
+                .map(|_| {
+                    let start = std::time::Instant::now();
+                    std::hint::black_box(step(name, &x, &labels));
+                    start.elapsed().as_secs_f64() * 1e3
+                })
+                .skip(3)
+                .collect();
+            ms.sort_by(f64::total_cmp);
+            println!("| {name} | {n} | {:.3} | {:.3} |", ms[0], ms[ms.len() / 4]);
+        }
+    }
+}
+
+/// CPU seconds (user + system) this process has used so far, from
+/// `/proc/self/stat` (clock ticks of 10 ms).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // fields after the command name, which is in parentheses
+    let rest = &stat[stat.rfind(')').expect("a command name") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+fn cpu_table() {
+    println!(
+        "ranking family, forward + backward, D = 128, {} rayon threads: CPU time per call",
+        rayon::current_num_threads()
+    );
+    println!("| loss | N | CPU ms per call | calls |");
+    println!("|---|---:|---:|---:|");
+    for n in [256usize, 1024] {
+        let (x, labels) = batch(n);
+        for name in LOSSES {
+            step(name, &x, &labels);
+            let start = cpu_seconds();
+            let mut calls = 0usize;
+            while cpu_seconds() - start < 2.0 {
+                std::hint::black_box(step(name, &x, &labels));
+                calls += 1;
+            }
+            let per = (cpu_seconds() - start) / calls as f64 * 1e3;
+            println!("| {name} | {n} | {per:.3} | {calls} |");
+        }
+    }
+}
+
+fn main() {
+    if std::env::var_os("FAMILY_CPU").is_some() {
+        cpu_table();
+        return;
+    }
+    if let Some(name) = std::env::var_os("FAMILY_RSS") {
+        let name = name.to_string_lossy();
+        let (x, labels) = batch(4096);
+        if name != "none" {
+            println!("{name} N=4096 loss={}", step(&name, &x, &labels));
+        }
+        return;
+    }
+    if std::env::var_os("FAMILY_TABLE").is_some() {
+        table();
+        return;
+    }
+    let mut c = Criterion::default().configure_from_args();
+    family(&mut c);
+    c.final_summary();
+}
