@@ -354,6 +354,9 @@ fn gemm_with(
     }
 }
 
+/// From this many packed values on, [`Packed`] packs on rayon's threads.
+const PARALLEL_MIN_PACK: usize = 1 << 18;
+
 /// An operand packed once for many products: the panels (`W = NR`, for
 /// `op(B)`) or slivers (`W = MR`, for `op(A)`) the micro-kernel reads, for
 /// the whole of `k`, block by block of at most [`KC`] steps.
@@ -396,10 +399,29 @@ impl<const W: usize> Packed<W> {
         let kcb = block_len(k, KC, 1).max(1);
         let len_r = len.div_ceil(W) * W;
         let mut data = Scratch::with_len(len_r * k, 0);
-        for pc in (0..k).step_by(kcb) {
-            let kc = kcb.min(k - pc);
-            pack::<W>(kernel, op, pc, kc, 0, len, &mut data[pc * len_r..]);
-        }
+        // a large operand (an index's references) is packed on rayon's
+        // threads too, each part a run of whole panels
+        let panels = len.div_ceil(W);
+        let parts = if len_r * k >= PARALLEL_MIN_PACK {
+            rayon::current_num_threads().min(panels)
+        } else {
+            1
+        };
+        let per = panels.div_ceil(parts.max(1));
+        let dst = SharedC(data.as_mut_ptr());
+        in_parallel(panels.div_ceil(per.max(1)), |p| {
+            let (c0, c1) = (p * per * W, ((p + 1) * per * W).min(len));
+            for pc in (0..k).step_by(kcb) {
+                let kc = kcb.min(k - pc);
+                let at = pc * len_r + c0 * kc;
+                let size = (c1 - c0).div_ceil(W) * W * kc;
+                // SAFETY: part p writes panels p·per.. of each block of k,
+                // `size` values from `at`, inside the `len_r·k` of `data`
+                // and disjoint from every other part's.
+                let dst = unsafe { std::slice::from_raw_parts_mut(dst.at(at), size) };
+                pack::<W>(kernel, op, pc, kc, c0, c1 - c0, dst);
+            }
+        });
         Packed {
             kernel,
             len,
@@ -861,7 +883,24 @@ mod tests {
     /// of rows and columns, several blocks of `k`, every storage order.
     #[test]
     fn packed_operands_give_the_same_products() {
-        for &(m, n, k) in &[(1, 1, 1), (13, 37, 5), (50, 70, 128), (20, 40, 600)] {
+        // the last two are packed on rayon's threads (a pool of 3 below)
+        let sizes = [
+            (1, 1, 1),
+            (13, 37, 5),
+            (50, 70, 128),
+            (20, 40, 600),
+            (7, 3001, 128),
+            (13, 1100, 300),
+        ];
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        pool.install(|| check_packed(&sizes));
+    }
+
+    fn check_packed(sizes: &[(usize, usize, usize)]) {
+        for &(m, n, k) in sizes {
             for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
                 let (lda, ldb) = (if ta { m } else { k } + 1, if tb { k } else { n } + 2);
                 let av = values(if ta { k } else { m } * lda, 1);
