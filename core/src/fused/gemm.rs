@@ -18,6 +18,11 @@
 //! calling thread runs parts too, and any part no pool thread has claimed
 //! yet: a busy machine's late-scheduled helper never stalls a product.
 //!
+//! A caller that multiplies the same operands many times (the index:
+//! every block of queries against every reference tile) packs them once
+//! ([`PackedA`], [`PackedB`]) and runs each product from the packs on its
+//! own thread ([`gemm_packed`]).
+//!
 //! A `C` narrower than a panel (a convolution's weight gradient, `O × 9`)
 //! is computed as `Cᵀ = op(B)ᵀ·op(A)ᵀ` when that takes fewer tiles.
 //!
