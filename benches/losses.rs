@@ -154,10 +154,16 @@ fn train_step(c: &mut Criterion) {
 /// `STEP_TABLE=1 cargo bench --bench losses`: each step timed alone, 300
 /// times after 20 to warm up, the best and the first quartile printed (on a
 /// machine shared with other work, what the code can do; criterion's
-/// median measures the neighbours too). `benches/step_torch.py` prints the
+/// median measures the neighbours too). `STEP_TABLE=FusedLinear` runs only
+/// the rows whose name holds that text. `benches/step_torch.py` prints the
 /// same for PyTorch.
 fn step_table() {
     fn row<M: Encoder>(name: &str) {
+        // STEP_TABLE=<text>: only the rows whose name holds it
+        let only = std::env::var("STEP_TABLE").unwrap_or_default();
+        if only != "1" && !name.contains(&only) {
+            return;
+        }
         let mut step = Step::<M>::new();
         let mut ms: Vec<f64> = (0..320)
             .map(|_| {

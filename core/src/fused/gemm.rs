@@ -18,6 +18,11 @@
 //! calling thread runs parts too, and any part no pool thread has claimed
 //! yet: a busy machine's late-scheduled helper never stalls a product.
 //!
+//! A caller that multiplies the same operands many times (the index:
+//! every block of queries against every reference tile) packs them once
+//! ([`PackedA`], [`PackedB`]) and runs each product from the packs on its
+//! own thread ([`gemm_packed`]).
+//!
 //! A `C` narrower than a panel (a convolution's weight gradient, `O × 9`)
 //! is computed as `Cᵀ = op(B)ᵀ·op(A)ᵀ` when that takes fewer tiles.
 //!
@@ -349,6 +354,183 @@ fn gemm_with(
                         unsafe { *c.at(i * rs + j * cs) += v };
                     }
                 }
+            }
+        }
+    }
+}
+
+/// From this many packed values on, [`Packed`] packs on rayon's threads.
+const PARALLEL_MIN_PACK: usize = 1 << 18;
+
+/// An operand packed once for many products: the panels (`W = NR`, for
+/// `op(B)`) or slivers (`W = MR`, for `op(A)`) the micro-kernel reads, for
+/// the whole of `k`, block by block of at most [`KC`] steps.
+///
+/// For a caller that multiplies the same operand many times — an index
+/// searched by block after block of queries meets every reference tile
+/// once per block — packing it once saves a copy (a transposing gather)
+/// per product, and [`gemm_packed`] runs on the calling thread alone, for a
+/// caller that already shares its work among rayon's threads.
+pub(crate) struct Packed<const W: usize> {
+    kernel: Kernel,
+    /// Logical columns of `op(B)` (`W = NR`) or rows of `op(A)` (`W = MR`).
+    len: usize,
+    k: usize,
+    /// Steps per block of `k` (the last may be shorter).
+    kcb: usize,
+    /// Block `i` of `k` (steps `i·kcb..`) at `i·kcb·len_r`, `len_r` being
+    /// `len` rounded up to whole panels; panel `q` of a block of `kc` steps
+    /// `q·kc·W` further.
+    data: Scratch,
+}
+
+/// `op(B)` packed for [`gemm_packed`].
+pub(crate) type PackedB = Packed<NR>;
+/// `op(A)` packed for [`gemm_packed`].
+pub(crate) type PackedA = Packed<MR>;
+
+impl<const W: usize> Packed<W> {
+    /// `len` rounded up to whole panels.
+    fn len_r(&self) -> usize {
+        self.len.div_ceil(W) * W
+    }
+
+    /// Packs the `k × len` logical matrix `op` (rows are steps of `k`).
+    fn of(kernel: Kernel, op: Operand<'_>, k: usize, len: usize) -> Self {
+        assert!(
+            op.fits(k, len),
+            "gemm: packed operand does not hold {k} x {len}"
+        );
+        let kcb = block_len(k, KC, 1).max(1);
+        let len_r = len.div_ceil(W) * W;
+        let mut data = Scratch::with_len(len_r * k, 0);
+        // a large operand (an index's references) is packed on rayon's
+        // threads too, each part a run of whole panels
+        let panels = len.div_ceil(W);
+        let parts = if len_r * k >= PARALLEL_MIN_PACK {
+            rayon::current_num_threads().min(panels)
+        } else {
+            1
+        };
+        let per = panels.div_ceil(parts.max(1));
+        let dst = SharedC(data.as_mut_ptr());
+        in_parallel(panels.div_ceil(per.max(1)), |p| {
+            let (c0, c1) = (p * per * W, ((p + 1) * per * W).min(len));
+            for pc in (0..k).step_by(kcb) {
+                let kc = kcb.min(k - pc);
+                let at = pc * len_r + c0 * kc;
+                let size = (c1 - c0).div_ceil(W) * W * kc;
+                // SAFETY: part p writes panels p·per.. of each block of k,
+                // `size` values from `at`, inside the `len_r·k` of `data`
+                // and disjoint from every other part's.
+                let dst = unsafe { std::slice::from_raw_parts_mut(dst.at(at), size) };
+                pack::<W>(kernel, op, pc, kc, c0, c1 - c0, dst);
+            }
+        });
+        Packed {
+            kernel,
+            len,
+            k,
+            kcb,
+            data,
+        }
+    }
+
+    /// The packed values of block `pc` of `k` (`kc` steps), from panel
+    /// `first / W` on (`first` a multiple of `W`).
+    fn block(&self, pc: usize, kc: usize, first: usize) -> &[f32] {
+        debug_assert!(first % W == 0);
+        &self.data[pc * self.len_r() + first * kc..]
+    }
+}
+
+impl PackedB {
+    /// `op(B)`, `k × n`, packed.
+    pub(crate) fn new(b: Operand<'_>, k: usize, n: usize) -> Self {
+        Packed::of(Kernel::detect(), b, k, n)
+    }
+}
+
+impl PackedA {
+    /// `op(A)`, `m × k`, packed.
+    pub(crate) fn new(a: Operand<'_>, m: usize, k: usize) -> Self {
+        Packed::of(Kernel::detect(), a.t(), k, m)
+    }
+}
+
+/// `C = α·op(A)[rows]·op(B)[.., cols] + β·C` from packed operands, on the
+/// calling thread: `C` is `rows.len() × cols.len()` with row stride `ldc`.
+/// `rows.start` must be a multiple of [`MR`] and `cols.start` of [`NR`] (a
+/// packed sliver or panel boundary).
+///
+/// Panics if the ranges, the packed `k`s or `C` do not fit (a caller's bug).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_packed(
+    alpha: f32,
+    a: &PackedA,
+    rows: std::ops::Range<usize>,
+    b: &PackedB,
+    cols: std::ops::Range<usize>,
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
+) {
+    assert_eq!(a.k, b.k, "gemm_packed: the operands' k differ");
+    assert_eq!(
+        a.kernel, b.kernel,
+        "gemm_packed: packed for different kernels"
+    );
+    assert!(
+        rows.start % MR == 0 && rows.end <= a.len,
+        "gemm_packed: rows"
+    );
+    assert!(
+        cols.start % NR == 0 && cols.end <= b.len,
+        "gemm_packed: columns"
+    );
+    let (m, n, k) = (rows.len(), cols.len(), a.k);
+    assert!(
+        m == 0 || n == 0 || (ldc >= n && (m - 1) * ldc + n <= c.len()),
+        "gemm_packed: C does not hold {m} x {n}"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 || alpha == 0.0 {
+        for row in c.chunks_mut(ldc).take(m) {
+            for v in &mut row[..n] {
+                *v = if beta == 0.0 { 0.0 } else { beta * *v };
+            }
+        }
+        return;
+    }
+    let to = Strides { rs: ldc, cs: 1 };
+    let mcb = block_len(m, MC, MR);
+    let ncb = block_len(n, NC, NR);
+    for (i, pc) in (0..k).step_by(a.kcb).enumerate() {
+        let kc = a.kcb.min(k - pc);
+        let store = store(i, alpha, beta);
+        for jc in (0..n).step_by(ncb) {
+            let nc = ncb.min(n - jc);
+            let bp = b.block(pc, kc, cols.start + jc);
+            for ic in (0..m).step_by(mcb) {
+                let mc = mcb.min(m - ic);
+                let ap = a.block(pc, kc, rows.start + ic);
+                // SAFETY: the block (ic.., jc..) of C, mc × nc, is inside
+                // the asserted m × n; the packs hold whole slivers and
+                // panels of kc steps past rows.start + ic and cols.start + jc
+                // (`block` asserts their lengths).
+                unsafe {
+                    block(
+                        a.kernel,
+                        (mc, nc, kc),
+                        ap,
+                        bp,
+                        c.as_mut_ptr().add(ic * ldc + jc),
+                        to,
+                        store,
+                    )
+                };
             }
         }
     }
@@ -700,6 +882,71 @@ mod tests {
         assert_eq!(plan(32, 9, 54080, 2), Split::Depth(2));
         // a single tile cannot be cut by rows or columns
         assert_eq!(plan(6, 16, 1 << 20, 2), Split::Depth(2));
+    }
+
+    /// Products of packed operands equal [`gemm`]'s, for any sub-block
+    /// of rows and columns, several blocks of `k`, every storage order.
+    #[test]
+    fn packed_operands_give_the_same_products() {
+        // the last two are packed on rayon's threads (a pool of 3 below)
+        let sizes = [
+            (1, 1, 1),
+            (13, 37, 5),
+            (50, 70, 128),
+            (20, 40, 600),
+            (7, 3001, 128),
+            (13, 1100, 300),
+        ];
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        pool.install(|| check_packed(&sizes));
+    }
+
+    fn check_packed(sizes: &[(usize, usize, usize)]) {
+        for &(m, n, k) in sizes {
+            for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+                let (lda, ldb) = (if ta { m } else { k } + 1, if tb { k } else { n } + 2);
+                let av = values(if ta { k } else { m } * lda, 1);
+                let bv = values(if tb { n } else { k } * ldb, 2);
+                let a = Operand {
+                    data: &av,
+                    ld: lda,
+                    trans: ta,
+                };
+                let b = Operand {
+                    data: &bv,
+                    ld: ldb,
+                    trans: tb,
+                };
+                let (pa, pb) = (PackedA::new(a, m, k), PackedB::new(b, k, n));
+                for (r0, c0) in [(0, 0), (6, 16), (12, 32)] {
+                    if r0 >= m || c0 >= n {
+                        continue;
+                    }
+                    let (mm, nn) = (m - r0 - (m - r0) / 3, n - c0);
+                    for (alpha, beta) in [(1.0f32, 0.0f32), (0.5, 2.0)] {
+                        let old = values(mm * nn, 3);
+                        let mut want = old.clone();
+                        gemm(
+                            mm,
+                            nn,
+                            k,
+                            alpha,
+                            a.skip_rows(r0),
+                            b.skip_cols(c0),
+                            beta,
+                            &mut want,
+                            nn,
+                        );
+                        let mut got = old.clone();
+                        gemm_packed(alpha, &pa, r0..r0 + mm, &pb, c0..n, beta, &mut got, nn);
+                        assert_eq!(got, want, "{m}x{n}x{k} ta={ta} tb={tb} at ({r0},{c0})");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub(crate) use batch_hard::batch_hard_euclidean_cpu;
 pub(crate) use batch_rows::batch_formula_cpu;
 pub(crate) use conv2d::conv2d_cpu;
 pub(crate) use euclidean_matrix::euclidean_matrix_cpu;
-pub(crate) use gemm::{Operand, gemm};
+pub(crate) use gemm::Operand;
 pub(crate) use gram::distance;
 pub(crate) use linear::linear_cpu;
 pub(crate) use pool::{avg_pool2d_cpu, max_pool2d_cpu};
