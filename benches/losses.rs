@@ -151,7 +151,8 @@ fn train_step(c: &mut Criterion) {
     bench::<Cnn>(c, "train_step_cnn/80");
 }
 
-/// `STEP_TABLE=1 cargo bench --bench losses`: each step timed alone, 300
+/// `STEP_TABLE=1 cargo bench --bench losses` (`STEP_TABLE=cnn`: the CNN
+/// alone): each step timed alone, 300
 /// times after 20 to warm up, the best and the first quartile printed (on a
 /// machine shared with other work, what the code can do; criterion's
 /// median measures the neighbours too). `STEP_TABLE=FusedLinear` runs only
@@ -176,27 +177,36 @@ fn step_table() {
         ms.sort_by(f64::total_cmp);
         println!("| {name} | {:.2} | {:.2} |", ms[0], ms[ms.len() / 4]);
     }
+    // `STEP_TABLE=cnn`: the CNN's row alone (so that `/usr/bin/time` on the
+    // bench binary gives its CPU time)
+    if std::env::var_os("STEP_TABLE").is_none_or(|v| v != "cnn") {
+        println!(
+            "MLP training step, batch 80, {} rayon threads",
+            rayon::current_num_threads()
+        );
+        println!("| encoder | best (ms) | first quartile (ms) |");
+        println!("|---|---:|---:|");
+        row::<DfdxMlp>("dfdx `Linear`s");
+        row::<InputMlp>("`InputLinear`, dfdx `Linear`");
+        row::<FusedMlp>("`InputLinear`, `FusedLinear`");
+        println!();
+    }
     println!(
-        "MLP training step, batch 80, {} rayon threads",
+        "CNN training step (reference.py's CNN), batch 80, {} rayon threads",
         rayon::current_num_threads()
     );
-    println!("| encoder | best (ms) | first quartile (ms) |");
-    println!("|---|---:|---:|");
-    row::<DfdxMlp>("dfdx `Linear`s");
-    row::<InputMlp>("`InputLinear`, dfdx `Linear`");
-    row::<FusedMlp>("`InputLinear`, `FusedLinear`");
-    println!();
-    println!("CNN training step (reference.py's CNN), batch 80");
     println!("| encoder | best (ms) | first quartile (ms) |");
     println!("|---|---:|---:|");
     row::<Cnn>("CNN, `FusedLinear` last");
 }
 
 /// `reference.py`'s CNN on rows of 784 pixels: conv 1→32 3×3, ReLU,
-/// max-pool 2, conv 32→64 3×3, ReLU, max-pool 2, flatten 1600, linear 128.
+/// max-pool 2, conv 32→64 3×3, ReLU, max-pool 2, flatten 1600, linear 128;
+/// each ReLU after its pool, the same function and gradients (as the
+/// examples' `CnnTrunk`).
 type Cnn = (
-    (Unflatten<1, 28, 28>, Conv2D<1, 32, 3>, ReLU, MaxPool2D<2>),
-    (Conv2D<32, 64, 3>, ReLU, MaxPool2D<2>),
+    (Unflatten<1, 28, 28>, Conv2D<1, 32, 3>, MaxPool2D<2>, ReLU),
+    (Conv2D<32, 64, 3>, MaxPool2D<2>, ReLU),
     (Flatten<1600>, FusedLinear<1600, 128>),
 );
 

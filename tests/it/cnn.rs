@@ -165,3 +165,46 @@ fn siamese_branches_share_the_tape() {
     let g = ContrastiveLoss.forward(ea, eb, &labels).backward();
     assert!(g.get(&enc.0.1.weight).as_vec().iter().any(|&v| v != 0.0));
 }
+
+/// ReLU after each max-pool (the examples' `CnnTrunk`) is the same network
+/// as ReLU before it: the same embeddings and the same gradients for every
+/// parameter and the pixels, bit for bit, including windows whose pixels are
+/// all negative (biases shifted down so that many are).
+#[test]
+fn relu_after_the_pool_is_the_same_network() {
+    type PoolFirst = (
+        (Unflatten<1, 14, 14>, Conv2D<1, 4, 3>, MaxPool2D<2>, ReLU),
+        (Conv2D<4, 6, 3>, MaxPool2D<2>, ReLU),
+        (Flatten<24>, Linear<24, 8>),
+    );
+    // the same seed draws the same parameters: neither ReLU nor MaxPool2D has any
+    let mut relu_first = Cpu::seed_from_u64(3).build_module::<Cnn, f32>();
+    let mut pool_first = Cpu::seed_from_u64(3).build_module::<PoolFirst, f32>();
+    relu_first.0.1.bias = relu_first.0.1.bias.clone() - 0.3;
+    pool_first.0.1.bias = pool_first.0.1.bias.clone() - 0.3;
+    relu_first.1.0.bias = relu_first.1.0.bias.clone() - 0.1;
+    pool_first.1.0.bias = pool_first.1.0.bias.clone() - 0.1;
+    assert_eq!(
+        relu_first.2.1.weight.as_vec(),
+        pool_first.2.1.weight.as_vec()
+    );
+    let dev = Cpu::seed_from_u64(4);
+    let x: Rows = dev.sample_normal_like(&(5, Const));
+    let y1 = relu_first.forward_mut(x.leaky_trace());
+    let y2 = pool_first.forward_mut(x.leaky_trace());
+    assert_eq!(y1.as_vec(), y2.as_vec());
+    let g1 = y1.sin().sum().backward();
+    let g2 = y2.sin().sum().backward();
+    assert_eq!(g1.get(&x).as_vec(), g2.get(&x).as_vec());
+    let (c1, c2) = (&relu_first.0.1, &pool_first.0.1);
+    assert_eq!(g1.get(&c1.weight).as_vec(), g2.get(&c2.weight).as_vec());
+    assert_eq!(g1.get(&c1.bias).as_vec(), g2.get(&c2.bias).as_vec());
+    let (c1, c2) = (&relu_first.1.0, &pool_first.1.0);
+    assert_eq!(g1.get(&c1.weight).as_vec(), g2.get(&c2.weight).as_vec());
+    assert_eq!(g1.get(&c1.bias).as_vec(), g2.get(&c2.bias).as_vec());
+    let (l1, l2) = (&relu_first.2.1, &pool_first.2.1);
+    assert_eq!(g1.get(&l1.weight).as_vec(), g2.get(&l2.weight).as_vec());
+    // some pooled windows were all negative: the ReLU had zeros to make
+    let h = (relu_first.0).forward(x.clone());
+    assert!(h.as_vec().iter().any(|&v| v == 0.0));
+}

@@ -288,3 +288,30 @@ fn large_batch_rebuilds_columns() {
     // ∂W and ∂bias sum 72,000 products each
     check_within::<8, 4, 3>(&mut rng, conv, 1e-4);
 }
+
+/// More taps than output pixels an image (conv2 of the MNIST CNN: 288
+/// against 121): the CPU op puts images' columns side by side, four to a
+/// product; a batch that is not a multiple of four, with the columns kept
+/// and with them built again (beyond the budget), is still exact.
+#[test]
+fn images_side_by_side() {
+    let mut rng = StdRng::seed_from_u64(12);
+    // 72 taps × 4·5 pixels, 11 images: two groups of four and one of three
+    let conv = Conv {
+        dims: (11, 8, 6, 7),
+        out_channels: 5,
+        k: 3,
+        s: 1,
+        p: 0,
+    };
+    check::<8, 5, 3>(&mut rng, conv);
+    // 288 taps × 11·11 pixels × 123 images = 4.3 M column values: rebuilt
+    let conv = Conv {
+        dims: (123, 32, 13, 13),
+        out_channels: 2,
+        k: 3,
+        s: 1,
+        p: 0,
+    };
+    check_within::<32, 2, 3>(&mut rng, conv, 1e-4);
+}
