@@ -183,7 +183,7 @@ where
             if losses.len() >= total {
                 break 'epochs;
             }
-            opt.cfg.lr = args.lr_schedule.at(losses.len(), total);
+            opt.cfg.lr = args.lr_schedule().at(losses.len(), total);
             let labels: Vec<usize> = batch.iter().map(|&i| train_labels[i]).collect();
             let x = batch_tensor(dev, mnist, &batch);
             let e = model.forward(x.traced(grads));

@@ -27,7 +27,6 @@ fn triplet_mnist_runs_on_the_cnn() {
         encoder: common::EncoderChoice::Cnn,
         loss: common::TripletChoice::Warmup,
         warmup_steps: Some(1),
-        lr_schedule: common::LrSchedule::Cosine,
         ..common::Args::smoke(STEPS)
     };
     let s = common::run_triplet(&args).unwrap();
@@ -39,6 +38,8 @@ fn triplet_mnist_runs_on_the_cnn() {
     assert_eq!((args.warmup(), args.unit_margin()), (1, 0.5));
     let mlp = common::Args::smoke(STEPS);
     assert_eq!((mlp.warmup(), mlp.unit_margin()), (100, 0.2));
+    assert_eq!(args.lr_schedule(), common::LrSchedule::Cosine);
+    assert_eq!(mlp.lr_schedule(), common::LrSchedule::Constant);
     let cosine = common::LrSchedule::Cosine;
     assert_eq!(cosine.at(0, 10), 1e-3);
     assert!((cosine.at(5, 10) - 5e-4).abs() < 1e-12 && cosine.at(10, 10).abs() < 1e-12);
