@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""PyTorch's MLP training step of `../shared/bench/reference.py steps`, each
+"""PyTorch's MLP or CNN training step of `../shared/bench/reference.py steps`, each
 step timed alone, 300 times after 20 to warm up: the best and the first
 quartile, to set beside `STEP_TABLE=1 cargo bench --bench losses` on a machine
 shared with other work (reference.py's median of 3 rounds measures the
 neighbours too).
 
-    OMP_NUM_THREADS=1 ../ref-venv/bin/python benches/step_torch.py [--reference PATH]
+    OMP_NUM_THREADS=1 ../ref-venv/bin/python benches/step_torch.py [--encoder mlp|cnn] [--reference PATH]
+
+It also prints the process's CPU time per step over the 300 (user + system,
+all threads): on a loaded machine, the work a step costs.
 """
 import argparse, importlib.util, time
 from pathlib import Path
@@ -30,15 +33,17 @@ def batch_hard(e, y, m=0.2):
 
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--encoder", choices=["mlp", "cnn"], default="mlp")
     ap.add_argument("--reference", default=str(ROOT.parent / "shared" / "bench" / "reference.py"))
     args = ap.parse_args()
     spec = importlib.util.spec_from_file_location("reference", args.reference)
     reference = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(reference)  # its encoders: the step's model
     torch.manual_seed(0)
-    model = reference.mlp()
+    model = reference.mlp() if args.encoder == "mlp" else reference.cnn()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x, y = torch.rand(80, 784), torch.arange(80) // 16
+    shape = (80, 784) if args.encoder == "mlp" else (80, 1, 28, 28)
+    x, y = torch.rand(*shape), torch.arange(80) // 16
 
     def step():
         opt.zero_grad()
@@ -47,13 +52,16 @@ def main():
 
     ms = []
     for i in range(320):
+        if i == 20:
+            cpu = time.process_time()
         t = time.perf_counter()
         step()
         if i >= 20:
             ms.append((time.perf_counter() - t) * 1e3)
+    cpu_ms = (time.process_time() - cpu) * 1e3 / len(ms)
     ms.sort()
-    print(f"ref train_step_torch_best encoder=mlp batch=80 threads={torch.get_num_threads()} "
-          f"best_ms={ms[0]:.2f} q1_ms={ms[len(ms) // 4]:.2f}")
+    print(f"ref train_step_torch_best encoder={args.encoder} batch=80 threads={torch.get_num_threads()} "
+          f"best_ms={ms[0]:.2f} q1_ms={ms[len(ms) // 4]:.2f} cpu_ms={cpu_ms:.2f}")
 
 
 if __name__ == "__main__":
