@@ -206,5 +206,5 @@ fn relu_after_the_pool_is_the_same_network() {
     assert_eq!(g1.get(&l1.weight).as_vec(), g2.get(&l2.weight).as_vec());
     // some pooled windows were all negative: the ReLU had zeros to make
     let h = (relu_first.0).forward(x.clone());
-    assert!(h.as_vec().iter().any(|&v| v == 0.0));
+    assert!(h.as_vec().contains(&0.0));
 }
