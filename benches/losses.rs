@@ -151,7 +151,7 @@ fn train_step(c: &mut Criterion) {
     bench::<Cnn>(c, "train_step_cnn/80");
 }
 
-/// `STEP_TABLE=1 cargo bench --bench losses` (`STEP_TABLE=cnn`: the CNN
+/// `STEP_TABLE=1 cargo bench --bench losses` (`STEP_TABLE=CNN`: the CNN
 /// alone): each step timed alone, 300
 /// times after 20 to warm up, the best and the first quartile printed (on a
 /// machine shared with other work, what the code can do; criterion's
@@ -177,20 +177,16 @@ fn step_table() {
         ms.sort_by(f64::total_cmp);
         println!("| {name} | {:.2} | {:.2} |", ms[0], ms[ms.len() / 4]);
     }
-    // `STEP_TABLE=cnn`: the CNN's row alone (so that `/usr/bin/time` on the
-    // bench binary gives its CPU time)
-    if std::env::var_os("STEP_TABLE").is_none_or(|v| v != "cnn") {
-        println!(
-            "MLP training step, batch 80, {} rayon threads",
-            rayon::current_num_threads()
-        );
-        println!("| encoder | best (ms) | first quartile (ms) |");
-        println!("|---|---:|---:|");
-        row::<DfdxMlp>("dfdx `Linear`s");
-        row::<InputMlp>("`InputLinear`, dfdx `Linear`");
-        row::<FusedMlp>("`InputLinear`, `FusedLinear`");
-        println!();
-    }
+    println!(
+        "MLP training step, batch 80, {} rayon threads",
+        rayon::current_num_threads()
+    );
+    println!("| encoder | best (ms) | first quartile (ms) |");
+    println!("|---|---:|---:|");
+    row::<DfdxMlp>("dfdx `Linear`s");
+    row::<InputMlp>("`InputLinear`, dfdx `Linear`");
+    row::<FusedMlp>("`InputLinear`, `FusedLinear`");
+    println!();
     println!(
         "CNN training step (reference.py's CNN), batch 80, {} rayon threads",
         rayon::current_num_threads()
