@@ -68,7 +68,7 @@ fn flags() {
     );
     // FaceNet: 2 - 4 + 0.2 < 0
     close(FaceNetLike.forward(a, p, n).array(), 0.0);
-    assert!(FaceNetLike::SPEC.squared && FaceNetLike::SPEC.normalize);
+    const { assert!(FaceNetLike::SPEC.squared && FaceNetLike::SPEC.normalize) };
 
     // swap: d(A,N) = 1.5 but d(P,N) = 0.5, so 1 - 0.5 + 0.2
     let (p, n) = (dev.tensor([[1.0f32, 0.0]]), dev.tensor([[1.5f32, 0.0]]));
