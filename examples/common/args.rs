@@ -32,8 +32,11 @@ pub struct Args {
     /// (default: 100 for the MLP, 500 for the CNN; see `Args::warmup`).
     #[arg(long)]
     pub warmup_steps: Option<usize>,
-    /// Adam's learning rate over the run: constant 1e-3 (the protocol), or
-    /// from 1e-3 down to 0 along a half cosine.
+    /// Adam's learning rate (the protocol's: 1e-3).
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Adam's learning rate over the run: constant `--lr` (the protocol), or
+    /// from `--lr` down to 0 along a half cosine.
     #[arg(long, value_enum, default_value_t = LrSchedule::Constant)]
     pub lr_schedule: LrSchedule,
     /// Stop after this many optimiser steps (for smoke tests).
@@ -86,6 +89,7 @@ impl Args {
             loss: TripletChoice::Normalized,
             encoder: EncoderChoice::Mlp,
             warmup_steps: None,
+            lr: 1e-3,
             lr_schedule: LrSchedule::Constant,
             max_steps: Some(max_steps),
             quiet: true,
@@ -138,20 +142,20 @@ impl std::fmt::Display for EncoderChoice {
 /// Adam's learning rate over a run (`--lr-schedule`).
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LrSchedule {
-    /// 1e-3 throughout (the protocol of `reference.py`).
+    /// `--lr` throughout (1e-3: the protocol of `reference.py`).
     #[default]
     Constant,
-    /// `1e-3 · (1 + cos(π·t/T)) / 2` at step `t` of `T`.
+    /// `lr · (1 + cos(π·t/T)) / 2` at step `t` of `T`.
     Cosine,
 }
 
 impl LrSchedule {
-    /// The learning rate at step `t` of `total`.
-    pub fn at(self, t: usize, total: usize) -> f64 {
+    /// The learning rate at step `t` of `total`, starting from `lr`.
+    pub fn at(self, lr: f64, t: usize, total: usize) -> f64 {
         match self {
-            LrSchedule::Constant => 1e-3,
+            LrSchedule::Constant => lr,
             LrSchedule::Cosine => {
-                1e-3 * 0.5 * (1.0 + (std::f64::consts::PI * t as f64 / total.max(1) as f64).cos())
+                lr * 0.5 * (1.0 + (std::f64::consts::PI * t as f64 / total.max(1) as f64).cos())
             }
         }
     }
