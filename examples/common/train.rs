@@ -182,7 +182,12 @@ where
     L: StepLoss<D>,
 {
     let train_labels = &mnist.labels[..TRAIN];
-    let mut sampler = PkSampler::try_new(train_labels, P, K, args.seed)?;
+    let mut sampler = PkSampler::try_new(
+        train_labels,
+        args.classes_per_batch,
+        args.per_class,
+        args.seed,
+    )?;
     let total = planned_steps(args, sampler.batches_per_epoch());
     let mut opt: Adam<Net, f32, Cpu> = Adam::new(
         model,
@@ -202,7 +207,7 @@ where
             if losses.len() >= total {
                 break 'epochs;
             }
-            opt.cfg.lr = args.lr_schedule.at(args.lr, losses.len(), total);
+            opt.cfg.lr = args.schedule().at(args.lr, losses.len(), total);
             let labels: Vec<usize> = batch.iter().map(|&i| train_labels[i]).collect();
             let x = batch_tensor(dev, mnist, &batch);
             let e = model.forward(x.traced(grads));

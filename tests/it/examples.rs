@@ -27,7 +27,7 @@ fn triplet_mnist_runs_on_the_cnn() {
         encoder: common::EncoderChoice::Cnn,
         loss: common::TripletChoice::Warmup,
         warmup_steps: Some(1),
-        lr_schedule: common::LrSchedule::Cosine,
+        lr_schedule: Some(common::LrSchedule::Cosine),
         ..common::Args::smoke(STEPS)
     };
     let s = common::run_triplet(&args).unwrap();
@@ -38,7 +38,24 @@ fn triplet_mnist_runs_on_the_cnn() {
     assert_eq!(common::EncoderChoice::Cnn.to_string(), "cnn");
     assert_eq!((args.warmup(), args.unit_margin()), (1, 0.5));
     let mlp = common::Args::smoke(STEPS);
-    assert_eq!((mlp.warmup(), mlp.unit_margin()), (100, 0.2));
+    assert_eq!((mlp.warmup(), mlp.unit_margin()), (300, 0.2));
+    assert_eq!(mlp.schedule(), common::LrSchedule::Constant);
+    assert_eq!(
+        mlp.triplet_schedule().schedule(),
+        common::LrSchedule::Cosine
+    );
+    assert_eq!(
+        args.triplet_schedule().schedule(),
+        common::LrSchedule::Cosine
+    );
+    let cnn = common::Args {
+        encoder: common::EncoderChoice::Cnn,
+        ..common::Args::smoke(STEPS)
+    };
+    assert_eq!(
+        cnn.triplet_schedule().schedule(),
+        common::LrSchedule::Constant
+    );
     let cosine = common::LrSchedule::Cosine;
     assert_eq!(cosine.at(1e-3, 0, 10), 1e-3);
     assert!((cosine.at(1e-3, 5, 10) - 5e-4).abs() < 1e-12 && cosine.at(1e-3, 10, 10).abs() < 1e-12);
