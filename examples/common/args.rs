@@ -29,7 +29,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = TripletChoice::Warmup)]
     pub loss: TripletChoice,
     /// Batch-all steps before batch-hard in `triplet_mnist --loss warmup`
-    /// (default: 100 for the MLP, 500 for the CNN; see `Args::warmup`).
+    /// (default: 300 for the MLP, 500 for the CNN; see `Args::warmup`).
     #[arg(long)]
     pub warmup_steps: Option<usize>,
     /// Classes per P × K batch (the protocol's: `P` = 5).
@@ -44,7 +44,7 @@ pub struct Args {
     /// Adam's learning rate over the run: constant `--lr` (the protocol), or
     /// from `--lr` down to 0 along a half cosine (default: cosine for
     /// `triplet_mnist`'s losses on the MLP, constant otherwise; see
-    /// `Args::triplet_schedule`).
+    /// `Args::triplet_args`).
     #[arg(long, value_enum)]
     pub lr_schedule: Option<LrSchedule>,
     /// Stop after this many optimiser steps (for smoke tests).
@@ -101,7 +101,7 @@ impl Args {
     /// batch-hard, batch-all, soft margins; constant or cosine; seeds 0–2),
     /// chosen, as there, on the held-out figures: this protocol has no
     /// validation split.
-    pub fn triplet_schedule(&self) -> Args {
+    pub fn triplet_args(&self) -> Args {
         let default = match self.encoder {
             EncoderChoice::Mlp => LrSchedule::Cosine,
             EncoderChoice::Cnn => LrSchedule::Constant,

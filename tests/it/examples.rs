@@ -40,22 +40,13 @@ fn triplet_mnist_runs_on_the_cnn() {
     let mlp = common::Args::smoke(STEPS);
     assert_eq!((mlp.warmup(), mlp.unit_margin()), (300, 0.2));
     assert_eq!(mlp.schedule(), common::LrSchedule::Constant);
-    assert_eq!(
-        mlp.triplet_schedule().schedule(),
-        common::LrSchedule::Cosine
-    );
-    assert_eq!(
-        args.triplet_schedule().schedule(),
-        common::LrSchedule::Cosine
-    );
+    assert_eq!(mlp.triplet_args().schedule(), common::LrSchedule::Cosine);
+    assert_eq!(args.triplet_args().schedule(), common::LrSchedule::Cosine);
     let cnn = common::Args {
         encoder: common::EncoderChoice::Cnn,
         ..common::Args::smoke(STEPS)
     };
-    assert_eq!(
-        cnn.triplet_schedule().schedule(),
-        common::LrSchedule::Constant
-    );
+    assert_eq!(cnn.triplet_args().schedule(), common::LrSchedule::Constant);
     let cosine = common::LrSchedule::Cosine;
     assert_eq!(cosine.at(1e-3, 0, 10), 1e-3);
     assert!((cosine.at(1e-3, 5, 10) - 5e-4).abs() < 1e-12 && cosine.at(1e-3, 10, 10).abs() < 1e-12);
