@@ -246,13 +246,13 @@ pub fn map_chart(path: &Path, rows: &[BenchRow], encoder: EncoderChoice) -> Resu
     let raw: Vec<f64> = rows.iter().map(|r| r.raw.map_at_r).collect();
     let unit: Vec<f64> = rows.iter().map(|r| r.unit.map_at_r).collect();
     let title = match encoder {
-        EncoderChoice::Mlp => "benchmark_losses: MAP@R per loss (MLP, MNIST-10k)".to_string(),
-        EncoderChoice::Cnn => "benchmark_losses: MAP@R per loss (CNN, MNIST-10k)".to_string(),
+        EncoderChoice::Mlp => "benchmark_losses: MAP@R per loss (MLP, MNIST-10k)",
+        EncoderChoice::Cnn => "benchmark_losses: MAP@R per loss (CNN, MNIST-10k)",
     };
     plot::bar_chart(
         path,
         &plot::Bars {
-            title: &title,
+            title,
             x_desc: "loss (with its miner)",
             y_desc: "MAP@R on 2,000 held-out digits",
             categories: &categories,
