@@ -29,6 +29,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 mod args;
+mod benchmark;
 mod checkpoint;
 mod data;
 mod eval;
@@ -38,6 +39,9 @@ pub mod search;
 mod train;
 
 pub use args::*;
+// only `benchmark_losses` (and the tests) read it
+#[allow(unused_imports)]
+pub use benchmark::*;
 pub use checkpoint::*;
 pub use data::*;
 pub use eval::*;

@@ -54,6 +54,7 @@ pub fn train_triplet<N: Embedder<128>>(
     mnist: &Mnist,
     net: &mut N,
 ) -> Result<Training> {
+    let args = &args.triplet_args();
     let hard = metric_loss::miners::BatchHard;
     Ok(match args.loss {
         TripletChoice::Normalized => {

@@ -83,6 +83,9 @@ pub trait StepLoss<const D: usize> {
 pub struct TripletStep<L, M>(pub L, pub M);
 /// A pair loss with a pair miner.
 pub struct PairStep<L, M>(pub L, pub M);
+/// A loss of the ranking family (multi-similarity, SupCon, ...) with a
+/// pair miner (`AllPairs`: PML's no-miner call).
+pub struct BatchStep<L, M>(pub L, pub M);
 
 /// A triplet loss mined with `W` for the first `warmup` steps, then with `M`.
 pub struct WarmupStep<L, W, M> {
@@ -145,8 +148,24 @@ where
     }
 }
 
+impl<const D: usize, L, M> StepLoss<D> for BatchStep<L, M>
+where
+    L: BatchCriterion,
+    M: PairMiner,
+{
+    fn step(
+        &self,
+        e: Tensor<(usize, Const<D>), f32, Cpu, OwnedTape<f32, Cpu>>,
+        labels: &[usize],
+    ) -> (Tensor<(), f32, Cpu, OwnedTape<f32, Cpu>>, MinerStats) {
+        let mined = self.0.mined(&self.1, e, labels);
+        (mined.loss, mined.stats)
+    }
+}
+
 /// Trains `model` (any module from `(n, 784)` rows to `(n, D)` embeddings)
-/// on P x K batches of the training digits with Adam (lr 1e-3).
+/// on P x K batches of the training digits with Adam (`--lr`, 1e-3 by
+/// default, along `--lr-schedule`).
 pub fn train<const D: usize, Net, L>(
     args: &Args,
     dev: &Cpu,
@@ -163,12 +182,17 @@ where
     L: StepLoss<D>,
 {
     let train_labels = &mnist.labels[..TRAIN];
-    let mut sampler = PkSampler::try_new(train_labels, P, K, args.seed)?;
+    let mut sampler = PkSampler::try_new(
+        train_labels,
+        args.classes_per_batch,
+        args.per_class,
+        args.seed,
+    )?;
     let total = planned_steps(args, sampler.batches_per_epoch());
     let mut opt: Adam<Net, f32, Cpu> = Adam::new(
         model,
         AdamConfig {
-            lr: 1e-3,
+            lr: args.lr,
             ..Default::default()
         },
     );
@@ -183,7 +207,7 @@ where
             if losses.len() >= total {
                 break 'epochs;
             }
-            opt.cfg.lr = args.lr_schedule().at(losses.len(), total);
+            opt.cfg.lr = args.schedule().at(args.lr, losses.len(), total);
             let labels: Vec<usize> = batch.iter().map(|&i| train_labels[i]).collect();
             let x = batch_tensor(dev, mnist, &batch);
             let e = model.forward(x.traced(grads));

@@ -27,6 +27,7 @@ fn triplet_mnist_runs_on_the_cnn() {
         encoder: common::EncoderChoice::Cnn,
         loss: common::TripletChoice::Warmup,
         warmup_steps: Some(1),
+        lr_schedule: Some(common::LrSchedule::Cosine),
         ..common::Args::smoke(STEPS)
     };
     let s = common::run_triplet(&args).unwrap();
@@ -37,12 +38,61 @@ fn triplet_mnist_runs_on_the_cnn() {
     assert_eq!(common::EncoderChoice::Cnn.to_string(), "cnn");
     assert_eq!((args.warmup(), args.unit_margin()), (1, 0.5));
     let mlp = common::Args::smoke(STEPS);
-    assert_eq!((mlp.warmup(), mlp.unit_margin()), (100, 0.2));
-    assert_eq!(args.lr_schedule(), common::LrSchedule::Cosine);
-    assert_eq!(mlp.lr_schedule(), common::LrSchedule::Constant);
+    assert_eq!((mlp.warmup(), mlp.unit_margin()), (300, 0.2));
+    assert_eq!(mlp.schedule(), common::LrSchedule::Constant);
+    assert_eq!(mlp.triplet_args().schedule(), common::LrSchedule::Cosine);
+    assert_eq!(args.triplet_args().schedule(), common::LrSchedule::Cosine);
+    let cnn = common::Args {
+        encoder: common::EncoderChoice::Cnn,
+        ..common::Args::smoke(STEPS)
+    };
+    assert_eq!(cnn.triplet_args().schedule(), common::LrSchedule::Cosine);
     let cosine = common::LrSchedule::Cosine;
-    assert_eq!(cosine.at(0, 10), 1e-3);
-    assert!((cosine.at(5, 10) - 5e-4).abs() < 1e-12 && cosine.at(10, 10).abs() < 1e-12);
+    assert_eq!(cosine.at(1e-3, 0, 10), 1e-3);
+    assert!((cosine.at(1e-3, 5, 10) - 5e-4).abs() < 1e-12 && cosine.at(1e-3, 10, 10).abs() < 1e-12);
+    assert_eq!(common::LrSchedule::Constant.at(2e-3, 7, 10), 2e-3);
+}
+
+/// `benchmark_losses --losses ...`: a subset of the losses, each from the
+/// same initial weights, its row, table line and the chart.
+#[test]
+fn benchmark_losses_runs_a_subset() {
+    use common::BenchLoss;
+    let args = common::Args::smoke(STEPS);
+    let losses = [
+        BenchLoss::MultiSimilarity,
+        BenchLoss::Margin,
+        BenchLoss::Contrastive,
+    ];
+    let rows = common::run_benchmark(&args, &losses).unwrap();
+    assert_eq!(rows.iter().map(|r| r.loss).collect::<Vec<_>>(), losses);
+    for r in &rows {
+        assert_eq!(r.training.steps, STEPS);
+        assert!(r.training.losses.iter().all(|l| l.is_finite()));
+        assert!((0.0..=1.0).contains(&r.unit.map_at_r));
+        let line = r.result_line(args.encoder);
+        assert!(
+            line.starts_with(&format!("result loss={} ", r.loss.name())),
+            "{line}"
+        );
+        assert!(
+            line.contains(" unit_map_at_r=") && line.contains(" ms_per_step="),
+            "{line}"
+        );
+    }
+    let table = common::markdown_table(&rows);
+    assert_eq!(table.lines().count(), 2 + losses.len());
+    assert!(table.contains("| `margin` |"));
+    let png = common::out_file(&args.out, common::chart_file(args.encoder)).unwrap();
+    common::map_chart(&png, &rows, args.encoder).unwrap();
+    assert!(std::fs::metadata(&png).unwrap().len() > 1000);
+    // every name parses back (the `--losses` values)
+    for loss in BenchLoss::ALL {
+        assert_eq!(
+            <BenchLoss as clap::ValueEnum>::from_str(loss.name(), false),
+            Ok(loss)
+        );
+    }
 }
 
 #[test]
