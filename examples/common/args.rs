@@ -36,6 +36,12 @@ pub struct Args {
     /// from 1e-3 down to 0 along a half cosine.
     #[arg(long, value_enum, default_value_t = LrSchedule::Constant)]
     pub lr_schedule: LrSchedule,
+    /// Mine against a cross-batch memory of this many past embeddings
+    /// (`CrossBatchMemory`, pytorch-metric-learning's `memory_size`), as
+    /// well as the batch. `triplet_mnist` uses it for batch-hard mining
+    /// (after the batch-all warm-up, which stays within the batch).
+    #[arg(long, value_name = "M")]
+    pub memory: Option<usize>,
     /// Stop after this many optimiser steps (for smoke tests).
     #[arg(long)]
     pub max_steps: Option<usize>,
@@ -87,6 +93,7 @@ impl Args {
             encoder: EncoderChoice::Mlp,
             warmup_steps: None,
             lr_schedule: LrSchedule::Constant,
+            memory: None,
             max_steps: Some(max_steps),
             quiet: true,
             save: None,

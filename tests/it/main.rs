@@ -23,3 +23,4 @@ mod naive_image;
 mod pool2d;
 mod properties;
 mod reliability;
+mod xbm;

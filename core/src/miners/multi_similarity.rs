@@ -76,7 +76,9 @@ impl MultiSimilarityMiner {
             dist.cosine_similarity(i, j)
                 .unwrap_or_else(|| -dist.get(i, j))
         };
-        let has_pairs = (0..n).any(|i| (0..n).any(|j| i != j && labels[i] == labels[j]));
+        let cols = dist.column_labels(labels);
+        let has_pairs =
+            (0..n).any(|i| (0..cols.len()).any(|j| !dist.is_self(i, j) && labels[i] == cols[j]));
         if !has_pairs {
             return Ok((Vec::new(), Vec::new()));
         }
@@ -84,8 +86,8 @@ impl MultiSimilarityMiner {
         for a in 0..n {
             let mut ps: Vec<(f32, usize)> = Vec::new();
             let mut ns: Vec<(f32, usize)> = Vec::new();
-            for j in (0..n).filter(|&j| j != a) {
-                let side = if labels[j] == labels[a] {
+            for j in (0..cols.len()).filter(|&j| !dist.is_self(a, j)) {
+                let side = if cols[j] == labels[a] {
                     &mut ps
                 } else {
                     &mut ns

@@ -99,11 +99,12 @@ impl MinerStats {
         margin: f32,
     ) -> Result<Self, MetricLossError> {
         check_batch(dist, labels, &[margin])?;
-        let n = dist.n();
+        let (n, cols) = (dist.n(), dist.cols());
         let mut active = 0usize;
         for t in triplets {
-            for index in [t.anchor, t.positive, t.negative] {
-                check_index(index, n)?;
+            check_index(t.anchor, n)?;
+            for index in [t.positive, t.negative] {
+                check_index(index, cols)?;
             }
             let row = dist.row(t.anchor);
             if row[t.positive] - row[t.negative] + margin > 0.0 {
@@ -145,11 +146,11 @@ impl MinerStats {
         neg_margin: f32,
     ) -> Result<Self, MetricLossError> {
         check_batch(dist, labels, &[pos_margin, neg_margin])?;
-        let n = dist.n();
+        let (n, cols) = (dist.n(), dist.cols());
         let mut active = 0usize;
         for p in pairs {
             check_index(p.a, n)?;
-            check_index(p.b, n)?;
+            check_index(p.b, cols)?;
             let d = dist.get(p.a, p.b);
             let is_active = if p.similar {
                 d > pos_margin
@@ -206,7 +207,7 @@ impl MinerStats {
     ) -> Result<Self, MetricLossError> {
         check_batch(dist, labels, &[pos_margin, neg_margin])?;
         let n = dist.n();
-        tuples.check(n)?;
+        tuples.check_against(n, dist.cols())?;
         let mut count = 0usize;
         let mut active = 0usize;
         let mut visit = |a: usize, b: usize, similar: bool| {
@@ -218,9 +219,10 @@ impl MinerStats {
         };
         match tuples {
             Tuples::All => {
+                let cols = dist.column_labels(labels);
                 for a in 0..n {
-                    for b in (0..n).filter(|&b| b != a) {
-                        visit(a, b, labels[a] == labels[b]);
+                    for b in (0..cols.len()).filter(|&b| !dist.is_self(a, b)) {
+                        visit(a, b, labels[a] == cols[b]);
                     }
                 }
             }
@@ -257,8 +259,8 @@ impl MinerStats {
             let row = dist.row(a);
             let mut pos: Option<f32> = None;
             let mut neg: Option<f32> = None;
-            for (j, (&d, &l)) in row.iter().zip(labels).enumerate() {
-                if j == a {
+            for (j, (&d, &l)) in row.iter().zip(dist.column_labels(labels)).enumerate() {
+                if dist.is_self(a, j) {
                     continue;
                 }
                 sum_all += f64::from(d);
@@ -275,8 +277,14 @@ impl MinerStats {
             }
         }
         let mean = |s: f64| (anchors > 0).then(|| (s / anchors as f64) as f32);
-        let spread = if n > 1 {
-            (sum_all / (n * (n - 1)) as f64) as f32
+        // the number of entries summed: all but the diagonal of a batch's own matrix
+        let entries = if dist.is_reference() {
+            n * dist.cols()
+        } else {
+            n * n.saturating_sub(1)
+        };
+        let spread = if entries > 0 {
+            (sum_all / entries as f64) as f32
         } else {
             0.0
         };
@@ -291,7 +299,7 @@ impl MinerStats {
             mean_hardest_positive: mean(sum_pos),
             mean_hardest_negative: mean(sum_neg),
             spread,
-            collapsed: n > 1 && spread < Self::collapse_threshold(margin),
+            collapsed: entries > 0 && spread < Self::collapse_threshold(margin),
         }
     }
 }
