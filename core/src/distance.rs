@@ -471,6 +471,9 @@ where
     let (b, m) = (shape.0.size(), shape.1.size());
     let dev = x.device().clone();
     let (x, tape) = x.try_reshape_like(&(b, Const::<D>))?.split_tape();
+    if b == 0 || m == 0 {
+        return Ok(dev.try_zeros_like(&shape)?.put_tape(tape));
+    }
     let y = y.clone().try_reshape_like(&(m, Const::<D>))?;
     let mut tape = Some(tape);
     let mut rows = Vec::with_capacity(b);
@@ -481,12 +484,6 @@ where
             .put_tape(tape.take().unwrap_or_default())
             .try_gather(idx)?;
         rows.push(distance(xi, y.retaped::<T>())?);
-    }
-    if rows.is_empty() || m == 0 {
-        let empty = dev
-            .try_zeros_like(&shape)?
-            .put_tape(tape.take().unwrap_or_default());
-        return Ok(empty);
     }
     rows.try_stack()?.try_reshape_like(&shape)
 }
