@@ -45,9 +45,8 @@ impl TripletMiner for BatchAll {
         let (n, cols) = (dist.n(), dist.column_labels(labels));
         let mut out = Vec::new();
         let mut negatives = Vec::with_capacity(cols.len());
-        for anchor in 0..n {
+        for (anchor, &la) in labels.iter().enumerate().take(n) {
             let row = dist.row(anchor);
-            let la = labels[anchor];
             negatives.clear();
             negatives.extend((0..cols.len()).filter(|&j| cols[j] != la));
             for positive in (0..cols.len()).filter(|&j| !dist.is_self(anchor, j) && cols[j] == la) {

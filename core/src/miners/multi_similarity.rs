@@ -83,15 +83,11 @@ impl MultiSimilarityMiner {
             return Ok((Vec::new(), Vec::new()));
         }
         let (mut pos, mut neg) = (Vec::new(), Vec::new());
-        for a in 0..n {
+        for (a, &la) in labels.iter().enumerate().take(n) {
             let mut ps: Vec<(f32, usize)> = Vec::new();
             let mut ns: Vec<(f32, usize)> = Vec::new();
             for j in (0..cols.len()).filter(|&j| !dist.is_self(a, j)) {
-                let side = if cols[j] == labels[a] {
-                    &mut ps
-                } else {
-                    &mut ns
-                };
+                let side = if cols[j] == la { &mut ps } else { &mut ns };
                 side.push((score(a, j), j));
             }
             let (Some(min_pos), Some(max_neg)) = (

@@ -59,10 +59,10 @@ fn mine_pairs_with(
     // reference set: every (row, column).
     let first = |a: usize| if dist.is_reference() { 0 } else { a + 1 };
     let mut out = Vec::new();
-    for a in 0..n {
+    for (a, &la) in labels.iter().enumerate().take(n) {
         let row = dist.row(a);
         for b in first(a)..cols.len() {
-            let similar = labels[a] == cols[b];
+            let similar = la == cols[b];
             if keep(similar, row[b]) {
                 out.push(IndexPair { a, b, similar });
             }

@@ -220,9 +220,9 @@ impl MinerStats {
         match tuples {
             Tuples::All => {
                 let cols = dist.column_labels(labels);
-                for a in 0..n {
+                for (a, &la) in labels.iter().enumerate().take(n) {
                     for b in (0..cols.len()).filter(|&b| !dist.is_self(a, b)) {
-                        visit(a, b, labels[a] == cols[b]);
+                        visit(a, b, la == cols[b]);
                     }
                 }
             }
