@@ -60,18 +60,19 @@ def main():
     ap.add_argument("--reference", default=str(ROOT.parent / "shared" / "bench" / "reference.py"))
     ap.add_argument("--threads", default="2")
     ap.add_argument("--mnist-epochs", default="2")
-    ap.add_argument("--only", choices=["all", "losses", "search", "gemm", "family"], default="all",
+    ap.add_argument("--only", choices=["all", "losses", "search", "gemm", "family", "xbm"], default="all",
                     help="losses: the loss benches and the training step; search: exact k-NN "
                          "and retrieval_metrics against faiss and torch; gemm: the GEMM's shapes "
                          "against torch.mm and the gemm crate; family: the ranking-loss family "
-                         "against PML")
+                         "against PML; xbm: cross-batch memory (batch 80, memory 1024) against "
+                         "PML's CrossBatchMemory")
     args = ap.parse_args()
     env = dict(os.environ, OMP_NUM_THREADS=args.threads, MKL_NUM_THREADS=args.threads,
                RAYON_NUM_THREADS=args.threads)
 
     rows, notes = [], []
     for part, make in [("search", search_rows), ("losses", loss_rows), ("gemm", gemm_rows),
-                       ("family", family_rows)]:
+                       ("family", family_rows), ("xbm", xbm_rows)]:
         if args.only in ("all", part):
             r, n = make(args, env)
             rows += r
@@ -124,6 +125,24 @@ def search_rows(args, env):
              f"{4.096e9 / faiss_us / 1e3:.1f} GFLOP/s, metric-loss (squared_euclidean) at "
              f"{4.096e9 / ours / 1e3:.1f} GFLOP/s."]
     return rows, notes
+
+
+def xbm_rows(args, env):
+    """Cross-batch memory, the loss part of a step: batch 80 (5 x 16) against a
+    full memory of 1024, D = 128, multi-similarity, forward + backward. PML's row
+    (`reference.py family`) has no miner (every pair); ours is timed both ways."""
+    out = run([args.python, args.reference, "family"], env)
+    print(out, file=sys.stderr)
+    ref = read_ref(out)
+    pml = float(ref[("xbm_multi_similarity_pml", None)]["us"])
+    run(["cargo", "bench", "--bench", "xbm", "--", "--noplot"], env)
+    rows = [
+        ("XBM multi-similarity, batch 80, memory 1024, every pair",
+         criterion_us("xbm", "multi_similarity_80x1024"), "PML", pml),
+        ("XBM multi-similarity + its miner, batch 80, memory 1024",
+         criterion_us("xbm", "multi_similarity_miner_80x1024"), "PML (every pair)", pml),
+    ]
+    return rows, ["PML's XBM row has no miner; the miner row is compared with it for scale only."]
 
 
 def loss_rows(args, env):

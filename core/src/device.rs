@@ -96,6 +96,31 @@ pub trait MetricDevice: Device<f32> + 'static {
         }
     }
 
+    /// The inner products `X·Yᵀ` (`B × M`) of a batch with a constant set
+    /// of rows (no gradient flows into `y`): the batch against a
+    /// [`CrossBatchMemory`](crate::xbm::CrossBatchMemory). The generic body
+    /// is dfdx's matmul; the CPU runs one GEMM each way on the project's
+    /// GEMM.
+    ///
+    /// ```
+    /// use dfdx::prelude::*;
+    /// use metric_loss_core::device::MetricDevice;
+    /// let dev = Cpu::default();
+    /// let x = dev.tensor([[1.0f32, 2.0]]);
+    /// let y = dev.tensor([[3.0f32, 4.0], [0.0, 1.0]]);
+    /// let s = Cpu::try_cross_gram(x.leaky_trace(), &y).unwrap();
+    /// assert_eq!(s.array(), [[11.0, 2.0]]);
+    /// let g = s.sum().backward();
+    /// assert_eq!(g.get(&x).array(), [[3.0, 5.0]]);
+    /// ```
+    fn try_cross_gram<B: Dim, M: Dim, const D: usize, T: Tape<f32, Self>>(
+        x: Tensor<(B, Const<D>), f32, Self, T>,
+        y: &Tensor<(M, Const<D>), f32, Self>,
+    ) -> Result<Tensor<(B, M), f32, Self, T>, Self::Err> {
+        let yt = y.clone().try_permute::<(Const<D>, M), Axes2<1, 0>>()?;
+        x.try_matmul(yt)
+    }
+
     /// Each row divided by its norm floored at
     /// [`NORM_EPS`](crate::distance::NORM_EPS): the body of
     /// [`l2_normalize`](crate::distance::l2_normalize). The CPU runs it as
@@ -688,6 +713,13 @@ impl MetricDevice for Cpu {
         f: &F,
     ) -> Result<FusedFormula<N, D, Self, T>, crate::MetricLossError> {
         crate::fused::batch_formula_fused_cpu(x, labels, w, f)
+    }
+
+    fn try_cross_gram<B: Dim, M: Dim, const D: usize, T: Tape<f32, Self>>(
+        x: Tensor<(B, Const<D>), f32, Self, T>,
+        y: &Tensor<(M, Const<D>), f32, Self>,
+    ) -> Result<Tensor<(B, M), f32, Self, T>, Self::Err> {
+        crate::fused::cross_gram_cpu(x, y)
     }
 
     fn try_conv2d<

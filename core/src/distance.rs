@@ -351,3 +351,139 @@ where
     }
     rows.try_stack()?.try_reshape_like(&(n, n))
 }
+
+/// The `B × M` matrix of squared Euclidean distances between a batch (on
+/// the tape) and constant rows `y` (no gradient: a
+/// [`CrossBatchMemory`](crate::xbm::CrossBatchMemory)), `‖x_i‖² + ‖y_j‖² −
+/// 2⟨x_i, y_j⟩` clamped at 0, the inner products on
+/// [`MetricDevice::try_cross_gram`] (the project's GEMM on the CPU).
+///
+/// ```
+/// use dfdx::prelude::*;
+/// use metric_loss_core::distance::squared_euclidean_against;
+/// let dev = Cpu::default();
+/// let x = dev.tensor([[0.0f32, 0.0]]);
+/// let y = dev.tensor([[3.0f32, 4.0], [0.0, 1.0]]);
+/// assert_eq!(squared_euclidean_against(x, &y).unwrap().array(), [[25.0, 1.0]]);
+/// ```
+pub fn squared_euclidean_against<B: Dim, M: Dim, const D: usize, Dev: MetricDevice, T>(
+    x: Rows<B, D, Dev, T>,
+    y: &Tensor<(M, Const<D>), f32, Dev>,
+) -> Result<Tensor<(B, M), f32, Dev, T>, Dev::Err>
+where
+    T: Tape<f32, Dev>,
+{
+    let shape = (x.shape().0, y.shape().0);
+    let (x, tape) = x.split_tape();
+    let sq_x = x.retaped::<T>().try_square()?.try_sum::<(B,), Axis<1>>()?;
+    let sq_y = y.clone().try_square()?.try_sum::<(M,), Axis<1>>()?;
+    Dev::try_cross_gram(x.put_tape(tape), y)?
+        .try_mul(-2.0)?
+        .try_add(sq_x.try_broadcast_like::<_, Axis<1>>(&shape)?)?
+        .try_add(sq_y.try_broadcast_like::<_, Axis<0>>(&shape)?)?
+        .try_clamp(0.0, f32::INFINITY)
+}
+
+/// The `B × M` matrix of Euclidean distances (or their squares) between a
+/// batch and constant rows: [`squared_euclidean_against`], then a square
+/// root with a zero subgradient at 0 (a batch row against its own copy).
+///
+/// ```
+/// use dfdx::prelude::*;
+/// use metric_loss_core::distance::euclidean_against;
+/// let dev = Cpu::default();
+/// let x = dev.tensor([[0.0f32, 0.0]]);
+/// let y = dev.tensor([[3.0f32, 4.0], [0.0, 0.0]]);
+/// let d = euclidean_against(x.leaky_trace(), &y, false).unwrap();
+/// assert_eq!(d.array(), [[5.0, 0.0]]);
+/// assert!(d.sum().backward().get(&x).array().iter().all(|g| g.is_finite()));
+/// ```
+pub fn euclidean_against<B: Dim, M: Dim, const D: usize, Dev: MetricDevice, T>(
+    x: Rows<B, D, Dev, T>,
+    y: &Tensor<(M, Const<D>), f32, Dev>,
+    squared: bool,
+) -> Result<Tensor<(B, M), f32, Dev, T>, Dev::Err>
+where
+    T: Tape<f32, Dev>,
+{
+    let d2 = squared_euclidean_against(x, y)?;
+    if squared {
+        Ok(d2)
+    } else {
+        Dev::try_safe_sqrt(d2)
+    }
+}
+
+/// The `B × M` matrix of cosine distances `1 − cos θ` between a batch and
+/// constant rows, in `[0, 2]`.
+///
+/// ```
+/// use dfdx::prelude::*;
+/// use metric_loss_core::distance::cosine_against;
+/// let dev = Cpu::default();
+/// let x = dev.tensor([[2.0f32, 0.0]]);
+/// let y = dev.tensor([[1.0f32, 0.0], [0.0, 3.0]]);
+/// assert_eq!(cosine_against(x, &y).unwrap().array(), [[0.0, 1.0]]);
+/// ```
+pub fn cosine_against<B: Dim, M: Dim, const D: usize, Dev: MetricDevice, T>(
+    x: Rows<B, D, Dev, T>,
+    y: &Tensor<(M, Const<D>), f32, Dev>,
+) -> Result<Tensor<(B, M), f32, Dev, T>, Dev::Err>
+where
+    T: Tape<f32, Dev>,
+{
+    let y = l2_normalize(y.clone())?;
+    Dev::try_cross_gram(l2_normalize(x)?, &y)?
+        .try_negate()?
+        .try_add(1.0)?
+        .try_clamp(0.0, 2.0)
+}
+
+/// The `B × M` matrix of any row-wise distance between a batch and
+/// constant rows, one batch row at a time (`B` tape ops of `M × D` each):
+/// for distances without a GEMM form (`manhattan`, user functions).
+///
+/// ```
+/// use dfdx::prelude::*;
+/// use metric_loss_core::distance::{manhattan, matrix_against_by_rows};
+/// let dev = Cpu::default();
+/// let x = dev.tensor([[0.0f32, 0.0], [1.0, 1.0]]);
+/// let y = dev.tensor([[1.0f32, -2.0]]);
+/// let m = matrix_against_by_rows(x, &y, |a, b| manhattan(a, b)).unwrap();
+/// assert_eq!(m.array(), [[3.0], [3.0]]);
+/// ```
+pub fn matrix_against_by_rows<B, M, const D: usize, Dev, T, F>(
+    x: Rows<B, D, Dev, T>,
+    y: &Tensor<(M, Const<D>), f32, Dev>,
+    mut distance: F,
+) -> Result<Tensor<(B, M), f32, Dev, T>, Dev::Err>
+where
+    B: Dim,
+    M: Dim,
+    Dev: MetricDevice,
+    T: Tape<f32, Dev>,
+    F: FnMut(
+        Rows<usize, D, Dev, T>,
+        Rows<usize, D, Dev, T>,
+    ) -> Result<Col<usize, Dev, T>, Dev::Err>,
+{
+    let shape = (x.shape().0, y.shape().0);
+    let (b, m) = (shape.0.size(), shape.1.size());
+    let dev = x.device().clone();
+    let (x, tape) = x.try_reshape_like(&(b, Const::<D>))?.split_tape();
+    if b == 0 || m == 0 {
+        return Ok(dev.try_zeros_like(&shape)?.put_tape(tape));
+    }
+    let y = y.clone().try_reshape_like(&(m, Const::<D>))?;
+    let mut tape = Some(tape);
+    let mut rows = Vec::with_capacity(b);
+    for i in 0..b {
+        let idx = dev.try_tensor_from_vec(vec![i; m], (m,))?;
+        let xi = x
+            .clone()
+            .put_tape(tape.take().unwrap_or_default())
+            .try_gather(idx)?;
+        rows.push(distance(xi, y.retaped::<T>())?);
+    }
+    rows.try_stack()?.try_reshape_like(&shape)
+}

@@ -108,6 +108,26 @@ pub enum MetricLossError {
         /// Their width.
         width: usize,
     },
+    /// A cross-batch memory of no entries, or of more values (`size · dim`)
+    /// than a `Vec` can hold.
+    #[error(
+        "invalid memory size {size}: a cross-batch memory holds 1 or more embeddings of width {dim}, and size x width must fit in memory"
+    )]
+    MemorySize {
+        /// The memory size asked for.
+        size: usize,
+        /// The embedding width.
+        dim: usize,
+    },
+    /// A batch larger than the cross-batch memory it is enqueued into
+    /// (pytorch-metric-learning asserts the same).
+    #[error("batch of {batch} rows does not fit a cross-batch memory of {memory}")]
+    MemoryTooSmall {
+        /// Rows in the batch.
+        batch: usize,
+        /// The memory size.
+        memory: usize,
+    },
     /// An error from the dfdx device (allocation failure, CUDA error, ...).
     #[error("device error: {0}")]
     Device(String),

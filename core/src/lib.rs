@@ -25,6 +25,7 @@ pub mod labels;
 pub mod loss;
 pub mod losses;
 pub mod nets;
+pub mod xbm;
 
 pub use metric_loss_macros::metric_loss;
 
@@ -48,6 +49,7 @@ pub mod prelude {
         builder::{Conv2D, FusedLinear, InputLinear},
     };
     pub use crate::sampler::PkSampler;
+    pub use crate::xbm::CrossBatchMemory;
     pub use dfdx::optim::{Adam, AdamConfig, Sgd, SgdConfig};
     pub use dfdx::prelude::*;
 }

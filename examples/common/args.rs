@@ -47,6 +47,12 @@ pub struct Args {
     /// `Args::triplet_args`).
     #[arg(long, value_enum)]
     pub lr_schedule: Option<LrSchedule>,
+    /// Mine against a cross-batch memory of this many past embeddings
+    /// (`CrossBatchMemory`, pytorch-metric-learning's `memory_size`), as
+    /// well as the batch. `triplet_mnist` uses it for batch-hard mining
+    /// (after the batch-all warm-up, which stays within the batch).
+    #[arg(long, value_name = "M")]
+    pub memory: Option<usize>,
     /// Stop after this many optimiser steps (for smoke tests).
     #[arg(long)]
     pub max_steps: Option<usize>,
@@ -128,6 +134,7 @@ impl Args {
             per_class: K,
             lr: 1e-3,
             lr_schedule: None,
+            memory: None,
             max_steps: Some(max_steps),
             quiet: true,
             save: None,

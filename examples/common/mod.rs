@@ -22,7 +22,8 @@ use metric_loss::eval::{
     ReferenceSet, RetrievalMetrics, RetrievalOptions, eer, kfold_accuracy, retrieval_metrics,
     roc_auc,
 };
-use metric_loss::miners::{MinerStats, PairMiner, TripletMiner};
+use metric_loss::loss::Family;
+use metric_loss::miners::{Miner, MinerStats, PairMiner, TripletMiner};
 use metric_loss::prelude::*;
 use metric_loss::sampler::PkSampler;
 use rand::rngs::StdRng;

@@ -56,40 +56,61 @@ pub fn train_triplet<N: Embedder<128>>(
 ) -> Result<Training> {
     let args = &args.triplet_args();
     let hard = metric_loss::miners::BatchHard;
+    let all = metric_loss::miners::BatchAll::default();
+    let mut run =
+        |step: &dyn StepLoss<128>| train::<128, _, _>(args, dev, mnist, net, &DynStep(step));
     Ok(match args.loss {
         TripletChoice::Normalized => {
             let loss = NormalizedTriplet.with_margin(args.unit_margin())?;
-            train::<128, _, _>(args, dev, mnist, net, &TripletStep(loss, hard))?
+            mined_step(args, loss, hard, run)?
         }
         TripletChoice::Warmup => {
             let loss = NormalizedTriplet.with_margin(args.unit_margin())?;
-            let step = WarmupStep {
-                loss,
-                warm: metric_loss::miners::BatchAll::default(),
-                main: hard,
-                warmup: args.warmup(),
-                taken: std::cell::Cell::new(0),
-            };
-            train::<128, _, _>(args, dev, mnist, net, &step)?
+            // the warm-up stays within the batch; batch-hard reads the memory
+            mined_step(args, loss, hard, |then| {
+                run(&Phased {
+                    first: TripletStep(loss, all),
+                    then: DynStep(then),
+                    warmup: args.warmup(),
+                    taken: std::cell::Cell::new(0),
+                })
+            })?
         }
         TripletChoice::Plain => {
             let loss = TripletLoss.with_margin(args.margin.unwrap_or(0.2))?;
-            train::<128, _, _>(args, dev, mnist, net, &TripletStep(loss, hard))?
+            mined_step(args, loss, hard, run)?
         }
         TripletChoice::Soft => {
             let loss = SoftMarginTriplet.with_margin(args.margin.unwrap_or(0.0))?;
-            train::<128, _, _>(args, dev, mnist, net, &TripletStep(loss, hard))?
+            mined_step(args, loss, hard, run)?
         }
         TripletChoice::AllNonzero => {
             let loss = NormalizedNonzeroTriplet.with_margin(args.unit_margin())?;
-            let all = metric_loss::miners::BatchAll::default();
-            train::<128, _, _>(args, dev, mnist, net, &TripletStep(loss, all))?
+            mined_step(args, loss, all, run)?
         }
         TripletChoice::SoftNormalized => {
             let loss = NormalizedSoftTriplet.with_margin(args.margin.unwrap_or(0.0))?;
-            train::<128, _, _>(args, dev, mnist, net, &TripletStep(loss, hard))?
+            mined_step(args, loss, hard, run)?
         }
     })
+}
+
+/// Runs `train` with `loss` mined by `miner`: within the batch, or with
+/// `--memory M` against a cross-batch memory of `M` embeddings.
+pub fn mined_step<L, M>(
+    args: &Args,
+    loss: L,
+    miner: M,
+    train: impl FnOnce(&dyn StepLoss<128>) -> Result<Training>,
+) -> Result<Training>
+where
+    L: TripletCriterion<Output<usize> = ()>,
+    M: TripletMiner,
+{
+    match args.memory {
+        Some(m) => train(&MemoryStep::<L, M, 128>::new(loss, miner, m)?),
+        None => train(&TripletStep(loss, miner)),
+    }
 }
 
 /// What `triplet_mnist` and `search_mnist` start from: the digits, the

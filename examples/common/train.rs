@@ -83,40 +83,6 @@ pub trait StepLoss<const D: usize> {
 pub struct TripletStep<L, M>(pub L, pub M);
 /// A pair loss with a pair miner.
 pub struct PairStep<L, M>(pub L, pub M);
-/// A loss of the ranking family (multi-similarity, SupCon, ...) with a
-/// pair miner (`AllPairs`: PML's no-miner call).
-pub struct BatchStep<L, M>(pub L, pub M);
-
-/// A triplet loss mined with `W` for the first `warmup` steps, then with `M`.
-pub struct WarmupStep<L, W, M> {
-    pub loss: L,
-    pub warm: W,
-    pub main: M,
-    pub warmup: usize,
-    pub taken: std::cell::Cell<usize>,
-}
-
-impl<const D: usize, L, W, M> StepLoss<D> for WarmupStep<L, W, M>
-where
-    L: TripletCriterion<Output<usize> = ()>,
-    W: TripletMiner,
-    M: TripletMiner,
-{
-    fn step(
-        &self,
-        e: Tensor<(usize, Const<D>), f32, Cpu, OwnedTape<f32, Cpu>>,
-        labels: &[usize],
-    ) -> (Tensor<(), f32, Cpu, OwnedTape<f32, Cpu>>, MinerStats) {
-        let t = self.taken.get();
-        self.taken.set(t + 1);
-        let mined = if t < self.warmup {
-            self.loss.mined(&self.warm, e, labels)
-        } else {
-            self.loss.mined(&self.main, e, labels)
-        };
-        (mined.loss, mined.stats)
-    }
-}
 
 impl<const D: usize, L, M> StepLoss<D> for TripletStep<L, M>
 where
@@ -148,6 +114,10 @@ where
     }
 }
 
+/// A loss of the ranking family (multi-similarity, SupCon, ...) with a
+/// pair miner (`AllPairs`: PML's no-miner call).
+pub struct BatchStep<L, M>(pub L, pub M);
+
 impl<const D: usize, L, M> StepLoss<D> for BatchStep<L, M>
 where
     L: BatchCriterion,
@@ -160,6 +130,75 @@ where
     ) -> (Tensor<(), f32, Cpu, OwnedTape<f32, Cpu>>, MinerStats) {
         let mined = self.0.mined(&self.1, e, labels);
         (mined.loss, mined.stats)
+    }
+}
+
+/// Any mined loss through a cross-batch memory (`--memory M`): each batch
+/// is mined with `miner` against the last `M` embeddings as well.
+pub struct MemoryStep<L, M, const D: usize> {
+    pub xbm: std::cell::RefCell<CrossBatchMemory<L, D>>,
+    pub miner: M,
+}
+
+impl<L, M, const D: usize> MemoryStep<L, M, D> {
+    pub fn new(loss: L, miner: M, memory: usize) -> Result<Self> {
+        Ok(Self {
+            xbm: std::cell::RefCell::new(CrossBatchMemory::try_new(loss, memory)?),
+            miner,
+        })
+    }
+}
+
+impl<const D: usize, L, M> StepLoss<D> for MemoryStep<L, M, D>
+where
+    L: MetricLoss,
+    L::Family: Family<L, Output = ()>,
+    M: Miner<<L::Family as Family<L>>::Tuples>,
+{
+    fn step(
+        &self,
+        e: Tensor<(usize, Const<D>), f32, Cpu, OwnedTape<f32, Cpu>>,
+        labels: &[usize],
+    ) -> (Tensor<(), f32, Cpu, OwnedTape<f32, Cpu>>, MinerStats) {
+        let mined = self.xbm.borrow_mut().mined(&self.miner, e, labels);
+        (mined.loss, mined.stats)
+    }
+}
+
+/// A step behind a `dyn` reference (for choosing a step at run time).
+pub struct DynStep<'a, const D: usize>(pub &'a dyn StepLoss<D>);
+
+impl<const D: usize> StepLoss<D> for DynStep<'_, D> {
+    fn step(
+        &self,
+        e: Tensor<(usize, Const<D>), f32, Cpu, OwnedTape<f32, Cpu>>,
+        labels: &[usize],
+    ) -> (Tensor<(), f32, Cpu, OwnedTape<f32, Cpu>>, MinerStats) {
+        self.0.step(e, labels)
+    }
+}
+
+/// The steps of `first` for `warmup` steps, then those of `then`.
+pub struct Phased<A, B> {
+    pub first: A,
+    pub then: B,
+    pub warmup: usize,
+    pub taken: std::cell::Cell<usize>,
+}
+
+impl<const D: usize, A: StepLoss<D>, B: StepLoss<D>> StepLoss<D> for Phased<A, B> {
+    fn step(
+        &self,
+        e: Tensor<(usize, Const<D>), f32, Cpu, OwnedTape<f32, Cpu>>,
+        labels: &[usize],
+    ) -> (Tensor<(), f32, Cpu, OwnedTape<f32, Cpu>>, MinerStats) {
+        let t = self.taken.get();
+        self.taken.set(t + 1);
+        if t < self.warmup {
+            self.first.step(e, labels)
+        } else {
+            self.then.step(e, labels)
+        }
     }
 }
 

@@ -24,3 +24,4 @@ mod pool2d;
 mod properties;
 mod reliability;
 mod specs;
+mod xbm;

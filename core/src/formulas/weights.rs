@@ -85,14 +85,45 @@ impl PairWeights {
         tuples: &Tuples,
         labels: &[usize],
     ) -> Result<Self, MetricLossError> {
+        Self::try_new_sized(weighting, tuples, labels, labels.len())
+    }
+
+    /// The weights of `tuples` over `cols` columns: a batch's own matrix
+    /// (`cols = labels.len()`, [`try_new`](Self::try_new)), or a batch
+    /// against a reference set of `cols` rows (a cross-batch memory), where
+    /// the tuples must be lists (`(row, column)` pairs or triplets).
+    ///
+    /// Errors: an index out of range ([`MetricLossError::IndexOutOfRange`]);
+    /// [`MetricLossError::InvalidConfig`] for [`Tuples::All`] or
+    /// [`Weighting::NPairs`] against a reference set of another size.
+    ///
+    /// ```
+    /// use metric_loss_core::formulas::{PairWeights, Weighting};
+    /// use metric_loss_core::miners::Tuples;
+    /// let t = Tuples::Pairs { positive: vec![(0, 3)], negative: vec![(1, 0)] };
+    /// let w = PairWeights::try_new_sized(Weighting::Mask, &t, &[0, 1], 4).unwrap();
+    /// assert_eq!((w.rows(), w.cols()), (2, 4));
+    /// assert!(PairWeights::try_new_sized(Weighting::Mask, &Tuples::All, &[0, 1], 4).is_err());
+    /// ```
+    pub fn try_new_sized(
+        weighting: Weighting,
+        tuples: &Tuples,
+        labels: &[usize],
+        cols: usize,
+    ) -> Result<Self, MetricLossError> {
         let n = labels.len();
-        tuples.check(n)?;
+        if cols != n && (weighting == Weighting::NPairs || *tuples == Tuples::All) {
+            return Err(MetricLossError::InvalidConfig(format!(
+                "pair weights over {n} rows and {cols} columns need listed tuples and a weighting other than N-pairs'"
+            )));
+        }
+        tuples.check_against(n, cols)?;
         if weighting == Weighting::NPairs {
             return Ok(Self::npairs(tuples, labels));
         }
         let full = |source, sizes| Self {
             rows: n,
-            cols: n,
+            cols,
             view: None,
             source,
             sizes,
@@ -134,13 +165,13 @@ impl PairWeights {
                 _ => pos_per.iter().zip(&neg_per).map(|(p, q)| p * q).sum(),
             },
         };
-        let mut wp = vec![0.0f32; n * n];
-        let mut wn = vec![0.0f32; n * n];
+        let mut wp = vec![0.0f32; n * cols];
+        let mut wn = vec![0.0f32; n * cols];
         for &(a, p) in &pos {
-            wp[a * n + p] += 1.0;
+            wp[a * cols + p] += 1.0;
         }
         for &(a, q) in &neg {
-            wn[a * n + q] += 1.0;
+            wn[a * cols + q] += 1.0;
         }
         match (weighting, tuples) {
             (Weighting::Mask, _) => {
@@ -150,10 +181,10 @@ impl PairWeights {
             }
             (Weighting::Triplet, Tuples::Pairs { .. }) => {
                 for a in 0..n {
-                    for w in &mut wp[a * n..(a + 1) * n] {
+                    for w in &mut wp[a * cols..(a + 1) * cols] {
                         *w *= neg_per[a] as f32;
                     }
-                    for w in &mut wn[a * n..(a + 1) * n] {
+                    for w in &mut wn[a * cols..(a + 1) * cols] {
                         *w *= pos_per[a] as f32;
                     }
                 }

@@ -392,7 +392,13 @@ where
             out.counts.push(v.count);
             if square {
                 let d = host_units::<F>(row.s, &mut host);
-                out.stats.push(RowStats::of(i0 + r, d, labels, margins));
+                out.stats.push(RowStats::of(
+                    labels[i0 + r],
+                    d,
+                    labels,
+                    Some(i0 + r),
+                    margins,
+                ));
             }
         }
         if grad_now {
@@ -424,7 +430,7 @@ where
             (0..rows)
                 .map(|r| {
                     let d = host_units::<F>(&b.s[r * ld..r * ld + n], &mut host);
-                    RowStats::of(i0 + r, d, labels, margins)
+                    RowStats::of(labels[i0 + r], d, labels, Some(i0 + r), margins)
                 })
                 .collect::<Vec<_>>()
         });
@@ -446,7 +452,14 @@ where
     }
     let active = stats.iter().map(|s| s.active).sum();
     let pairs = n * (n - 1);
-    let stats = MinerStats::from_rows(n, stats.into_iter(), 0, pairs, active, f.margins().margin);
+    let stats = MinerStats::from_rows(
+        n * n.saturating_sub(1),
+        stats.into_iter(),
+        0,
+        pairs,
+        active,
+        f.margins().margin,
+    );
 
     let out = dev.try_tensor_from_vec(vec![loss], ()).map_err(dev_err)?;
     let (rows_of_pass, cols_of_pass, c0) = (pass.rows, pass.cols, pass.c0);

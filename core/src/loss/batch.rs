@@ -5,7 +5,7 @@
 use super::{Family, Fused, MetricLoss, Mined, Rows, Square, host_matrix};
 use crate::device::{FusedFormula, MetricDevice};
 use crate::error::{MetricLossError, unwrap_or_panic};
-use crate::formulas::{BatchFormula, PairWeights, Score, tape};
+use crate::formulas::{BatchFormula, PairWeights, Score, Weighting, tape};
 use crate::miners::{
     AllPairs, DistanceMatrix, Fusable, Miner, MinerStats, MiningMargins, PairMiner, Tuples, Units,
 };
@@ -149,6 +149,57 @@ impl<L: BatchCriterion> Family<L> for BatchFamily {
         score_matrix_and_host::<L::Formula, N, D, Dev, T>(x)
     }
 
+    fn try_matrix_against<B, M, const D: usize, Dev, T>(
+        _: &L::Formula,
+        x: Rows<B, D, Dev, T>,
+        memory: &Tensor<(M, Const<D>), f32, Dev>,
+        memory_labels: &[usize],
+    ) -> Result<(Tensor<(B, M), f32, Dev, T>, DistanceMatrix), MetricLossError>
+    where
+        B: Dim,
+        M: Dim,
+        Dev: MetricDevice,
+        T: Tape<f32, Dev>,
+    {
+        type F<L> = <L as BatchCriterion>::Formula;
+        if F::<L>::SHARED || F::<L>::WEIGHTING == Weighting::NPairs {
+            return Err(MetricLossError::InvalidConfig(format!(
+                "{} does not read a batch against a reference set (cross-batch memory): \
+                 its rows share numbers across the batch's own columns",
+                F::<L>::NAME
+            )));
+        }
+        let (rows, cols) = (x.shape().0.size(), memory.shape().0.size());
+        let against = |d: Vec<f32>, units| {
+            Ok::<_, MetricLossError>(
+                DistanceMatrix::against(rows, cols, d, memory_labels.to_vec())?.with_units(units),
+            )
+        };
+        match F::<L>::SCORE {
+            Score::Cosine => {
+                // rows and memory are unit length (the family normalizes)
+                let s = Dev::try_cross_gram(x, memory).map_err(MetricLossError::device)?;
+                let d = s
+                    .as_vec()
+                    .iter()
+                    .map(|&v| (1.0 - v).clamp(0.0, 2.0))
+                    .collect();
+                let host = against(d, Units::Cosine { dim: D })?;
+                Ok((s, host))
+            }
+            Score::UnitEuclidean => {
+                let s = crate::distance::euclidean_against(x, memory, false)
+                    .map_err(MetricLossError::device)?;
+                let units = Units::UnitEuclidean {
+                    dim: D,
+                    squared: false,
+                };
+                let host = against(s.as_vec(), units)?;
+                Ok((s, host))
+            }
+        }
+    }
+
     fn try_stats(
         f: &L::Formula,
         host: &DistanceMatrix,
@@ -159,21 +210,23 @@ impl<L: BatchCriterion> Family<L> for BatchFamily {
         MinerStats::try_for_tuples(host, labels, tuples, m.pos_margin, m.margin)
     }
 
-    fn try_loss<N, Dev, T>(
+    fn try_loss<R, C, Dev, T>(
         f: &L::Formula,
-        s: Square<N, Dev, T>,
+        s: Tensor<(R, C), f32, Dev, T>,
         tuples: &Tuples,
         labels: &[usize],
     ) -> Result<Tensor<(), f32, Dev, T>, MetricLossError>
     where
-        N: Dim,
+        R: Dim,
+        C: Dim,
         Dev: MetricDevice,
         T: Tape<f32, Dev>,
     {
-        let w = PairWeights::try_new(<L::Formula as BatchFormula>::WEIGHTING, tuples, labels)?;
-        let n = s.shape().0.size();
+        let (r, c) = (s.shape().0.size(), s.shape().1.size());
+        let weighting = <L::Formula as BatchFormula>::WEIGHTING;
+        let w = PairWeights::try_new_sized(weighting, tuples, labels, c)?;
         let run = || -> Result<_, Dev::Err> {
-            let s = s.try_reshape_like(&(n, n))?;
+            let s = s.try_reshape_like(&(r, c))?;
             if f.is_zero(w.sizes()) {
                 return tape::zero(s);
             }

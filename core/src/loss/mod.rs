@@ -50,7 +50,7 @@
 
 use crate::device::MetricDevice;
 use crate::error::MetricLossError;
-use crate::miners::{DistanceMatrix, Miner, MinerStats, MiningMargins, Units};
+use crate::miners::{DistanceMatrix, Miner, MinerStats, MiningMargins, SelfPairs, Units};
 use dfdx::prelude::*;
 
 mod batch;
@@ -61,7 +61,9 @@ pub mod reduce;
 mod triplet;
 
 pub use batch::{BatchCriterion, BatchFamily};
-pub(crate) use check::{check_distances, check_label_count, check_loss, check_rows, check_same};
+pub(crate) use check::{
+    check_distances, check_label_count, check_labelled_batch, check_loss, check_rows, check_same,
+};
 pub use check::{check_finite, check_margin};
 pub use pair::{PairCriterion, PairFamily};
 pub use triplet::{TripletCriterion, TripletFamily};
@@ -277,7 +279,7 @@ pub enum Fused<X, L> {
 /// order of [`try_mined`].
 pub trait Family<L>: Sized {
     /// What the family's miners give ([`Miner`]`<Tuples>`).
-    type Tuples;
+    type Tuples: SelfPairs;
     /// The shape of the mined loss.
     type Output: Shape;
     /// The loss's numbers, checked ([`Family::try_params`]).
@@ -320,6 +322,25 @@ pub trait Family<L>: Sized {
         Dev: MetricDevice,
         T: Tape<f32, Dev>;
 
+    /// The matrix between a batch (on the tape, prepared) and a constant
+    /// reference set (`memory`, prepared, no gradient; its labels
+    /// `memory_labels`), `B × M`, and its host copy for the miner and the
+    /// statistics ([`DistanceMatrix::against`]): what
+    /// [`CrossBatchMemory`](crate::xbm::CrossBatchMemory) mines. Errors:
+    /// [`MetricLossError::InvalidConfig`] for a loss that cannot read a
+    /// rectangular matrix.
+    fn try_matrix_against<B, M, const D: usize, Dev, T>(
+        params: &Self::Params,
+        x: Rows<B, D, Dev, T>,
+        memory: &Tensor<(M, Const<D>), f32, Dev>,
+        memory_labels: &[usize],
+    ) -> Result<(Tensor<(B, M), f32, Dev, T>, DistanceMatrix), MetricLossError>
+    where
+        B: Dim,
+        M: Dim,
+        Dev: MetricDevice,
+        T: Tape<f32, Dev>;
+
     /// The statistics of what was mined.
     fn try_stats(
         params: &Self::Params,
@@ -328,16 +349,18 @@ pub trait Family<L>: Sized {
         tuples: &Self::Tuples,
     ) -> Result<MinerStats, MetricLossError>;
 
-    /// The loss of the mined tuples, read from the matrix: gather, formula,
+    /// The loss of the mined tuples, read from the matrix (the batch's
+    /// `N × N`, or `B × M` against a reference set): gather, formula,
     /// reduction.
-    fn try_loss<N, Dev, T>(
+    fn try_loss<R, C, Dev, T>(
         params: &Self::Params,
-        matrix: Square<N, Dev, T>,
+        matrix: Tensor<(R, C), f32, Dev, T>,
         tuples: &Self::Tuples,
         labels: &[usize],
     ) -> Result<Tensor<Self::Output, f32, Dev, T>, MetricLossError>
     where
-        N: Dim,
+        R: Dim,
+        C: Dim,
         Dev: MetricDevice,
         T: Tape<f32, Dev>;
 }
@@ -462,11 +485,73 @@ where
         Fused::Unavailable(x) => x,
     };
     let (matrix, host) = L::Family::try_matrix(&params, x)?;
-    let margins = L::Family::margins(&params);
-    let tuples = miner.try_mine_for(&host, labels, margins)?;
-    let stats = L::Family::try_stats(&params, &host, labels, &tuples)?;
-    let loss = L::Family::try_loss(&params, matrix, &tuples, labels)?;
+    try_mined_matrix::<L, _, _, _, _, _>(&params, miner, matrix, &host, labels, Ok)
+}
+
+/// The second half of the mined path, shared by [`try_mined`] and
+/// [`CrossBatchMemory`](crate::xbm::CrossBatchMemory): mine the host copy,
+/// `keep` what the loss reads (all of it, or all but each row's pair with
+/// its own copy), compute the statistics, and hand the matrix and the tuples
+/// to the family's formula.
+pub(crate) fn try_mined_matrix<L, R, C, Dev, T, M>(
+    params: &<L::Family as Family<L>>::Params,
+    miner: &M,
+    matrix: Tensor<(R, C), f32, Dev, T>,
+    host: &DistanceMatrix,
+    labels: &[usize],
+    keep: impl FnOnce(
+        <L::Family as Family<L>>::Tuples,
+    ) -> Result<<L::Family as Family<L>>::Tuples, MetricLossError>,
+) -> Result<MinedLoss<L, Dev, T>, MetricLossError>
+where
+    L: MetricLoss,
+    R: Dim,
+    C: Dim,
+    Dev: MetricDevice,
+    T: Tape<f32, Dev>,
+    M: Miner<<L::Family as Family<L>>::Tuples> + ?Sized,
+{
+    let margins = L::Family::margins(params);
+    let tuples = keep(miner.try_mine_for(host, labels, margins)?)?;
+    let stats = L::Family::try_stats(params, host, labels, &tuples)?;
+    let loss = L::Family::try_loss(params, matrix, &tuples, labels)?;
     Ok(Mined { loss, stats })
+}
+
+/// The distance matrix of a declared pair or triplet loss between a batch
+/// and a constant reference set, `B × M`, with its host copy: the loss's
+/// distance ([`LossSpec`]) on the project's GEMM where it has a Gram form
+/// (Euclidean, cosine, dot), row by row otherwise.
+pub(crate) fn distance_matrix_against<L, B, M, const D: usize, Dev, T>(
+    spec: &LossSpec,
+    x: Rows<B, D, Dev, T>,
+    memory: &Tensor<(M, Const<D>), f32, Dev>,
+    memory_labels: &[usize],
+) -> Result<(Tensor<(B, M), f32, Dev, T>, DistanceMatrix), MetricLossError>
+where
+    L: MetricSpace,
+    B: Dim,
+    M: Dim,
+    Dev: MetricDevice,
+    T: Tape<f32, Dev>,
+{
+    use crate::distance as d;
+    // `squared` squares a triplet loss's distance, a pair loss's hinges
+    let square = spec.squared && spec.arity == Arity::Triplet;
+    let run = || -> Result<_, Dev::Err> {
+        let m = match spec.distance {
+            "euclidean" => return d::euclidean_against(x, memory, square),
+            "cosine" => d::cosine_against(x, memory)?,
+            "dot" => Dev::try_cross_gram(x, memory)?.try_negate()?,
+            _ => return d::matrix_against_by_rows(x, memory, |a, b| L::try_distance(a, b)),
+        };
+        if square { m.try_square() } else { Ok(m) }
+    };
+    let dist = run().map_err(MetricLossError::device)?;
+    let (rows, cols) = (dist.shape().0.size(), dist.shape().1.size());
+    let host = DistanceMatrix::against(rows, cols, dist.as_vec(), memory_labels.to_vec())?
+        .with_units(spec.units(D));
+    Ok((dist, host))
 }
 
 impl<L: MetricLoss> MetricLoss for Margined<L>

@@ -246,6 +246,21 @@ impl<L: PairCriterion> Family<L> for PairFamily {
         distance_matrix_and_host::<L, N, D, Dev, T>(x, L::SPEC.units(D))
     }
 
+    fn try_matrix_against<B, M, const D: usize, Dev, T>(
+        _: &MiningMargins,
+        x: Rows<B, D, Dev, T>,
+        memory: &Tensor<(M, Const<D>), f32, Dev>,
+        memory_labels: &[usize],
+    ) -> Result<(Tensor<(B, M), f32, Dev, T>, DistanceMatrix), MetricLossError>
+    where
+        B: Dim,
+        M: Dim,
+        Dev: MetricDevice,
+        T: Tape<f32, Dev>,
+    {
+        super::distance_matrix_against::<L, B, M, D, Dev, T>(&L::SPEC, x, memory, memory_labels)
+    }
+
     fn try_stats(
         m: &MiningMargins,
         host: &DistanceMatrix,
@@ -255,14 +270,15 @@ impl<L: PairCriterion> Family<L> for PairFamily {
         MinerStats::try_for_pairs(host, labels, pairs, m.pos_margin, m.margin)
     }
 
-    fn try_loss<N, Dev, T>(
+    fn try_loss<R, C, Dev, T>(
         m: &MiningMargins,
-        dist: Square<N, Dev, T>,
+        dist: Tensor<(R, C), f32, Dev, T>,
         pairs: &Vec<IndexPair>,
         _: &[usize],
     ) -> Result<Tensor<Self::Output, f32, Dev, T>, MetricLossError>
     where
-        N: Dim,
+        R: Dim,
+        C: Dim,
         Dev: MetricDevice,
         T: Tape<f32, Dev>,
     {

@@ -315,6 +315,21 @@ impl<L: TripletCriterion> Family<L> for TripletFamily {
         distance_matrix_and_host::<L, N, D, Dev, T>(x, L::SPEC.units(D))
     }
 
+    fn try_matrix_against<B, M, const D: usize, Dev, T>(
+        _: &f32,
+        x: Rows<B, D, Dev, T>,
+        memory: &Tensor<(M, Const<D>), f32, Dev>,
+        memory_labels: &[usize],
+    ) -> Result<(Tensor<(B, M), f32, Dev, T>, DistanceMatrix), MetricLossError>
+    where
+        B: Dim,
+        M: Dim,
+        Dev: MetricDevice,
+        T: Tape<f32, Dev>,
+    {
+        super::distance_matrix_against::<L, B, M, D, Dev, T>(&L::SPEC, x, memory, memory_labels)
+    }
+
     fn try_stats(
         margin: &f32,
         host: &DistanceMatrix,
@@ -324,14 +339,15 @@ impl<L: TripletCriterion> Family<L> for TripletFamily {
         MinerStats::try_new(host, labels, triplets, *margin)
     }
 
-    fn try_loss<N, Dev, T>(
+    fn try_loss<R, C, Dev, T>(
         margin: &f32,
-        dist: Square<N, Dev, T>,
+        dist: Tensor<(R, C), f32, Dev, T>,
         triplets: &Vec<Triplet>,
         _: &[usize],
     ) -> Result<Tensor<Self::Output, f32, Dev, T>, MetricLossError>
     where
-        N: Dim,
+        R: Dim,
+        C: Dim,
         Dev: MetricDevice,
         T: Tape<f32, Dev>,
     {
@@ -339,7 +355,7 @@ impl<L: TripletCriterion> Family<L> for TripletFamily {
             // Three gathers read one matrix: unary ops, so sharing its id is
             // fine; the main tape rides on the first.
             let (dist, tape) = dist.split_tape();
-            let pick = |m: Square<N, Dev, T>, f: fn(&Triplet) -> (usize, usize)| {
+            let pick = |m: Tensor<(R, C), f32, Dev, T>, f: fn(&Triplet) -> (usize, usize)| {
                 gather_entries(m, triplets.iter().map(f))
             };
             let d_ap = pick(dist.clone().put_tape(tape), |t| (t.anchor, t.positive))?;

@@ -42,15 +42,14 @@ impl TripletMiner for BatchAll {
         if !check_batch(dist, labels, &[margin])? {
             return Ok(Vec::new());
         }
-        let n = dist.n();
+        let (n, cols) = (dist.n(), dist.column_labels(labels));
         let mut out = Vec::new();
-        let mut negatives = Vec::with_capacity(n);
-        for anchor in 0..n {
+        let mut negatives = Vec::with_capacity(cols.len());
+        for (anchor, &la) in labels.iter().enumerate().take(n) {
             let row = dist.row(anchor);
-            let la = labels[anchor];
             negatives.clear();
-            negatives.extend((0..n).filter(|&j| labels[j] != la));
-            for positive in (0..n).filter(|&j| j != anchor && labels[j] == la) {
+            negatives.extend((0..cols.len()).filter(|&j| cols[j] != la));
+            for positive in (0..cols.len()).filter(|&j| !dist.is_self(anchor, j) && cols[j] == la) {
                 let d_ap = row[positive];
                 for &negative in &negatives {
                     if !self.positive_loss_only || d_ap - row[negative] + margin > 0.0 {

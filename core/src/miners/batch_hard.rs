@@ -56,10 +56,10 @@ impl TripletMiner for BatchHard {
             let la = labels[anchor];
             let mut pos: Option<(usize, f32)> = None;
             let mut neg: Option<(usize, f32)> = None;
-            for (j, (&d, &lj)) in row.iter().zip(labels).enumerate() {
+            for (j, (&d, &lj)) in row.iter().zip(dist.column_labels(labels)).enumerate() {
                 if lj == la {
                     // Strict comparisons: the first (lowest) index wins ties.
-                    if j != anchor && pos.is_none_or(|(_, best)| d > best) {
+                    if !dist.is_self(anchor, j) && pos.is_none_or(|(_, best)| d > best) {
                         pos = Some((j, d));
                     }
                 } else if neg.is_none_or(|(_, best)| d < best) {

@@ -117,6 +117,7 @@ impl DistanceWeightedMiner {
         dist: &DistanceMatrix,
         labels: &[usize],
     ) -> Result<Vec<f32>, MetricLossError> {
+        super::refuse_reference(dist, "distance-weighted")?;
         check_batch(dist, labels, &[])?;
         let (cutoff, nonzero) = (self.cutoff, self.nonzero_loss_cutoff);
         if !(cutoff.is_finite() && nonzero.is_finite() && cutoff >= 0.0 && cutoff < nonzero) {

@@ -92,11 +92,37 @@ pub(crate) use stats::RowStats;
 /// assert_eq!(d.row(1), &[3.0, 0.0]);
 /// assert!(DistanceMatrix::new(2, vec![0.0; 3]).is_err());
 /// ```
+///
+/// # Against a reference set
+///
+/// [`DistanceMatrix::against`] builds the rectangular `N x M` matrix between
+/// a batch (rows) and a *reference set* with its own labels (columns):
+/// what [`CrossBatchMemory`](crate::xbm::CrossBatchMemory) mines, the batch
+/// against the memory of past batches (pytorch-metric-learning's `ref_emb`,
+/// `ref_labels`). There no column is the anchor itself: miners consider every
+/// column, as PML's do when given `ref_emb`. [`BatchHard`], [`BatchAll`],
+/// [`AllPairs`], [`HardPairs`] and [`MultiSimilarityMiner`] mine such
+/// matrices; [`SemiHard`] and [`DistanceWeightedMiner`] return
+/// [`MetricLossError::InvalidConfig`].
+///
+/// ```
+/// use metric_loss_core::miners::{BatchHard, DistanceMatrix, TripletMiner};
+/// // two batch rows against three reference rows of classes 0, 0, 1
+/// let d = DistanceMatrix::against(2, 3, vec![0.0, 1.0, 2.0, 3.0, 0.5, 0.2], vec![0, 0, 1]).unwrap();
+/// assert_eq!((d.n(), d.cols()), (2, 3));
+/// assert_eq!(d.column_labels(&[0, 1]), &[0, 0, 1]);
+/// let t = BatchHard.try_mine(&d, &[0, 1], 0.1).unwrap();
+/// // row 0 (class 0): farthest positive column 1, closest negative column 2;
+/// // row 1 (class 1): its only positive is column 2, its closest negative column 1
+/// assert_eq!((t[0].positive, t[0].negative, t[1].positive, t[1].negative), (1, 2, 2, 1));
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct DistanceMatrix {
     n: usize,
+    cols: usize,
     data: Vec<f32>,
     units: Units,
+    reference: Option<Vec<usize>>,
 }
 
 /// What the entries of a [`DistanceMatrix`] measure, for the miners that
@@ -148,28 +174,84 @@ impl DistanceMatrix {
     /// first NaN or infinite entry. `n == 0` with empty data is accepted (the
     /// miners then report [`MetricLossError::EmptyBatch`]).
     pub fn new(n: usize, data: Vec<f32>) -> Result<Self, MetricLossError> {
-        let expected = n.checked_mul(n).ok_or_else(|| {
-            MetricLossError::InvalidConfig(format!("distance matrix size {n} x {n} overflows"))
+        Self::build(n, n, data, None)
+    }
+
+    /// Wraps the `rows * cols` row-major distances between a batch (rows)
+    /// and a reference set (columns) whose labels are `reference_labels`:
+    /// see [against a reference set](Self#against-a-reference-set).
+    ///
+    /// Errors: [`MetricLossError::InvalidConfig`] if `data.len() != rows *
+    /// cols` or `reference_labels.len() != cols`;
+    /// [`MetricLossError::NonFinite`] as [`new`](Self::new).
+    pub fn against(
+        rows: usize,
+        cols: usize,
+        data: Vec<f32>,
+        reference_labels: Vec<usize>,
+    ) -> Result<Self, MetricLossError> {
+        if reference_labels.len() != cols {
+            return Err(MetricLossError::InvalidConfig(format!(
+                "a reference set of {cols} columns needs {cols} labels, got {}",
+                reference_labels.len()
+            )));
+        }
+        Self::build(rows, cols, data, Some(reference_labels))
+    }
+
+    fn build(
+        n: usize,
+        cols: usize,
+        data: Vec<f32>,
+        reference: Option<Vec<usize>>,
+    ) -> Result<Self, MetricLossError> {
+        let expected = n.checked_mul(cols).ok_or_else(|| {
+            MetricLossError::InvalidConfig(format!("distance matrix size {n} x {cols} overflows"))
         })?;
         if data.len() != expected {
             return Err(MetricLossError::InvalidConfig(format!(
-                "distance matrix of size {n} x {n} needs {expected} entries, got {}",
+                "distance matrix of size {n} x {cols} needs {expected} entries, got {}",
                 data.len()
             )));
         }
         if let Some(pos) = data.iter().position(|v| !v.is_finite()) {
             return Err(MetricLossError::NonFinite {
                 what: "distances",
-                row: pos / n,
-                column: pos % n,
+                row: pos / cols,
+                column: pos % cols,
                 value: data[pos],
             });
         }
         Ok(Self {
             n,
+            cols,
             data,
             units: Units::Distance,
+            reference,
         })
+    }
+
+    /// Number of columns: `n()` for a batch's own matrix, the size of the
+    /// reference set for one built [`against`](Self::against) it.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The labels of the columns: the reference set's for a matrix built
+    /// [`against`](Self::against) one, else the batch's own `labels`.
+    pub fn column_labels<'a>(&'a self, labels: &'a [usize]) -> &'a [usize] {
+        self.reference.as_deref().unwrap_or(labels)
+    }
+
+    /// Whether the columns are a reference set ([`against`](Self::against)).
+    pub fn is_reference(&self) -> bool {
+        self.reference.is_some()
+    }
+
+    /// Whether column `j` is row `a` itself: on the diagonal of a batch's own
+    /// matrix; never against a reference set.
+    pub fn is_self(&self, a: usize, j: usize) -> bool {
+        self.reference.is_none() && a == j
     }
 
     /// The same matrix, tagged with what its entries measure.
@@ -276,25 +358,26 @@ impl DistanceMatrix {
         Self::new(n, data)
     }
 
-    /// Number of rows (and columns).
+    /// Number of rows (the batch; also the columns of a batch's own matrix).
     pub fn n(&self) -> usize {
         self.n
     }
 
-    /// Distance from row `i` to row `j`. Panics if either is `>= n`, like
-    /// slice indexing; miners only call it with checked indices.
+    /// Distance from row `i` to column `j`. Panics if `i >= n` or `j >=
+    /// cols`, like slice indexing; miners only call it with checked indices.
     pub fn get(&self, i: usize, j: usize) -> f32 {
         assert!(
-            i < self.n && j < self.n,
-            "index ({i}, {j}) out of range for a {0} x {0} distance matrix",
-            self.n
+            i < self.n && j < self.cols,
+            "index ({i}, {j}) out of range for a {} x {} distance matrix",
+            self.n,
+            self.cols
         );
-        self.data[i * self.n + j]
+        self.data[i * self.cols + j]
     }
 
-    /// Row `i`: the distances from row `i` to every row. Panics if `i >= n`.
+    /// Row `i`: the distances from row `i` to every column. Panics if `i >= n`.
     pub fn row(&self, i: usize) -> &[f32] {
-        &self.data[i * self.n..(i + 1) * self.n]
+        &self.data[i * self.cols..(i + 1) * self.cols]
     }
 
     /// The whole matrix, row-major.
@@ -408,7 +491,8 @@ pub trait PairMiner {
     /// triplets.
     ///
     /// The default reads [`try_mine_pairs`](Self::try_mine_pairs) as
-    /// *unordered* pairs and gives each in both directions, sorted by anchor
+    /// *unordered* pairs and gives each in both directions (against a
+    /// reference set: as given, row then column), sorted by anchor
     /// then other row: what PML's pair miners return for a symmetric rule
     /// (its `PairMarginMiner`, which [`HardPairs`] is). [`AllPairs`] gives
     /// [`Tuples::All`] (PML's `indices_tuple = None`), and miners with their
@@ -440,7 +524,10 @@ pub trait PairMiner {
                 &mut negative
             };
             side.push((p.a, p.b));
-            side.push((p.b, p.a));
+            // Against a reference set a pair is (batch row, reference column).
+            if !dist.is_reference() {
+                side.push((p.b, p.a));
+            }
         }
         positive.sort_unstable();
         negative.sort_unstable();
@@ -482,6 +569,28 @@ pub enum Tuples {
 }
 
 impl Tuples {
+    /// The directed pairs `(a, b)` of `pairs`, positive then negative, in
+    /// order: [`Tuples::Pairs`].
+    ///
+    /// ```
+    /// use metric_loss_core::miners::{IndexPair, Tuples};
+    /// let p = [IndexPair { a: 0, b: 2, similar: false }, IndexPair { a: 1, b: 0, similar: true }];
+    /// assert_eq!(Tuples::from_directed(&p), Tuples::Pairs { positive: vec![(1, 0)], negative: vec![(0, 2)] });
+    /// ```
+    pub fn from_directed(pairs: &[IndexPair]) -> Self {
+        let side = |similar: bool| {
+            pairs
+                .iter()
+                .filter(|p| p.similar == similar)
+                .map(|p| (p.a, p.b))
+                .collect()
+        };
+        Tuples::Pairs {
+            positive: side(true),
+            negative: side(false),
+        }
+    }
+
     /// The directed pairs of a batch with these labels, positive then
     /// negative, in order (PML's `convert_to_pairs`; for [`Tuples::All`],
     /// every pair by anchor then other row, as PML's `get_all_pairs_indices`).
@@ -542,18 +651,25 @@ impl Tuples {
 
     /// Checks every index against the batch size `n`.
     pub fn check(&self, n: usize) -> Result<(), MetricLossError> {
-        let bad =
-            |i: usize| (i >= n).then_some(MetricLossError::IndexOutOfRange { index: i, batch: n });
+        self.check_against(n, n)
+    }
+
+    /// Checks every anchor against `rows` and every other index against
+    /// `cols` (a batch against a reference set: [`DistanceMatrix::against`]).
+    pub fn check_against(&self, rows: usize, cols: usize) -> Result<(), MetricLossError> {
+        let bad = |i: usize, n: usize| {
+            (i >= n).then_some(MetricLossError::IndexOutOfRange { index: i, batch: n })
+        };
         let found = match self {
             Tuples::All => None,
             Tuples::Pairs { positive, negative } => positive
                 .iter()
                 .chain(negative)
-                .find_map(|&(a, b)| bad(a).or_else(|| bad(b))),
+                .find_map(|&(a, b)| bad(a, rows).or_else(|| bad(b, cols))),
             Tuples::Triplets(t) => t.iter().find_map(|t| {
-                bad(t.anchor)
-                    .or_else(|| bad(t.positive))
-                    .or_else(|| bad(t.negative))
+                bad(t.anchor, rows)
+                    .or_else(|| bad(t.positive, cols))
+                    .or_else(|| bad(t.negative, cols))
             }),
         };
         found.map_or(Ok(()), Err)
@@ -647,7 +763,7 @@ impl<M: PairMiner + ?Sized> Miner<Tuples> for M {
         margins: MiningMargins,
     ) -> Result<Tuples, MetricLossError> {
         let t = self.try_mine_tuples(dist, labels, margins.pos_margin, margins.margin)?;
-        t.check(dist.n())?;
+        t.check_against(dist.n(), dist.cols())?;
         Ok(t)
     }
     fn fusable(&self) -> Fusable {
@@ -655,6 +771,89 @@ impl<M: PairMiner + ?Sized> Miner<Tuples> for M {
             Fusable::AllPairs
         } else {
             Fusable::No
+        }
+    }
+}
+
+/// What a miner gives, without each batch row's pair with its own copy in a
+/// reference set: how [`CrossBatchMemory`](crate::xbm::CrossBatchMemory)
+/// removes an item's comparison with its own entry of the memory
+/// (pytorch-metric-learning's `remove_self_comparisons`: the positive pairs
+/// `(i, self_columns[i])` and the triplets whose positive is the anchor's own
+/// copy; negatives are never the anchor's copy).
+///
+/// ```
+/// use metric_loss_core::miners::{SelfPairs, Triplet, Tuples};
+/// // batch row 0 sits in column 2 of the memory, row 1 in column 3
+/// let t = Tuples::Pairs { positive: vec![(0, 2), (0, 1), (1, 3)], negative: vec![(0, 0)] };
+/// assert_eq!(
+///     t.try_without_self(&[2, 3]).unwrap(),
+///     Tuples::Pairs { positive: vec![(0, 1)], negative: vec![(0, 0)] }
+/// );
+/// let t = vec![Triplet { anchor: 1, positive: 3, negative: 0 }];
+/// assert!(t.try_without_self(&[2, 3]).unwrap().is_empty());
+/// ```
+pub trait SelfPairs: Sized {
+    /// The tuples without the pairs `(i, self_columns[i])`.
+    ///
+    /// Errors: [`MetricLossError::IndexOutOfRange`] for an anchor `>=
+    /// self_columns.len()`; [`MetricLossError::InvalidConfig`] for
+    /// [`Tuples::All`], which has no list to filter (miners give lists
+    /// against a reference set).
+    fn try_without_self(self, self_columns: &[usize]) -> Result<Self, MetricLossError>;
+}
+
+/// Whether `(a, b)` is row `a` with its own copy; an error for an anchor
+/// outside the batch.
+fn is_own_copy(a: usize, b: usize, self_columns: &[usize]) -> Result<bool, MetricLossError> {
+    match self_columns.get(a) {
+        Some(&c) => Ok(c == b),
+        None => Err(MetricLossError::IndexOutOfRange {
+            index: a,
+            batch: self_columns.len(),
+        }),
+    }
+}
+
+/// `items` without those `own` flags, the first error kept.
+fn retain_checked<T>(
+    items: Vec<T>,
+    mut own: impl FnMut(&T) -> Result<bool, MetricLossError>,
+) -> Result<Vec<T>, MetricLossError> {
+    let mut out = Vec::with_capacity(items.len());
+    for t in items {
+        if !own(&t)? {
+            out.push(t);
+        }
+    }
+    Ok(out)
+}
+
+impl SelfPairs for Vec<Triplet> {
+    fn try_without_self(self, self_columns: &[usize]) -> Result<Self, MetricLossError> {
+        retain_checked(self, |t| is_own_copy(t.anchor, t.positive, self_columns))
+    }
+}
+
+impl SelfPairs for Vec<IndexPair> {
+    fn try_without_self(self, self_columns: &[usize]) -> Result<Self, MetricLossError> {
+        retain_checked(self, |p| {
+            Ok(p.similar && is_own_copy(p.a, p.b, self_columns)?)
+        })
+    }
+}
+
+impl SelfPairs for Tuples {
+    fn try_without_self(self, self_columns: &[usize]) -> Result<Self, MetricLossError> {
+        match self {
+            Tuples::All => Err(MetricLossError::InvalidConfig(
+                "Tuples::All has no list to remove self comparisons from".into(),
+            )),
+            Tuples::Pairs { positive, negative } => Ok(Tuples::Pairs {
+                positive: retain_checked(positive, |&(a, b)| is_own_copy(a, b, self_columns))?,
+                negative,
+            }),
+            Tuples::Triplets(t) => Ok(Tuples::Triplets(t.try_without_self(self_columns)?)),
         }
     }
 }
@@ -681,13 +880,26 @@ pub(crate) fn check_batch(
             batch: dist.n(),
         });
     }
-    if dist.n() == 0 {
+    if dist.n() == 0 || dist.cols() == 0 {
         return Err(MetricLossError::EmptyBatch { what: "distances" });
     }
     for &m in margins {
         check_margin(m)?;
     }
-    Ok(labels.iter().any(|&l| l != labels[0]))
+    let cols = dist.column_labels(labels);
+    Ok(labels.iter().chain(cols).any(|&l| l != labels[0]))
+}
+
+/// The error of a miner that does not mine against a reference set
+/// ([`DistanceMatrix::against`]).
+pub(crate) fn refuse_reference(dist: &DistanceMatrix, miner: &str) -> Result<(), MetricLossError> {
+    if dist.is_reference() {
+        return Err(MetricLossError::InvalidConfig(format!(
+            "the {miner} miner does not mine against a reference set (cross-batch memory): \
+             use BatchHard, BatchAll, AllPairs, HardPairs or MultiSimilarityMiner"
+        )));
+    }
+    Ok(())
 }
 
 /// Shared helpers for the miners' tests: random batches with fixed seeds.

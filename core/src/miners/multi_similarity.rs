@@ -76,20 +76,18 @@ impl MultiSimilarityMiner {
             dist.cosine_similarity(i, j)
                 .unwrap_or_else(|| -dist.get(i, j))
         };
-        let has_pairs = (0..n).any(|i| (0..n).any(|j| i != j && labels[i] == labels[j]));
+        let cols = dist.column_labels(labels);
+        let has_pairs =
+            (0..n).any(|i| (0..cols.len()).any(|j| !dist.is_self(i, j) && labels[i] == cols[j]));
         if !has_pairs {
             return Ok((Vec::new(), Vec::new()));
         }
         let (mut pos, mut neg) = (Vec::new(), Vec::new());
-        for a in 0..n {
+        for (a, &la) in labels.iter().enumerate().take(n) {
             let mut ps: Vec<(f32, usize)> = Vec::new();
             let mut ns: Vec<(f32, usize)> = Vec::new();
-            for j in (0..n).filter(|&j| j != a) {
-                let side = if labels[j] == labels[a] {
-                    &mut ps
-                } else {
-                    &mut ns
-                };
+            for j in (0..cols.len()).filter(|&j| !dist.is_self(a, j)) {
+                let side = if cols[j] == la { &mut ps } else { &mut ns };
                 side.push((score(a, j), j));
             }
             let (Some(min_pos), Some(max_neg)) = (

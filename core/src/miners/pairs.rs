@@ -54,12 +54,15 @@ fn mine_pairs_with(
     if !check_batch(dist, labels, &[pos_margin, neg_margin])? {
         return Ok(Vec::new());
     }
-    let n = dist.n();
+    let (n, cols) = (dist.n(), dist.column_labels(labels));
+    // A batch's own matrix: each unordered pair once (a < b); against a
+    // reference set: every (row, column).
+    let first = |a: usize| if dist.is_reference() { 0 } else { a + 1 };
     let mut out = Vec::new();
-    for a in 0..n {
+    for (a, &la) in labels.iter().enumerate().take(n) {
         let row = dist.row(a);
-        for b in (a + 1)..n {
-            let similar = labels[a] == labels[b];
+        for b in first(a)..cols.len() {
+            let similar = la == cols[b];
             if keep(similar, row[b]) {
                 out.push(IndexPair { a, b, similar });
             }
@@ -95,6 +98,12 @@ impl PairMiner for AllPairs {
         neg_margin: f32,
     ) -> Result<Tuples, MetricLossError> {
         check_batch(dist, labels, &[pos_margin, neg_margin])?;
+        if dist.is_reference() {
+            // PML's get_all_pairs_indices(labels, ref_labels): every
+            // (row, column) pair, listed.
+            let pairs = mine_pairs_with(dist, labels, pos_margin, neg_margin, |_, _| true)?;
+            return Ok(Tuples::from_directed(&pairs));
+        }
         Ok(Tuples::All)
     }
 

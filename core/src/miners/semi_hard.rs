@@ -66,6 +66,7 @@ impl TripletMiner for SemiHard {
         labels: &[usize],
         margin: f32,
     ) -> Result<Vec<Triplet>, MetricLossError> {
+        super::refuse_reference(dist, self.name())?;
         if !check_batch(dist, labels, &[margin])? {
             return Ok(Vec::new());
         }

@@ -99,11 +99,12 @@ impl MinerStats {
         margin: f32,
     ) -> Result<Self, MetricLossError> {
         check_batch(dist, labels, &[margin])?;
-        let n = dist.n();
+        let (n, cols) = (dist.n(), dist.cols());
         let mut active = 0usize;
         for t in triplets {
-            for index in [t.anchor, t.positive, t.negative] {
-                check_index(index, n)?;
+            check_index(t.anchor, n)?;
+            for index in [t.positive, t.negative] {
+                check_index(index, cols)?;
             }
             let row = dist.row(t.anchor);
             if row[t.positive] - row[t.negative] + margin > 0.0 {
@@ -145,11 +146,11 @@ impl MinerStats {
         neg_margin: f32,
     ) -> Result<Self, MetricLossError> {
         check_batch(dist, labels, &[pos_margin, neg_margin])?;
-        let n = dist.n();
+        let (n, cols) = (dist.n(), dist.cols());
         let mut active = 0usize;
         for p in pairs {
             check_index(p.a, n)?;
-            check_index(p.b, n)?;
+            check_index(p.b, cols)?;
             let d = dist.get(p.a, p.b);
             let is_active = if p.similar {
                 d > pos_margin
@@ -206,7 +207,7 @@ impl MinerStats {
     ) -> Result<Self, MetricLossError> {
         check_batch(dist, labels, &[pos_margin, neg_margin])?;
         let n = dist.n();
-        tuples.check(n)?;
+        tuples.check_against(n, dist.cols())?;
         let mut count = 0usize;
         let mut active = 0usize;
         let mut visit = |a: usize, b: usize, similar: bool| {
@@ -218,9 +219,10 @@ impl MinerStats {
         };
         match tuples {
             Tuples::All => {
-                for a in 0..n {
-                    for b in (0..n).filter(|&b| b != a) {
-                        visit(a, b, labels[a] == labels[b]);
+                let cols = dist.column_labels(labels);
+                for (a, &la) in labels.iter().enumerate().take(n) {
+                    for b in (0..cols.len()).filter(|&b| !dist.is_self(a, b)) {
+                        visit(a, b, la == cols[b]);
                     }
                 }
             }
@@ -247,16 +249,27 @@ impl MinerStats {
         active: usize,
         margin: f32,
     ) -> Self {
-        let rows = (0..dist.n()).map(|a| RowStats::of(a, dist.row(a), labels, None));
-        Self::from_rows(dist.n(), rows, triplets, pairs, active, margin)
+        let n = dist.n();
+        let cols = dist.column_labels(labels);
+        // against a reference set (a cross-batch memory) no column is the row itself
+        let own = !dist.is_reference();
+        let rows =
+            (0..n).map(|a| RowStats::of(labels[a], dist.row(a), cols, own.then_some(a), None));
+        // the number of entries summed: all but the diagonal of a batch's own matrix
+        let entries = if own {
+            n * n.saturating_sub(1)
+        } else {
+            n * dist.cols()
+        };
+        Self::from_rows(entries, rows, triplets, pairs, active, margin)
     }
 
-    /// The statistics from every anchor row's [`RowStats`] (in row order)
-    /// of a batch of `n` rows, `active` of the `triplets + pairs` mined
-    /// tuples with a nonzero loss: what a fused pass that never holds the
-    /// distance matrix computes, row by row.
+    /// The statistics from every anchor row's [`RowStats`] (in row order),
+    /// `entries` distances summed over all rows, `active` of the
+    /// `triplets + pairs` mined tuples with a nonzero loss: what a fused pass
+    /// that never holds the distance matrix computes, row by row.
     pub(crate) fn from_rows(
-        n: usize,
+        entries: usize,
         rows: impl Iterator<Item = RowStats>,
         triplets: usize,
         pairs: usize,
@@ -277,8 +290,8 @@ impl MinerStats {
             }
         }
         let mean = |s: f64| (anchors > 0).then(|| (s / anchors as f64) as f32);
-        let spread = if n > 1 {
-            (sum_all / (n * (n - 1)) as f64) as f32
+        let spread = if entries > 0 {
+            (sum_all / entries as f64) as f32
         } else {
             0.0
         };
@@ -293,7 +306,7 @@ impl MinerStats {
             mean_hardest_positive: mean(sum_pos),
             mean_hardest_negative: mean(sum_neg),
             spread,
-            collapsed: n > 1 && spread < Self::collapse_threshold(margin),
+            collapsed: entries > 0 && spread < Self::collapse_threshold(margin),
         }
     }
 }
@@ -313,19 +326,27 @@ pub(crate) struct RowStats {
 }
 
 impl RowStats {
-    /// Row `a` of a distance matrix (`row[j] = d(a, j)`, the diagonal
-    /// skipped); `margins` counts the active pairs of every pair of the row.
-    pub(crate) fn of(a: usize, row: &[f32], labels: &[usize], margins: Option<(f32, f32)>) -> Self {
+    /// The row of an anchor labelled `label` in a distance matrix
+    /// (`row[j] = d(anchor, j)`, column `j` labelled `columns[j]`), column
+    /// `own` (the anchor itself, on a batch's own matrix) skipped; `margins`
+    /// counts the active pairs of every pair of the row.
+    pub(crate) fn of(
+        label: usize,
+        row: &[f32],
+        columns: &[usize],
+        own: Option<usize>,
+        margins: Option<(f32, f32)>,
+    ) -> Self {
         let mut sum = 0.0f64;
         let mut pos: Option<f32> = None;
         let mut neg: Option<f32> = None;
         let mut active = 0usize;
-        for (j, (&d, &l)) in row.iter().zip(labels).enumerate() {
-            if j == a {
+        for (j, (&d, &l)) in row.iter().zip(columns).enumerate() {
+            if own == Some(j) {
                 continue;
             }
             sum += f64::from(d);
-            let similar = l == labels[a];
+            let similar = l == label;
             if similar {
                 pos = Some(pos.map_or(d, |p| p.max(d)));
             } else {
