@@ -396,7 +396,7 @@ where
 /// let y = dev.tensor([[3.0f32, 4.0], [0.0, 0.0]]);
 /// let d = euclidean_against(x.leaky_trace(), &y, false).unwrap();
 /// assert_eq!(d.array(), [[5.0, 0.0]]);
-/// assert!(d.sum().backward().get(&x).array().iter().all(|g| g.is_finite()));
+/// assert!(d.sum().backward().get(&x).as_vec().iter().all(|g| g.is_finite()));
 /// ```
 pub fn euclidean_against<B: Dim, M: Dim, const D: usize, Dev: MetricDevice, T>(
     x: Rows<B, D, Dev, T>,
