@@ -451,9 +451,11 @@ where
         });
     }
     let active = stats.iter().map(|s| s.active).sum();
+    // every ordered off-diagonal pair: both the pairs `AllPairs` mines and
+    // the distances the statistics sum
     let pairs = n * (n - 1);
     let stats = MinerStats::from_rows(
-        n * n.saturating_sub(1),
+        pairs,
         stats.into_iter(),
         0,
         pairs,
