@@ -545,6 +545,13 @@ pub trait PairMiner {
     /// [`MultiSimilarityMiner`] (with a valid `ε`), whose rule is per
     /// anchor row: devices with a fused kernel (the CPU) apply it inside
     /// their pass over the rows, without listing the pairs.
+    ///
+    /// ```
+    /// use metric_loss_core::miners::{AllPairs, MultiSimilarityMiner, PairMiner};
+    /// assert_eq!(MultiSimilarityMiner::new(0.2).multi_similarity_epsilon(), Some(0.2));
+    /// assert_eq!(MultiSimilarityMiner::new(-1.0).multi_similarity_epsilon(), None);
+    /// assert_eq!(AllPairs.multi_similarity_epsilon(), None);
+    /// ```
     fn multi_similarity_epsilon(&self) -> Option<f32> {
         None
     }
