@@ -1,9 +1,11 @@
 //! The family's miners: `MultiSimilarityMiner` against PML on its fixture,
 //! `DistanceWeightedMiner`'s weights against PML's and its sampling
-//! distribution (it draws at random, seeded).
+//! distribution (it draws at random, seeded); `MultiSimilarityMiner` fused
+//! into the family's pass against its listed path.
 
-use crate::family_support::{floats, pairs, read};
-use metric_loss::miners::{DistanceMatrix, Triplet, Tuples, Units};
+use crate::family_support::{assert_close, floats, pairs, read};
+use metric_loss::formulas::BatchFormula;
+use metric_loss::miners::{DistanceMatrix, IndexPair, MinerStats, Triplet, Tuples, Units};
 use metric_loss::prelude::*;
 use std::collections::HashMap;
 
@@ -238,4 +240,109 @@ fn distance_weighted_is_seeded_and_cuts_off() {
         Tuples::Triplets(t) => assert_eq!(t.len(), kept * 3),
         other => panic!("{other:?}"),
     }
+}
+
+/// `MultiSimilarityMiner` without its fused form: the listed path (mine the
+/// host matrix, list the pairs, weights from the lists).
+struct Listed(MultiSimilarityMiner);
+
+impl PairMiner for Listed {
+    fn try_mine_pairs(
+        &self,
+        dist: &DistanceMatrix,
+        labels: &[usize],
+        pos_margin: f32,
+        neg_margin: f32,
+    ) -> Result<Vec<IndexPair>, MetricLossError> {
+        self.0.try_mine_pairs(dist, labels, pos_margin, neg_margin)
+    }
+    fn try_mine_tuples(
+        &self,
+        dist: &DistanceMatrix,
+        labels: &[usize],
+        pos_margin: f32,
+        neg_margin: f32,
+    ) -> Result<Tuples, MetricLossError> {
+        self.0.try_mine_tuples(dist, labels, pos_margin, neg_margin)
+    }
+    fn name(&self) -> &'static str {
+        "listed multi-similarity"
+    }
+}
+
+/// Loss, gradient and statistics of `loss` mined with `miner`.
+fn mined_run<L: BatchCriterion, M: PairMiner>(
+    loss: L,
+    miner: &M,
+    x: &[f32],
+    labels: &[usize],
+) -> (f32, Vec<f32>, MinerStats) {
+    let t: Tensor<(usize, Const<8>), f32, Cpu> =
+        Cpu::default().tensor_from_vec(x.to_vec(), (x.len() / 8, Const));
+    let m = loss.mined(miner, t.leaky_trace(), labels);
+    let v = m.loss.array();
+    let g = m.loss.backward().get(&t).as_vec();
+    (v, g, m.stats)
+}
+
+/// The miner applied inside the fused pass over the rows (the CPU's path
+/// for `MultiSimilarityMiner` with a loss on pair masks or counts) against
+/// the listed path: the same loss, gradient and statistics, on batches of
+/// several blocks of rows (duplicates, a class of one), for several `ε`,
+/// and PML's zero when the miner keeps at most one pair of each kind.
+#[test]
+fn the_fused_miner_equals_the_listed_one() {
+    fn check<L: BatchCriterion + Copy>(loss: L, x: &[f32], labels: &[usize], eps: f32) {
+        let what = format!("{} ε {eps}", L::Formula::NAME);
+        let miner = MultiSimilarityMiner::new(eps);
+        let (vf, gf, sf) = mined_run(loss, &miner, x, labels);
+        let (vl, gl, sl) = mined_run(loss, &Listed(miner), x, labels);
+        assert_close(&[vf], &[vl], 1e-5, &format!("{what}: value"));
+        assert_close(&gf, &gl, 1e-5, &format!("{what}: grad"));
+        assert_eq!((sf.pairs, sf.triplets), (sl.pairs, sl.triplets), "{what}");
+        let near = |a: f32, b: f32| (a - b).abs() <= 1e-5 * (1.0 + b.abs());
+        assert!(
+            near(sf.active_fraction, sl.active_fraction),
+            "{what}: {sf} vs {sl}"
+        );
+        assert!(near(sf.spread, sl.spread), "{what}: {sf} vs {sl}");
+        assert_eq!(sf.collapsed, sl.collapsed, "{what}");
+        for (a, b) in [
+            (sf.mean_hardest_positive, sl.mean_hardest_positive),
+            (sf.mean_hardest_negative, sl.mean_hardest_negative),
+        ] {
+            assert!(near(a.unwrap(), b.unwrap()), "{what}: {sf} vs {sl}");
+        }
+    }
+    let n = 301;
+    let mut labels: Vec<usize> = (0..n).map(|i| i / 4).collect();
+    labels[n - 1] = 10_000; // a class of one
+    let mut x = sphere(5, n, 8);
+    x.copy_within(0..8, 8 * 150); // a duplicate in another block
+    x.copy_within(8..16, 8 * 2); // and one in the same block
+    for eps in [0.0, 0.1, 0.5] {
+        check(MultiSimilarityLoss, &x, &labels, eps);
+        check(SupConLoss, &x, &labels, eps);
+        check(CircleLoss, &x, &labels, eps);
+        check(GeneralizedLiftedStructureLoss, &x, &labels, eps);
+        check(NtXentLoss, &x, &labels, eps);
+    }
+    // the miner keeps nothing (well separated classes, ε = 0): PML's zero, no gradient
+    let apart = [
+        1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, //
+        0.9, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, //
+        0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, //
+        0.0, 0.0, 0.9, 0.1, 0.0, 0.0, 0.0, 0.0,
+    ];
+    let (v, g, s) = mined_run(
+        MultiSimilarityLoss,
+        &MultiSimilarityMiner::new(0.0),
+        &apart,
+        &[0, 0, 1, 1],
+    );
+    assert_eq!(v, 0.0);
+    assert!(g.iter().all(|&g| g == 0.0));
+    assert_eq!(s.pairs, 0);
+    check(MultiSimilarityLoss, &apart, &[0, 0, 1, 1], 0.0);
+    check(MultiSimilarityLoss, &apart, &[0, 0, 1, 1], 1.5);
 }

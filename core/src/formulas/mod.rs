@@ -35,6 +35,7 @@
 //! buffer anywhere.
 
 mod circle;
+mod exp_sum;
 mod lifted_structure;
 mod margin;
 mod multi_similarity;

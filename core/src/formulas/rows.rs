@@ -2,7 +2,9 @@
 //! and backward, in plain `f32` (sums in `f64`), and the driver that runs a
 //! formula over every row of a view of the batch's matrix.
 
+use super::exp_sum::weighted_exp_sum;
 use super::{BatchFormula, PairWeights};
+use std::cell::RefCell;
 
 /// One anchor row as a formula reads it: its index in the view, its scores
 /// against every column, and the weight of each column as a positive and as
@@ -38,29 +40,37 @@ pub(crate) struct Lse {
     pub value: f64,
 }
 
+thread_local! {
+    /// The entries of a log-sum-exp with a positive weight, `(x, w)`: one
+    /// row's worth per thread, reused (no allocation per row).
+    static TERMS: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
 impl Lse {
     /// `ln Σ w e^x` over `w > 0`; with `one`, a `+1` inside the log
-    /// (`ln(1 + Σ)`: PML's `add_one`), which is never empty.
+    /// (`ln(1 + Σ)`: PML's `add_one`), which is never empty. The entries
+    /// with `w > 0` are gathered, then their shifted exponentials summed
+    /// eight at a time ([`weighted_exp_sum`]).
     pub fn of(xs: impl Iterator<Item = (f32, f32)> + Clone, one: bool) -> Option<Lse> {
-        let mut max = if one { 0.0f64 } else { f64::NEG_INFINITY };
-        let mut any = one;
-        for (x, w) in xs.clone() {
-            if w > 0.0 {
-                max = max.max(f64::from(x));
-                any = true;
+        TERMS.with_borrow_mut(|(x, w)| {
+            x.clear();
+            w.clear();
+            let mut max = if one { 0.0f32 } else { f32::NEG_INFINITY };
+            for (v, q) in xs {
+                if q > 0.0 {
+                    max = max.max(v);
+                    x.push(v);
+                    w.push(q);
+                }
             }
-        }
-        if !any {
-            return None;
-        }
-        let mut sum = if one { exp(-max) } else { 0.0 };
-        for (x, w) in xs {
-            if w > 0.0 {
-                sum += f64::from(w) * exp(f64::from(x) - max);
+            if x.is_empty() && !one {
+                return None;
             }
-        }
-        Some(Lse {
-            value: max + sum.ln(),
+            let mut sum = if one { exp(-f64::from(max)) } else { 0.0 };
+            sum += weighted_exp_sum(x, w, max);
+            Some(Lse {
+                value: f64::from(max) + sum.ln(),
+            })
         })
     }
 
@@ -80,8 +90,9 @@ impl Lse {
 /// `2⁻²² + |x|·2⁻²⁴`: the polynomial's, plus the rounding of `x` to `f32`
 /// (the terms far below the maximum, where the second part grows, are the
 /// ones that weigh least in a sum). The
-/// family's row form spends most of its time here (`N` calls per row and
-/// pass); `f64::exp` took three to four times as long.
+/// gradients' softmax weights ([`Lse::grad`]) and the scalar tails of
+/// [`weighted_exp_sum`] call it; `f64::exp` took three to four times as
+/// long.
 #[inline(always)]
 pub(crate) fn exp(x: f64) -> f64 {
     if x < -87.0 {

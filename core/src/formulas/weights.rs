@@ -65,6 +65,10 @@ pub struct PairWeights {
     view: Option<(Vec<usize>, Vec<usize>)>,
     source: Source,
     sizes: ListSizes,
+    /// `Some(ε)`: [`MultiSimilarityMiner`](crate::miners::MultiSimilarityMiner)'s
+    /// rule applied to each row of [`Tuples::All`]'s weights by the fused
+    /// pass that reads them (which alone knows the row's scores).
+    miner: Option<f32>,
 }
 
 /// Per-anchor counts of the entries of a list of directed pairs.
@@ -127,6 +131,7 @@ impl PairWeights {
             view: None,
             source,
             sizes,
+            miner: None,
         };
         if let Tuples::All = tuples {
             let pos_count: Vec<usize> = labels
@@ -232,7 +237,25 @@ impl PairWeights {
                 neg: k * k.saturating_sub(1),
                 triplets: k * k.saturating_sub(1),
             },
+            miner: None,
         }
+    }
+
+    /// [`Tuples::All`]'s weights with
+    /// [`MultiSimilarityMiner`](crate::miners::MultiSimilarityMiner)`(ε)`'s
+    /// rule on each row: what a fused pass applies with the row's scores in
+    /// hand ([`fill_row`](Self::fill_row) alone still gives every pair).
+    pub(crate) fn with_multi_similarity_miner(self, epsilon: f32) -> Self {
+        debug_assert!(matches!(self.source, Source::Labels { .. }));
+        Self {
+            miner: Some(epsilon),
+            ..self
+        }
+    }
+
+    /// The `ε` of [`with_multi_similarity_miner`](Self::with_multi_similarity_miner).
+    pub(crate) fn multi_similarity_miner(&self) -> Option<f32> {
+        self.miner
     }
 
     /// Rows of the formula's view.

@@ -23,8 +23,8 @@ use super::parallel::in_parallel;
 use super::{Scratch, upstream};
 use crate::MetricLossError;
 use crate::device::FusedFormula;
-use crate::formulas::{BatchFormula, PairWeights, Row, Score};
-use crate::miners::{MinerStats, RowStats};
+use crate::formulas::{BatchFormula, ListSizes, PairWeights, Row, Score};
+use crate::miners::{MinerStats, RowStats, multi_similarity_keep_row};
 use dfdx::prelude::*;
 use std::sync::Mutex;
 
@@ -45,11 +45,13 @@ struct Pass<'a, F> {
     d: usize,
 }
 
-/// One thread's buffers: a block of scores and one row of each weight.
+/// One thread's buffers: a block of scores, one row of each weight and,
+/// for a fused miner, one row of the miner's similarities.
 struct Buffers {
     s: Scratch,
     pos: Vec<f32>,
     neg: Vec<f32>,
+    sim: Vec<f32>,
 }
 
 impl<F: BatchFormula> Pass<'_, F> {
@@ -63,6 +65,10 @@ impl<F: BatchFormula> Pass<'_, F> {
             s: Scratch::with_len(BLOCK * self.ld(), 0),
             pos: vec![0.0; self.cols],
             neg: vec![0.0; self.cols],
+            sim: match self.w.multi_similarity_miner() {
+                Some(_) => vec![0.0; self.cols],
+                None => Vec::new(),
+            },
         }
     }
 
@@ -90,14 +96,23 @@ impl<F: BatchFormula> Pass<'_, F> {
         rows
     }
 
-    /// Row `r` of the block at `i0` as the formula reads it.
+    /// Row `r` of the block at `i0` as the formula reads it: with a fused
+    /// [`MultiSimilarityMiner`](crate::miners::MultiSimilarityMiner), only
+    /// the pairs its rule keeps weigh.
     fn row<'b>(&self, i0: usize, r: usize, b: &'b mut Buffers) -> Row<'b> {
         let i = i0 + r;
         self.w.fill_row(i, &mut b.pos, &mut b.neg);
         let ld = self.ld();
+        let s = &b.s[r * ld..r * ld + self.cols];
+        if let Some(eps) = self.w.multi_similarity_miner() {
+            for (m, &v) in b.sim.iter_mut().zip(s) {
+                *m = miner_similarity::<F>(v);
+            }
+            multi_similarity_keep_row(&b.sim, &mut b.pos, &mut b.neg, eps);
+        }
         Row {
             index: i,
-            s: &b.s[r * ld..r * ld + self.cols],
+            s,
             pos: &b.pos,
             neg: &b.neg,
         }
@@ -251,11 +266,32 @@ impl<F: BatchFormula> Pass<'_, F> {
 }
 
 /// One block's forward: the sum of its rows' values, each row's count and,
-/// for the whole batch, each row's statistics.
+/// for the whole batch, each row's statistics; with a fused miner, what it
+/// kept.
 struct BlockForward {
     sum: f64,
     counts: Vec<f32>,
     stats: Vec<RowStats>,
+    mined: Mined,
+}
+
+/// What a fused miner kept over some rows: PML's list sizes and the kept
+/// pairs on the wrong side of the margins.
+#[derive(Default)]
+struct Mined {
+    sizes: ListSizes,
+    active: usize,
+}
+
+/// The similarity [`MultiSimilarityMiner`](crate::miners::MultiSimilarityMiner)
+/// reads for a score, exactly as on the listed path's host matrix: the
+/// cosine similarity through the clamped distance `1 − s`, or `1 − d²/2`
+/// for a distance between unit rows.
+fn miner_similarity<F: BatchFormula>(s: f32) -> f32 {
+    match F::SCORE {
+        Score::Cosine => 1.0 - (1.0 - s).clamp(0.0, 2.0),
+        Score::UnitEuclidean => 1.0 - 0.5 * s * s,
+    }
 }
 
 /// The miner's units of a row of scores: the cosine distance `1 − s`, or
@@ -302,6 +338,10 @@ where
     }
     if F::SHARED && !square {
         return Ok(FusedFormula::Unavailable(x)); // rows would share across a view
+    }
+    let mining = w.multi_similarity_miner().is_some();
+    if mining && (F::SHARED || !square) {
+        return Ok(FusedFormula::Unavailable(x)); // the miner's rule is per row of the batch
     }
     let dev_err = MetricLossError::device;
     let dev = x.device().clone();
@@ -383,6 +423,7 @@ where
             sum: 0.0,
             counts: Vec::with_capacity(rows),
             stats: Vec::with_capacity(rows),
+            mined: Mined::default(),
         };
         let mut host = vec![0.0f32; pass.cols];
         for r in 0..rows {
@@ -392,13 +433,30 @@ where
             out.counts.push(v.count);
             if square {
                 let d = host_units::<F>(row.s, &mut host);
+                let every_pair = if mining { None } else { margins };
                 out.stats.push(RowStats::of(
                     labels[i0 + r],
                     d,
                     labels,
                     Some(i0 + r),
-                    margins,
+                    every_pair,
                 ));
+                if let (true, Some((pm, nm))) = (mining, margins) {
+                    // the miner's pairs: counted, and active as the listed path counts them
+                    let (mut kp, mut kn) = (0, 0);
+                    for ((&dist, &p), &q) in d.iter().zip(row.pos).zip(row.neg) {
+                        if p > 0.0 {
+                            kp += 1;
+                            out.mined.active += usize::from(dist > pm);
+                        }
+                        if q > 0.0 {
+                            kn += 1;
+                            out.mined.active += usize::from(dist < nm);
+                        }
+                    }
+                    let m = &mut out.mined.sizes;
+                    (m.pos, m.neg, m.triplets) = (m.pos + kp, m.neg + kn, m.triplets + kp * kn);
+                }
             }
         }
         if grad_now {
@@ -415,11 +473,19 @@ where
     let mut total = 0.0f64;
     let mut counts = Vec::with_capacity(pass.rows);
     let mut stats = Vec::with_capacity(n);
+    let mut mined = Mined::default();
     for b in blocks {
         sum += b.sum;
         total += b.counts.iter().map(|&c| f64::from(c)).sum::<f64>();
         counts.extend(b.counts);
         stats.extend(b.stats);
+        let (m, k) = (&mut mined.sizes, b.mined.sizes);
+        (m.pos, m.neg, m.triplets) = (m.pos + k.pos, m.neg + k.neg, m.triplets + k.triplets);
+        mined.active += b.mined.active;
+    }
+    if mining && f.is_zero(mined.sizes) {
+        // PML's zero for the lists the miner gives: the listed path's, with its gradient
+        return Ok(FusedFormula::Unavailable(x.put_tape(tape)));
     }
     if !square {
         // the statistics cover every pair of the batch: one more pass
@@ -450,12 +516,16 @@ where
             value: stats[row].sum as f32,
         });
     }
-    let active = stats.iter().map(|s| s.active).sum();
-    // every ordered off-diagonal pair: both the pairs `AllPairs` mines and
-    // the distances the statistics sum
-    let pairs = n * (n - 1);
+    // every ordered off-diagonal pair: the distances the statistics sum, and
+    // the pairs `AllPairs` mines
+    let entries = n * (n - 1);
+    let (pairs, active) = if mining {
+        (mined.sizes.pos + mined.sizes.neg, mined.active)
+    } else {
+        (entries, stats.iter().map(|s| s.active).sum())
+    };
     let stats = MinerStats::from_rows(
-        pairs,
+        entries,
         stats.into_iter(),
         0,
         pairs,

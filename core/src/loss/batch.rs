@@ -126,11 +126,19 @@ impl<L: BatchCriterion> Family<L> for BatchFamily {
         T: Tape<f32, Dev>,
         M: Miner<Tuples> + ?Sized,
     {
-        let weighting = <L::Formula as BatchFormula>::WEIGHTING;
-        if miner.fusable() != Fusable::AllPairs {
-            return Ok(Fused::Unavailable(x));
-        }
-        let w = PairWeights::try_new(weighting, &Tuples::All, labels)?;
+        type F<L> = <L as BatchCriterion>::Formula;
+        let weighting = F::<L>::WEIGHTING;
+        let w = match miner.fusable() {
+            Fusable::AllPairs => PairWeights::try_new(weighting, &Tuples::All, labels)?,
+            // the miner's pairs, once each: weights 1 under masks and counts alike
+            Fusable::MultiSimilarity { epsilon }
+                if matches!(weighting, Weighting::Mask | Weighting::Count) && !F::<L>::SHARED =>
+            {
+                PairWeights::try_new(weighting, &Tuples::All, labels)?
+                    .with_multi_similarity_miner(epsilon)
+            }
+            _ => return Ok(Fused::Unavailable(x)),
+        };
         match Dev::try_fused_batch_formula(x, labels, &w, f)? {
             FusedFormula::Done { loss, stats } => Ok(Fused::Done(Mined { loss, stats })),
             FusedFormula::Unavailable(x) => Ok(Fused::Unavailable(x)),

@@ -67,6 +67,7 @@ pub use batch_all::BatchAll;
 pub use batch_hard::BatchHard;
 pub use distance_weighted::DistanceWeightedMiner;
 pub use multi_similarity::MultiSimilarityMiner;
+pub(crate) use multi_similarity::keep_row as multi_similarity_keep_row;
 pub use pairs::{AllPairs, HardPairs};
 pub use semi_hard::{SemiHard, SemiHardFallback};
 pub use stats::MinerStats;
@@ -539,6 +540,21 @@ pub trait PairMiner {
     fn is_all_pairs(&self) -> bool {
         false
     }
+
+    /// `Some(ε)` when this miner is exactly
+    /// [`MultiSimilarityMiner`] (with a valid `ε`), whose rule is per
+    /// anchor row: devices with a fused kernel (the CPU) apply it inside
+    /// their pass over the rows, without listing the pairs.
+    ///
+    /// ```
+    /// use metric_loss_core::miners::{AllPairs, MultiSimilarityMiner, PairMiner};
+    /// assert_eq!(MultiSimilarityMiner::new(0.2).multi_similarity_epsilon(), Some(0.2));
+    /// assert_eq!(MultiSimilarityMiner::new(-1.0).multi_similarity_epsilon(), None);
+    /// assert_eq!(AllPairs.multi_similarity_epsilon(), None);
+    /// ```
+    fn multi_similarity_epsilon(&self) -> Option<f32> {
+        None
+    }
 }
 
 /// What a miner hands a loss of the ranking family (multi-similarity,
@@ -708,7 +724,7 @@ pub trait Miner<T> {
 }
 
 /// Miners a device's fused kernels know: see [`Miner::fusable`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub enum Fusable {
     /// Any other miner.
@@ -717,6 +733,11 @@ pub enum Fusable {
     BatchHard,
     /// [`AllPairs`].
     AllPairs,
+    /// [`MultiSimilarityMiner`] with this `ε`.
+    MultiSimilarity {
+        /// The miner's `ε`.
+        epsilon: f32,
+    },
 }
 
 impl<M: TripletMiner + ?Sized> Miner<Vec<Triplet>> for M {
@@ -769,6 +790,8 @@ impl<M: PairMiner + ?Sized> Miner<Tuples> for M {
     fn fusable(&self) -> Fusable {
         if self.is_all_pairs() {
             Fusable::AllPairs
+        } else if let Some(epsilon) = self.multi_similarity_epsilon() {
+            Fusable::MultiSimilarity { epsilon }
         } else {
             Fusable::No
         }

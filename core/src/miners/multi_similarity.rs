@@ -96,15 +96,81 @@ impl MultiSimilarityMiner {
             ) else {
                 continue;
             };
-            // PML's order: by the matrix's value, increasing (similarity, or distance)
+            // PML's order: by the matrix's value, increasing (similarity, or
+            // distance); the column breaks ties, so the order is total and an
+            // unstable sort gives the stable one's
             let key = |v: f32| if similar { v } else { -v };
-            ps.sort_by(|x, y| key(x.0).total_cmp(&key(y.0)).then(x.1.cmp(&y.1)));
-            ns.sort_by(|x, y| key(x.0).total_cmp(&key(y.0)).then(x.1.cmp(&y.1)));
-            pos.extend(ps.iter().filter(|p| p.0 - eps < max_neg).map(|p| (a, p.1)));
-            neg.extend(ns.iter().filter(|q| q.0 + eps > min_pos).map(|q| (a, q.1)));
+            ps.sort_unstable_by(|x, y| key(x.0).total_cmp(&key(y.0)).then(x.1.cmp(&y.1)));
+            ns.sort_unstable_by(|x, y| key(x.0).total_cmp(&key(y.0)).then(x.1.cmp(&y.1)));
+            pos.extend(
+                ps.iter()
+                    .filter(|p| keeps_positive(p.0, max_neg, eps))
+                    .map(|p| (a, p.1)),
+            );
+            neg.extend(
+                ns.iter()
+                    .filter(|q| keeps_negative(q.0, min_pos, eps))
+                    .map(|q| (a, q.1)),
+            );
         }
         Ok((pos, neg))
     }
+}
+
+/// The miner's rule for a positive pair of score `s` (larger is closer):
+/// less similar than the anchor's most similar negative plus `ε`.
+fn keeps_positive(s: f32, max_neg: f32, eps: f32) -> bool {
+    s - eps < max_neg
+}
+
+/// The miner's rule for a negative pair of score `s`: more similar than the
+/// anchor's least similar positive minus `ε`.
+fn keeps_negative(s: f32, min_pos: f32, eps: f32) -> bool {
+    s + eps > min_pos
+}
+
+/// [`MultiSimilarityMiner`]'s rule on one anchor row, in place, for a fused
+/// pass that never lists the pairs: `sim[j]` is the pair's similarity (the
+/// miner's units), `pos[j] > 0` / `neg[j] > 0` mark the row's positive and
+/// negative pairs (every pair of the batch, the anchor itself excluded), and
+/// the weights of the pairs the miner drops become 0 (all of them when the
+/// row lacks a positive or a negative pair). Returns the numbers of
+/// positive and negative pairs kept. The same comparisons as
+/// [`try_mine_tuples`](PairMiner::try_mine_tuples), without its order.
+pub(crate) fn keep_row(sim: &[f32], pos: &mut [f32], neg: &mut [f32], eps: f32) -> (usize, usize) {
+    let mut min_pos: Option<f32> = None;
+    let mut max_neg: Option<f32> = None;
+    for ((&s, &p), &q) in sim.iter().zip(pos.iter()).zip(neg.iter()) {
+        if p > 0.0 {
+            min_pos = Some(min_pos.map_or(s, |m| m.min(s)));
+        }
+        if q > 0.0 {
+            max_neg = Some(max_neg.map_or(s, |m| m.max(s)));
+        }
+    }
+    let (Some(min_pos), Some(max_neg)) = (min_pos, max_neg) else {
+        pos.fill(0.0);
+        neg.fill(0.0);
+        return (0, 0);
+    };
+    let (mut kept_pos, mut kept_neg) = (0, 0);
+    for ((&s, p), q) in sim.iter().zip(pos.iter_mut()).zip(neg.iter_mut()) {
+        if *p > 0.0 {
+            if keeps_positive(s, max_neg, eps) {
+                kept_pos += 1;
+            } else {
+                *p = 0.0;
+            }
+        }
+        if *q > 0.0 {
+            if keeps_negative(s, min_pos, eps) {
+                kept_neg += 1;
+            } else {
+                *q = 0.0;
+            }
+        }
+    }
+    (kept_pos, kept_neg)
 }
 
 impl PairMiner for MultiSimilarityMiner {
@@ -136,6 +202,11 @@ impl PairMiner for MultiSimilarityMiner {
 
     fn name(&self) -> &'static str {
         "multi-similarity"
+    }
+
+    fn multi_similarity_epsilon(&self) -> Option<f32> {
+        // a bad ε takes the listed path, which reports it
+        (self.epsilon.is_finite() && self.epsilon >= 0.0).then_some(self.epsilon)
     }
 }
 

@@ -1,0 +1,249 @@
+//! `Σ w·e^{x − m}`, the inner sum of the family's log-sum-exp, eight lanes
+//! at a time: the row forms spend most of their time on it (`N`
+//! exponentials per row and pass). AVX2 + FMA where the CPU has them
+//! (detected at run time, as the GEMM kernel does), the scalar
+//! [`exp`](super::rows::exp) otherwise.
+//!
+//! The exponential is Cephes' `expf`: `n = round(x / ln 2)`, a Cody–Waite
+//! reduction `r = x − n·ln 2` in two parts, a degree-5 polynomial for
+//! `eʳ`, scaled by `2ⁿ` in two halves (so that subnormal results and the
+//! top of the range come out right). Accuracy: within 2 ulp of the correctly
+//! rounded `eˣ` for results at least `f32::MIN_POSITIVE` (`x ≥ −87.33`),
+//! within one subnormal step below that, 0 below `−103.97`, `∞` above
+//! `88.72`, NaN for NaN (tests cover the whole range).
+
+/// `eˣ` in `f32` over the whole range, portably: the same algorithm as the
+/// eight-lane version (without fused multiply-adds).
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) fn exp_f32(x: f32) -> f32 {
+    if x.is_nan() {
+        return x;
+    }
+    let x = x.clamp(LO, HI);
+    let n = (x * std::f32::consts::LOG2_E).round_ties_even();
+    let r = x - n * C1 - n * C2;
+    let p = poly(r);
+    let n = n as i32;
+    let (a, b) = (n >> 1, n - (n >> 1));
+    p * pow2(a) * pow2(b)
+}
+
+/// Below this `eˣ` rounds to 0 in `f32` (and `2ⁿ` stays within two halves).
+const LO: f32 = -104.0;
+/// Above this `eˣ` overflows `f32`.
+const HI: f32 = 89.0;
+/// `ln 2` in two parts (Cody–Waite): `C1` exact in a few bits, `C2` the rest.
+const C1: f32 = 0.693_359_4;
+const C2: f32 = -2.121_944_4e-4;
+/// Cephes' `expf` polynomial for `eʳ − 1 − r` over `r²`, `|r| ≤ ln2/2`.
+const P: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    0.5,
+];
+
+fn poly(r: f32) -> f32 {
+    let mut p = P[0];
+    for &c in &P[1..] {
+        p = p * r + c;
+    }
+    p * r * r + r + 1.0
+}
+
+/// `2ᵏ` for `−126 ≤ k ≤ 127` (the halves of `n` are within `[−75, 64]`).
+fn pow2(k: i32) -> f32 {
+    f32::from_bits(((k + 127) as u32) << 23)
+}
+
+/// `Σ_j w_j e^{x_j − max}` in `f64` (each term in `f32`), for `x_j ≤ max`
+/// (a log-sum-exp's shifted terms).
+pub(crate) fn weighted_exp_sum(xs: &[f32], ws: &[f32], max: f32) -> f64 {
+    debug_assert_eq!(xs.len(), ws.len());
+    #[cfg(target_arch = "x86_64")]
+    if simd() {
+        // SAFETY: the CPU has AVX2 and FMA (checked at run time just above).
+        return unsafe { avx2::weighted_exp_sum(xs, ws, max) };
+    }
+    scalar_sum(xs, ws, max)
+}
+
+fn scalar_sum(xs: &[f32], ws: &[f32], max: f32) -> f64 {
+    xs.iter()
+        .zip(ws)
+        .map(|(&x, &w)| f64::from(w) * super::rows::exp(f64::from(x) - f64::from(max)))
+        .sum()
+}
+
+/// Whether the eight-lane version runs (`std` caches the answer).
+#[cfg(target_arch = "x86_64")]
+fn simd() -> bool {
+    #[cfg(test)]
+    if tests::PORTABLE.get() {
+        return false;
+    }
+    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{C1, C2, HI, LO, P};
+    use std::arch::x86_64::*;
+
+    /// Eight `eˣ` at once (see the module's accuracy).
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn exp8(x: __m256) -> __m256 {
+        let nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(x, x);
+        let xc = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(HI)), _mm256_set1_ps(LO));
+        let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm256_mul_ps(xc, _mm256_set1_ps(std::f32::consts::LOG2_E)),
+        );
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(C1), xc);
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(C2), r);
+        let mut p = _mm256_set1_ps(P[0]);
+        for &c in &P[1..] {
+            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+        }
+        let r2 = _mm256_mul_ps(r, r);
+        let p = _mm256_add_ps(_mm256_fmadd_ps(p, r2, r), _mm256_set1_ps(1.0));
+        let ni = _mm256_cvtps_epi32(n);
+        let a = _mm256_srai_epi32::<1>(ni);
+        let b = _mm256_sub_epi32(ni, a);
+        let bias = _mm256_set1_epi32(127);
+        let pa = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(a, bias)));
+        let pb = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(b, bias)));
+        let e = _mm256_mul_ps(_mm256_mul_ps(p, pa), pb);
+        _mm256_blendv_ps(e, x, nan)
+    }
+
+    /// [`weighted_exp_sum`](super::weighted_exp_sum), eight terms at a
+    /// time, summed in `f64`.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; `ws` is at least as long as `xs`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn weighted_exp_sum(xs: &[f32], ws: &[f32], max: f32) -> f64 {
+        let m = _mm256_set1_ps(max);
+        let (mut lo, mut hi) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+        let (xc, wc) = (xs.chunks_exact(8), ws.chunks_exact(8));
+        let (xr, wr) = (xc.remainder(), wc.remainder());
+        for (x, w) in xc.zip(wc) {
+            // SAFETY: both chunks hold eight values; AVX2 + FMA (the caller's contract).
+            unsafe {
+                let x = _mm256_loadu_ps(x.as_ptr());
+                let w = _mm256_loadu_ps(w.as_ptr());
+                let t = _mm256_mul_ps(w, exp8(_mm256_sub_ps(x, m)));
+                lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(t)));
+                hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(t)));
+            }
+        }
+        let mut lanes = [0.0f64; 4];
+        // SAFETY: `lanes` holds four f64.
+        unsafe { _mm256_storeu_pd(lanes.as_mut_ptr(), _mm256_add_pd(lo, hi)) };
+        lanes.iter().sum::<f64>() + super::scalar_sum(xr, wr, max)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    thread_local! {
+        /// Set by a test to run the scalar sum on this thread.
+        pub(crate) static PORTABLE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// Distance in units in the last place between two finite `f32` of the
+    /// same sign (or zero).
+    fn ulps(a: f32, b: f32) -> u32 {
+        (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs() as u32
+    }
+
+    /// Every implementation of `eˣ` here over the whole `f32` range.
+    fn exps() -> Vec<(&'static str, Box<dyn Fn(f32) -> f32>)> {
+        let mut v: Vec<(&'static str, Box<dyn Fn(f32) -> f32>)> =
+            vec![("portable", Box::new(exp_f32))];
+        #[cfg(target_arch = "x86_64")]
+        if simd() {
+            use std::arch::x86_64::*;
+            v.push((
+                "avx2",
+                Box::new(|x| {
+                    // SAFETY: the CPU has AVX2 and FMA (checked above).
+                    unsafe { _mm256_cvtss_f32(avx2::exp8(_mm256_set1_ps(x))) }
+                }),
+            ));
+        }
+        v
+    }
+
+    #[test]
+    fn exp_matches_std_over_the_whole_range() {
+        for (name, e) in exps() {
+            let mut worst = 0;
+            // every 97th f32 in [−110, 90]: ~40 million values around the range's ends too
+            let (from, to) = ((-110.0f32).to_bits(), 90.0f32.to_bits());
+            let negatives = (0x8000_0000..=from).step_by(97).map(f32::from_bits);
+            let positives = (0..=to).step_by(97).map(f32::from_bits);
+            for x in negatives.chain(positives) {
+                let want = (f64::from(x)).exp() as f32;
+                let got = e(x);
+                if want >= f32::MIN_POSITIVE && want.is_finite() {
+                    let u = ulps(got, want);
+                    worst = worst.max(u);
+                    assert!(u <= 2, "{name}: exp({x}) = {got}, want {want} ({u} ulp)");
+                } else if want.is_infinite() {
+                    assert_eq!(got, f32::INFINITY, "{name}: exp({x})");
+                } else {
+                    // subnormal or 0: within one subnormal step
+                    assert!(
+                        (got - want).abs() <= 2.0 * f32::from_bits(1),
+                        "{name}: exp({x}) = {got:e}, want {want:e}"
+                    );
+                }
+            }
+            assert!(worst <= 2, "{name}: {worst} ulp");
+            // the edges
+            assert_eq!(e(0.0), 1.0, "{name}");
+            assert_eq!(e(-0.0), 1.0, "{name}");
+            assert_eq!(e(f32::NEG_INFINITY), 0.0, "{name}");
+            assert_eq!(e(-1000.0), 0.0, "{name}");
+            assert_eq!(e(f32::INFINITY), f32::INFINITY, "{name}");
+            assert_eq!(e(88.8), f32::INFINITY, "{name}");
+            assert!(e(88.7).is_finite(), "{name}");
+            assert!(e(f32::NAN).is_nan(), "{name}");
+            assert_eq!(e(-87.0), (-87.0f64).exp() as f32, "{name}");
+        }
+    }
+
+    #[test]
+    fn weighted_sums_agree_with_the_scalar_one() {
+        // lengths with and without a tail, terms from 1 down to below f32's range
+        for len in [0usize, 1, 7, 8, 9, 64, 1021] {
+            let xs: Vec<f32> = (0..len).map(|j| -(j as f32) * 0.173).collect();
+            let ws: Vec<f32> = (0..len).map(|j| 1.0 + (j % 3) as f32).collect();
+            for max in [0.0f32, 2.5] {
+                let want: f64 = xs
+                    .iter()
+                    .zip(&ws)
+                    .map(|(&x, &w)| f64::from(w) * (f64::from(x) - f64::from(max)).exp())
+                    .sum();
+                let got = weighted_exp_sum(&xs, &ws, max);
+                PORTABLE.set(true);
+                let portable = weighted_exp_sum(&xs, &ws, max);
+                PORTABLE.set(false);
+                for (name, v) in [("simd", got), ("portable", portable)] {
+                    assert!(
+                        (v - want).abs() <= 1e-6 * want.max(f64::MIN_POSITIVE),
+                        "{name}, {len} terms, max {max}: {v} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+}
