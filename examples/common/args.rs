@@ -53,6 +53,22 @@ pub struct Args {
     /// (after the batch-all warm-up, which stays within the batch).
     #[arg(long, value_name = "M")]
     pub memory: Option<usize>,
+    /// Shift each training digit by a random whole number of pixels, up to
+    /// this many along each axis (zero fill; a new shift every time a digit
+    /// is drawn, from a generator seeded with `--seed`). 0: no augmentation
+    /// (the default; see `Args::augment`). Evaluation always embeds the
+    /// untouched digits.
+    #[arg(long, value_name = "PX")]
+    pub augment: Option<usize>,
+    /// Augment only the first this many optimiser steps, then train on the
+    /// untouched digits (default: every step).
+    #[arg(long, value_name = "N")]
+    pub augment_steps: Option<usize>,
+    /// Choose recipes without the test digits: train on digits 1–6000 and
+    /// retrieve 6001–8000 against 1–6000 (the protocol's held-out digits
+    /// 8001–10000 are not read).
+    #[arg(long)]
+    pub validation: bool,
     /// Stop after this many optimiser steps (for smoke tests).
     #[arg(long)]
     pub max_steps: Option<usize>,
@@ -91,6 +107,33 @@ impl Args {
             EncoderChoice::Mlp => 0.2,
             EncoderChoice::Cnn => 0.5,
         })
+    }
+
+    /// The largest random shift of a training digit, in pixels
+    /// (`--augment`; 0, none, by default).
+    pub fn augment(&self) -> usize {
+        self.augment.unwrap_or(0)
+    }
+
+    /// These arguments with `--augment px --augment-steps steps` where the
+    /// command line left them unset (a recipe's own augmentation).
+    pub fn augmented_or(&self, px: usize, steps: usize) -> Args {
+        Args {
+            augment: Some(self.augment.unwrap_or(px)),
+            augment_steps: Some(self.augment_steps.unwrap_or(steps)),
+            ..self.clone()
+        }
+    }
+
+    /// How many of the first digits train (and serve as references): the
+    /// protocol's 8,000 ([`TRAIN`]), or 6,000 with `--validation`, which
+    /// keeps digits 6,000..8,000 as its queries.
+    pub fn train_count(&self) -> usize {
+        if self.validation {
+            VALIDATION_TRAIN
+        } else {
+            TRAIN
+        }
     }
 
     /// The learning-rate schedule of every example but `triplet_mnist`:
@@ -135,6 +178,9 @@ impl Args {
             lr: 1e-3,
             lr_schedule: None,
             memory: None,
+            augment: None,
+            augment_steps: None,
+            validation: false,
             max_steps: Some(max_steps),
             quiet: true,
             save: None,

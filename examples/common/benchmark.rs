@@ -12,6 +12,15 @@ use super::*;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SharpSupCon;
 
+/// The augmentation of `supcon_tau0.05_shift`: training digits shifted by up
+/// to this many pixels (`--augment`) for this many first steps
+/// (`--augment-steps`), then the untouched digits (half of the protocol's
+/// 1,020 steps). Measured in `docs/results.md`: on the MLP it lifts P@1
+/// by 0.006–0.009 on seeds 0–2 and leaves unit-length MAP@R within
+/// 0.002; shifting every step instead lowers MAP@R by 0.03–0.05 (the
+/// clean second half lets the classes tighten again).
+pub const SHIFTED_RECIPE: (usize, usize) = (2, 500);
+
 /// A loss (with its miner) of `benchmark_losses --losses`.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BenchLoss {
@@ -33,6 +42,11 @@ pub enum BenchLoss {
     /// [`SharpSupCon`] (τ 0.05), every pair: the best recipe found.
     #[value(name = "supcon_tau0.05")]
     SupConTuned,
+    /// [`SharpSupCon`] (τ 0.05), every pair, on training digits shifted by
+    /// up to 2 px for the first 500 steps ([`SHIFTED_RECIPE`]): the recipe
+    /// that meets issue 12's MLP target.
+    #[value(name = "supcon_tau0.05_shift")]
+    SupConShifted,
     /// `CircleLoss`, every pair.
     #[value(name = "circle")]
     Circle,
@@ -52,13 +66,14 @@ pub enum BenchLoss {
 
 impl BenchLoss {
     /// Every loss, in the table's order.
-    pub const ALL: [BenchLoss; 11] = [
+    pub const ALL: [BenchLoss; 12] = [
         BenchLoss::Triplet,
         BenchLoss::Contrastive,
         BenchLoss::MultiSimilarity,
         BenchLoss::NtXent,
         BenchLoss::SupCon,
         BenchLoss::SupConTuned,
+        BenchLoss::SupConShifted,
         BenchLoss::Circle,
         BenchLoss::LiftedStructure,
         BenchLoss::GeneralizedLiftedStructure,
@@ -75,6 +90,7 @@ impl BenchLoss {
             BenchLoss::NtXent => "ntxent",
             BenchLoss::SupCon => "supcon",
             BenchLoss::SupConTuned => "supcon_tau0.05",
+            BenchLoss::SupConShifted => "supcon_tau0.05_shift",
             BenchLoss::Circle => "circle",
             BenchLoss::LiftedStructure => "lifted_structure",
             BenchLoss::GeneralizedLiftedStructure => "generalized_lifted_structure",
@@ -90,6 +106,7 @@ impl BenchLoss {
             BenchLoss::LiftedStructure => "lifted",
             BenchLoss::MultiSimilarity => "multi-sim.",
             BenchLoss::SupConTuned => "supcon τ 0.05",
+            BenchLoss::SupConShifted => "τ 0.05 + shifts",
             other => other.name(),
         }
     }
@@ -107,6 +124,9 @@ impl BenchLoss {
             BenchLoss::NtXent => "NtXentLoss (τ 0.07), AllPairs",
             BenchLoss::SupCon => "SupConLoss (τ 0.1), AllPairs",
             BenchLoss::SupConTuned => "SupConLoss at τ 0.05 (`SharpSupCon`), AllPairs",
+            BenchLoss::SupConShifted => {
+                "SupConLoss at τ 0.05, AllPairs, digits shifted ±2 px for the first 500 steps"
+            }
             BenchLoss::Circle => "CircleLoss (m 0.4, γ 80), AllPairs",
             BenchLoss::LiftedStructure => "LiftedStructureLoss (neg 1, pos 0), AllPairs",
             BenchLoss::GeneralizedLiftedStructure => {
@@ -190,6 +210,12 @@ where
             let step = BatchStep(SharpSupCon, AllPairs);
             train::<128, _, _>(args, &dev, mnist, net_, &step)?
         }
+        BenchLoss::SupConShifted => {
+            let (px, steps) = SHIFTED_RECIPE;
+            let args = &args.augmented_or(px, steps);
+            let step = BatchStep(SharpSupCon, AllPairs);
+            train::<128, _, _>(args, &dev, mnist, net_, &step)?
+        }
         BenchLoss::Circle => {
             train::<128, _, _>(args, &dev, mnist, net_, &BatchStep(CircleLoss, AllPairs))?
         }
@@ -210,8 +236,9 @@ where
         }
     };
     let e = embed_all::<128, _>(&dev, mnist, &net);
-    let raw = evaluate_retrieval::<128>(&e, &mnist.labels)?;
-    let unit = evaluate_retrieval::<128>(&l2_normalized::<128>(&e), &mnist.labels)?;
+    let raw = evaluate_retrieval::<128>(&e, &mnist.labels, args.train_count())?;
+    let unit =
+        evaluate_retrieval::<128>(&l2_normalized::<128>(&e), &mnist.labels, args.train_count())?;
     Ok(BenchRow {
         loss,
         training,

@@ -2,13 +2,18 @@
 
 use super::*;
 
-/// Loads the digits.
+/// Loads the digits (with `--validation`, only the first [`TRAIN`]).
 pub fn load(args: &Args) -> Result<Mnist> {
     let mnist = Mnist::load(&args.data)?;
     if mnist.len() <= TRAIN {
         return Err(format!("need more than {TRAIN} digits, found {}", mnist.len()).into());
     }
-    Ok(mnist)
+    // `--validation`: the held-out digits are not even loaded
+    Ok(if args.validation {
+        mnist.select(0..TRAIN)
+    } else {
+        mnist
+    })
 }
 
 /// The pixels of the listed images, as a `(n, 784)` tensor.

@@ -19,13 +19,15 @@ where
     out
 }
 
-/// Queries `TRAIN..` against references `..TRAIN`, Euclidean.
+/// Queries `train..` against references `..train`, Euclidean (`train`:
+/// [`Args::train_count`]).
 pub fn evaluate_retrieval<const D: usize>(
     embeddings: &[f32],
     labels: &[usize],
+    train: usize,
 ) -> Result<RetrievalMetrics> {
-    let (refs, queries) = embeddings.split_at(TRAIN * D);
-    let (ref_labels, query_labels) = labels.split_at(TRAIN);
+    let (refs, queries) = embeddings.split_at(train * D);
+    let (ref_labels, query_labels) = labels.split_at(train);
     Ok(retrieval_metrics(
         queries,
         query_labels,
@@ -38,11 +40,16 @@ pub fn evaluate_retrieval<const D: usize>(
     )?)
 }
 
-/// `count` pairs of held-out digits (`TRAIN..`), the first half of the same
+/// `count` pairs of held-out digits (`train..`), the first half of the same
 /// class, the second half of different classes, seeded.
-pub fn verification_pairs(labels: &[usize], count: usize, seed: u64) -> Vec<(usize, usize, bool)> {
+pub fn verification_pairs(
+    labels: &[usize],
+    train: usize,
+    count: usize,
+    seed: u64,
+) -> Vec<(usize, usize, bool)> {
     let mut rng = StdRng::seed_from_u64(seed ^ 0x05ee_d0f9_a125);
-    let held_out: Vec<usize> = (TRAIN..labels.len()).collect();
+    let held_out: Vec<usize> = (train..labels.len()).collect();
     let mut pairs = Vec::with_capacity(count);
     while pairs.len() < count {
         let want_same = pairs.len() < count / 2;

@@ -30,6 +30,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 mod args;
+mod augment;
 mod benchmark;
 mod checkpoint;
 mod data;
@@ -40,6 +41,7 @@ pub mod search;
 mod train;
 
 pub use args::*;
+pub use augment::*;
 // only `benchmark_losses` (and the tests) read it
 #[allow(unused_imports)]
 pub use benchmark::*;
@@ -54,6 +56,9 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 /// Training images: 0..TRAIN; queries: TRAIN..len.
 pub const TRAIN: usize = 8_000;
+/// With `--validation`: training images 0..VALIDATION_TRAIN, queries
+/// VALIDATION_TRAIN..TRAIN (the protocol's queries unread).
+pub const VALIDATION_TRAIN: usize = 6_000;
 /// Classes per batch.
 pub const P: usize = 5;
 /// Samples per class per batch.

@@ -161,8 +161,9 @@ pub fn run_triplet(args: &Args) -> Result<TripletSummary> {
     let run = TripletRun::new(args)?;
     let e = run.embeddings();
     let (mnist, training) = (run.mnist, run.training);
-    let retrieval = evaluate_retrieval::<128>(&e, &mnist.labels)?;
-    let retrieval_normalized = evaluate_retrieval::<128>(&l2_normalized::<128>(&e), &mnist.labels)?;
+    let retrieval = evaluate_retrieval::<128>(&e, &mnist.labels, args.train_count())?;
+    let retrieval_normalized =
+        evaluate_retrieval::<128>(&l2_normalized::<128>(&e), &mnist.labels, args.train_count())?;
     let (title, markers) = match args.loss {
         TripletChoice::Warmup => (
             "triplet_mnist: loss per step (batch-all warm-up, then batch-hard)",
@@ -229,8 +230,8 @@ where
         )
     })?;
     let e = embed_all::<128, _>(&dev, &mnist, net.encoder());
-    let retrieval = evaluate_retrieval::<128>(&e, &mnist.labels)?;
-    let pairs = verification_pairs(&mnist.labels, 2000, args.seed);
+    let retrieval = evaluate_retrieval::<128>(&e, &mnist.labels, args.train_count())?;
+    let pairs = verification_pairs(&mnist.labels, args.train_count(), 2000, args.seed);
     let (roc_auc, eer, accuracy) = verification::<128>(&e, &pairs)?;
     Ok(SiameseSummary {
         training,
@@ -290,8 +291,9 @@ where
         },
     )?;
     let e = embed_all::<128, _>(&dev, &mnist, &net);
-    let retrieval = evaluate_retrieval::<128>(&e, &mnist.labels)?;
-    let retrieval_normalized = evaluate_retrieval::<128>(&l2_normalized::<128>(&e), &mnist.labels)?;
+    let retrieval = evaluate_retrieval::<128>(&e, &mnist.labels, args.train_count())?;
+    let retrieval_normalized =
+        evaluate_retrieval::<128>(&l2_normalized::<128>(&e), &mnist.labels, args.train_count())?;
     Ok(TripletSummary {
         training,
         retrieval,
@@ -337,13 +339,13 @@ where
         },
     )?;
     let e = embed_all::<2, _>(&dev, &mnist, &net);
-    let retrieval = evaluate_retrieval::<2>(&e, &mnist.labels)?;
+    let retrieval = evaluate_retrieval::<2>(&e, &mnist.labels, args.train_count())?;
     let png = out_file(&args.out, "embed_2d.png")?;
     plot::scatter_2d(
         &png,
         "embed_2d: DrLIM embedding of the held-out digits",
-        &e[TRAIN * 2..],
-        &mnist.labels[TRAIN..],
+        &e[args.train_count() * 2..],
+        &mnist.labels[args.train_count()..],
         &|digit| format!("digit {digit}"),
     )?;
     Ok(Embed2dSummary {

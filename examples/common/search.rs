@@ -36,6 +36,11 @@ pub struct SearchSummary {
 }
 
 pub fn run_search(args: &Args) -> Result<SearchSummary> {
+    if args.validation {
+        return Err("search_mnist searches the protocol's held-out digits: \
+                    --validation (for choosing recipes) does not apply"
+            .into());
+    }
     let run = TripletRun::new(args)?;
     let e = run.embeddings();
     let (mnist, training) = (run.mnist, run.training);

@@ -203,8 +203,8 @@ impl<const D: usize, A: StepLoss<D>, B: StepLoss<D>> StepLoss<D> for Phased<A, B
 }
 
 /// Trains `model` (any module from `(n, 784)` rows to `(n, D)` embeddings)
-/// on P x K batches of the training digits with Adam (`--lr`, 1e-3 by
-/// default, along `--lr-schedule`).
+/// on P x K batches of the training digits (shifted at random with
+/// `--augment`, for the first `--augment-steps`) with Adam (`--lr`, 1e-3 by default, along `--lr-schedule`).
 pub fn train<const D: usize, Net, L>(
     args: &Args,
     dev: &Cpu,
@@ -220,7 +220,7 @@ where
         >,
     L: StepLoss<D>,
 {
-    let train_labels = &mnist.labels[..TRAIN];
+    let train_labels = &mnist.labels[..args.train_count()];
     let mut sampler = PkSampler::try_new(
         train_labels,
         args.classes_per_batch,
@@ -240,6 +240,7 @@ where
     let mut losses = Vec::with_capacity(total);
     let mut last_stats = None;
     let mut collapse_warned = false;
+    let mut augment = Translate::new(args.augment(), args.seed);
     let start = Instant::now();
     'epochs: for _ in 0..args.epochs {
         for batch in sampler.epoch() {
@@ -248,7 +249,11 @@ where
             }
             opt.cfg.lr = args.schedule().at(args.lr, losses.len(), total);
             let labels: Vec<usize> = batch.iter().map(|&i| train_labels[i]).collect();
-            let x = batch_tensor(dev, mnist, &batch);
+            let x = if losses.len() < args.augment_steps.unwrap_or(usize::MAX) {
+                augment.batch(dev, mnist, &batch)
+            } else {
+                batch_tensor(dev, mnist, &batch)
+            };
             let e = model.forward(x.traced(grads));
             let (l, stats) = loss.step(e, &labels);
             let value = l.array();

@@ -182,14 +182,17 @@ fn a_loaded_encoder_gives_bit_identical_embeddings() {
 #[test]
 fn verification_pairs_are_half_same_and_held_out() {
     let labels: Vec<usize> = (0..10_000).map(|i| i % 10).collect();
-    let pairs = common::verification_pairs(&labels, 200, 7);
+    let pairs = common::verification_pairs(&labels, common::TRAIN, 200, 7);
     assert_eq!(pairs.len(), 200);
     assert_eq!(pairs.iter().filter(|p| p.2).count(), 100);
     for &(a, b, same) in &pairs {
         assert!(a >= common::TRAIN && b >= common::TRAIN && a != b);
         assert_eq!(labels[a] == labels[b], same);
     }
-    assert_eq!(pairs, common::verification_pairs(&labels, 200, 7));
+    assert_eq!(
+        pairs,
+        common::verification_pairs(&labels, common::TRAIN, 200, 7)
+    );
 }
 
 /// Every plot helper writes a PNG of the size it promises, with the

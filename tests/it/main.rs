@@ -6,6 +6,7 @@
 #[path = "../../examples/common/mod.rs"]
 mod common;
 
+mod augment;
 mod cnn;
 mod conv2d;
 mod conv_parity;
