@@ -8,8 +8,6 @@
 //! cargo run --release --example benchmark_losses -- --losses multi_similarity,supcon --encoder cnn
 //! ```
 
-mod common;
-
 use clap::Parser;
 
 /// `benchmark_losses`' command line: the examples' own, and `--losses`.

@@ -6,8 +6,6 @@
 //! cargo run --release --example custom_loss -- --epochs 3
 //! ```
 
-mod common;
-
 use clap::Parser;
 use metric_loss::prelude::*;
 

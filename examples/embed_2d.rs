@@ -6,8 +6,6 @@
 //! cargo run --release --example embed_2d -- --epochs 10
 //! ```
 
-mod common;
-
 use clap::Parser;
 
 fn main() -> common::Result<()> {

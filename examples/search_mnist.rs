@@ -13,8 +13,6 @@
 //!
 //! [`EmbeddingIndex`]: metric_loss::index::EmbeddingIndex
 
-mod common;
-
 use clap::Parser;
 
 fn main() -> common::Result<()> {

@@ -6,8 +6,6 @@
 //! cargo run --release --example siamese_mnist -- --epochs 10 --seed 0
 //! ```
 
-mod common;
-
 use clap::Parser;
 
 fn main() -> common::Result<()> {

@@ -9,8 +9,6 @@
 //! cargo run --release --example triplet_mnist -- --epochs 10 --seed 0
 //! ```
 
-mod common;
-
 use clap::Parser;
 
 fn main() -> common::Result<()> {

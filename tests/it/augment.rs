@@ -1,8 +1,6 @@
 //! `--augment PX`: the random translation of the training digits, and
 //! `--validation`: the split that chooses recipes without the test digits.
 
-use crate::common;
-
 /// An image whose pixel `(x, y)` is `1 + x + 28·y`: every pixel different
 /// and none zero, so a misplaced or missing pixel shows.
 fn numbered() -> Vec<f32> {

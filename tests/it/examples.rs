@@ -1,8 +1,6 @@
 //! Runs a few training steps of every example (and its evaluation and
 //! plotting), so that none of them can rot.
 
-use crate::common;
-
 const STEPS: usize = 3;
 
 #[test]

@@ -3,9 +3,6 @@
 
 #![allow(clippy::type_complexity)]
 
-#[path = "../../examples/common/mod.rs"]
-mod common;
-
 mod augment;
 mod cnn;
 mod conv2d;

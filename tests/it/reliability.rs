@@ -9,8 +9,6 @@
 //! the Euclidean BatchHard loss, short mined labels and an empty mined batch.
 //! This file covers the rest (the count is in the final report).
 
-use crate::common;
-
 use metric_loss::data::idx::{IdxArray, IdxError, Mnist};
 use metric_loss::loss::check_finite;
 use metric_loss::miners::Triplet;

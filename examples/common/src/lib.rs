@@ -2,6 +2,11 @@
 //! steps of each so they cannot rot): arguments, the MNIST split, the
 //! encoder, the training loops and evaluation; `plot` draws the PNGs.
 //!
+//! A crate of its own (`metric-loss-examples`, not published), which the
+//! root crate's examples and tests read as `common` (a renamed
+//! dev-dependency): compiled once, rather than into each of the six example
+//! binaries and the test binary as a `mod common;` would be.
+//!
 //! Protocol: encoder MLP 784-256-ReLU-128 (or with `--encoder cnn` the CNN of
 //! `reference.py`), Adam lr 1e-3, P x K = 5 x 16
 //! batches drawn by a `PkSampler` over the first 8,000 digits; evaluation
@@ -53,6 +58,10 @@ pub use train::*;
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// The bundled MNIST digits: the repository's `data/` (this crate lives in
+/// `examples/common/`).
+pub const DATA_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data");
 
 /// Training images: 0..TRAIN; queries: TRAIN..len.
 pub const TRAIN: usize = 8_000;

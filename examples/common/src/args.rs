@@ -15,7 +15,7 @@ pub struct Args {
     #[arg(long)]
     pub margin: Option<f32>,
     /// Folder with `images-idx3-ubyte.gz` and `labels-idx1-ubyte.gz`.
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data"))]
+    #[arg(long, default_value = DATA_DIR)]
     pub data: PathBuf,
     /// Where PNGs go.
     #[arg(long, default_value = "out")]
@@ -168,7 +168,7 @@ impl Args {
             epochs: 1,
             seed: 0,
             margin: None,
-            data: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/data")),
+            data: PathBuf::from(DATA_DIR),
             out: std::env::temp_dir().join("metric-loss-examples-test"),
             loss: TripletChoice::Normalized,
             encoder: EncoderChoice::Mlp,
