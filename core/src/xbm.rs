@@ -36,6 +36,16 @@
 //! 4. The miner sees the `B × M` matrix (batch, memory), as PML's miners
 //!    see `(embeddings, ref_emb)`: [`DistanceMatrix::against`].
 //!
+//! # Speed
+//!
+//! On the CPU, the ranking family with [`AllPairs`](crate::miners::AllPairs)
+//! (PML's no-miner call) or [`MultiSimilarityMiner`](crate::miners::MultiSimilarityMiner)
+//! runs as one fused pass over blocks of the `B × M` matrix
+//! ([`MetricDevice::try_fused_batch_formula_against`]): no matrix on the
+//! tape, no host copy, no pair list. Other losses and miners, and other
+//! devices, take the mined path on the `B × M` matrix; both give the same
+//! loss, gradient and statistics.
+//!
 //! The memory holds the embeddings as the loss prepares them (unit length
 //! for a loss that normalizes), which gives the same distances as PML's
 //! raw memory normalized at each use.
