@@ -76,7 +76,7 @@ use dfdx::prelude::*;
 /// let m = MemoryColumns::try_new(&[1.0, 0.0, 0.0, 1.0], 2, &[3, 4], &[1]).unwrap();
 /// assert_eq!((m.len(), m.dim()), (2, 2));
 /// assert_eq!(m.own_column(0), 1);
-/// // a row's own column carries the row's label: checked by the caller
+/// // an own column outside the memory
 /// assert!(MemoryColumns::try_new(&[1.0, 0.0], 2, &[3], &[1]).is_err());
 /// ```
 #[derive(Debug, Clone, Copy)]

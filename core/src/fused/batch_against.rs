@@ -223,8 +223,8 @@ where
     } else {
         1
     };
-    let per = b.div_ceil(threads).div_ceil(MR) * MR;
-    let per = per.min(BLOCK).max(MR);
+    // (at least one sliver: b > 0)
+    let per = (b.div_ceil(threads).div_ceil(MR) * MR).min(BLOCK);
     let blocks: Vec<usize> = (0..b).step_by(per).collect();
     let grad_now = T::OWNS_TAPE;
 
