@@ -220,6 +220,62 @@ pub trait MetricDevice: Device<f32> + 'static {
         Ok(FusedFormula::Unavailable(x))
     }
 
+    /// The loss of a formula of the ranking family for a batch of
+    /// normalized rows against a cross-batch memory (`memory`: its prepared
+    /// entries, labels and each row's own column), with the pairs `miner`
+    /// gives — [`AllPairs`](crate::miners::AllPairs) (every (row, entry)
+    /// pair) or [`MultiSimilarityMiner`](crate::miners::MultiSimilarityMiner)
+    /// (its rule, per row) — less each row's pair with its own copy, and
+    /// their statistics: what [`CrossBatchMemory`](crate::xbm::CrossBatchMemory)
+    /// runs for those miners. No gradient flows into the memory. The CPU
+    /// computes blocks of rows of the `B × M` matrix from Gram tiles, fills
+    /// each row's weights from the labels (and, for the miner, the row's
+    /// least similar positive and most similar negative), runs the
+    /// formula's row form on it and pushes `∂L/∂s` back with the project's
+    /// GEMM in the same pass; the generic body gives the embeddings back
+    /// (`Unavailable`: the caller then builds the matrix on the tape and
+    /// mines a host copy), as does the CPU for another miner, a formula
+    /// whose rows share numbers, N-pairs, or a single-class batch and
+    /// memory.
+    ///
+    /// ```
+    /// use dfdx::prelude::*;
+    /// use metric_loss_core::device::{FusedFormula, MetricDevice};
+    /// use metric_loss_core::formulas::MultiSimilarity;
+    /// use metric_loss_core::miners::Fusable;
+    /// use metric_loss_core::xbm::MemoryColumns;
+    /// let dev = Cpu::default();
+    /// let x = dev.tensor([[1.0f32, 0.0], [0.0, 1.0]]);
+    /// // the memory: the batch's copies (columns 1 and 2) and an older entry
+    /// let entries = [0.6f32, 0.8, 1.0, 0.0, 0.0, 1.0];
+    /// let memory = MemoryColumns::try_new(&entries, 2, &[0, 0, 1], &[1, 2]).unwrap();
+    /// let f = MultiSimilarity { alpha: 2.0, beta: 50.0, base: 0.5 };
+    /// match Cpu::try_fused_batch_formula_against(x.leaky_trace(), &[0, 1], &memory, Fusable::AllPairs, &f).unwrap() {
+    ///     FusedFormula::Done { loss, stats } => {
+    ///         assert_eq!(stats.pairs, 4); // 2 × 3, less each row's own copy
+    ///         let g = loss.backward();
+    ///         assert!(g.get(&x).as_vec().iter().all(|v| v.is_finite()));
+    ///     }
+    ///     FusedFormula::Unavailable(_) => unreachable!("the CPU has the kernel"),
+    /// }
+    /// ```
+    #[allow(clippy::type_complexity)]
+    fn try_fused_batch_formula_against<
+        F: crate::formulas::BatchFormula,
+        B: Dim,
+        const D: usize,
+        T: Tape<f32, Self>,
+    >(
+        x: Tensor<(B, Const<D>), f32, Self, T>,
+        labels: &[usize],
+        memory: &crate::xbm::MemoryColumns<'_>,
+        miner: crate::miners::Fusable,
+        f: &F,
+    ) -> Result<FusedFormula<B, D, Self, T>, crate::MetricLossError> {
+        let _ = (labels, memory, miner, f);
+        Ok(FusedFormula::Unavailable(x))
+    }
+
     /// The affine map of [`InputLinear`](crate::nets::InputLinear),
     /// `x·Wᵀ + b`, on the tape of `x`. The CPU registers a backward for `W`
     /// and `b` only (no gradient for `x`); the generic body is dfdx's
@@ -720,6 +776,21 @@ impl MetricDevice for Cpu {
         y: &Tensor<(M, Const<D>), f32, Self>,
     ) -> Result<Tensor<(B, M), f32, Self, T>, Self::Err> {
         crate::fused::cross_gram_cpu(x, y)
+    }
+
+    fn try_fused_batch_formula_against<
+        F: crate::formulas::BatchFormula,
+        B: Dim,
+        const D: usize,
+        T: Tape<f32, Self>,
+    >(
+        x: Tensor<(B, Const<D>), f32, Self, T>,
+        labels: &[usize],
+        memory: &crate::xbm::MemoryColumns<'_>,
+        miner: crate::miners::Fusable,
+        f: &F,
+    ) -> Result<FusedFormula<B, D, Self, T>, crate::MetricLossError> {
+        crate::fused::batch_formula_against_cpu(x, labels, memory, miner, f)
     }
 
     fn try_conv2d<

@@ -36,6 +36,16 @@
 //! 4. The miner sees the `B × M` matrix (batch, memory), as PML's miners
 //!    see `(embeddings, ref_emb)`: [`DistanceMatrix::against`].
 //!
+//! # Speed
+//!
+//! On the CPU, the ranking family with [`AllPairs`](crate::miners::AllPairs)
+//! (PML's no-miner call) or [`MultiSimilarityMiner`](crate::miners::MultiSimilarityMiner)
+//! runs as one fused pass over blocks of the `B × M` matrix
+//! ([`MetricDevice::try_fused_batch_formula_against`]): no matrix on the
+//! tape, no host copy, no pair list. Other losses and miners, and other
+//! devices, take the mined path on the `B × M` matrix; both give the same
+//! loss, gradient and statistics.
+//!
 //! The memory holds the embeddings as the loss prepares them (unit length
 //! for a loss that normalizes), which gives the same distances as PML's
 //! raw memory normalized at each use.
@@ -50,9 +60,96 @@
 
 use crate::device::MetricDevice;
 use crate::error::{MetricLossError, unwrap_or_panic};
-use crate::loss::{Family, MetricLoss, MinedLoss, try_mined_matrix};
+use crate::loss::{Family, Fused, MetricLoss, MinedLoss, try_mined_matrix};
 use crate::miners::{DistanceMatrix, Miner, SelfPairs};
 use dfdx::prelude::*;
+
+/// A cross-batch memory as the columns of the matrix a batch is mined
+/// against, on the host: what a device's fused kernel reads
+/// ([`Family::try_fused_against`](crate::loss::Family::try_fused_against),
+/// [`MetricDevice::try_fused_batch_formula_against`]). The batch is
+/// already enqueued, so every batch row has its own column.
+///
+/// ```
+/// use metric_loss_core::xbm::MemoryColumns;
+/// // two entries of width 2; batch row 0 is entry 1
+/// let m = MemoryColumns::try_new(&[1.0, 0.0, 0.0, 1.0], 2, &[3, 4], &[1]).unwrap();
+/// assert_eq!((m.len(), m.dim()), (2, 2));
+/// assert_eq!(m.own_column(0), 1);
+/// // an own column outside the memory
+/// assert!(MemoryColumns::try_new(&[1.0, 0.0], 2, &[3], &[1]).is_err());
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryColumns<'a> {
+    rows: &'a [f32],
+    dim: usize,
+    labels: &'a [usize],
+    own: &'a [usize],
+}
+
+impl<'a> MemoryColumns<'a> {
+    /// The entries `rows` (row-major, `labels.len() × dim`), their labels,
+    /// and `own[i]`, the column of batch row `i`'s own copy.
+    ///
+    /// Errors: [`MetricLossError::InvalidConfig`] when the sizes do not
+    /// match or an own column is out of range.
+    pub fn try_new(
+        rows: &'a [f32],
+        dim: usize,
+        labels: &'a [usize],
+        own: &'a [usize],
+    ) -> Result<Self, MetricLossError> {
+        let fits = labels.len().checked_mul(dim) == Some(rows.len());
+        if !fits || own.iter().any(|&c| c >= labels.len()) {
+            return Err(MetricLossError::InvalidConfig(format!(
+                "memory columns: {} values for {} entries of width {dim}, own columns {own:?}",
+                rows.len(),
+                labels.len()
+            )));
+        }
+        Ok(Self {
+            rows,
+            dim,
+            labels,
+            own,
+        })
+    }
+
+    /// The entries, row-major (`len() × dim()`).
+    pub fn rows(&self) -> &'a [f32] {
+        self.rows
+    }
+
+    /// The width of an entry.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// The number of entries (columns).
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether there is no entry.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// The entries' labels.
+    pub fn labels(&self) -> &'a [usize] {
+        self.labels
+    }
+
+    /// The column of each batch row's own copy.
+    pub fn own_columns(&self) -> &'a [usize] {
+        self.own
+    }
+
+    /// The column of batch row `i`'s own copy. Panics if `i` is not a row.
+    pub fn own_column(&self, i: usize) -> usize {
+        self.own[i]
+    }
+}
 
 /// A loss `L` mined against a memory of the last `memory_size` embeddings
 /// of width `D` (see the [module docs](self) for why, when, and the exact
@@ -237,6 +334,12 @@ impl<L: MetricLoss, const D: usize> CrossBatchMemory<L, D> {
             });
         }
         let slots = self.enqueue(&prepared, labels);
+        // the device's fused pass where it has one for this loss and miner
+        let columns = MemoryColumns::try_new(&self.embeddings, D, &self.labels, &slots)?;
+        let x = match L::Family::try_fused_against(&params, miner, x, labels, &columns)? {
+            Fused::Done(mined) => return Ok(mined),
+            Fused::Unavailable(x) => x,
+        };
         let dev = x.device().clone();
         let memory = dev
             .try_tensor_from_vec(self.embeddings.clone(), (self.len(), Const::<D>))

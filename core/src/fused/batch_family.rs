@@ -296,7 +296,7 @@ fn miner_similarity<F: BatchFormula>(s: f32) -> f32 {
 
 /// The miner's units of a row of scores: the cosine distance `1 − s`, or
 /// the distance itself.
-fn host_units<'a, F: BatchFormula>(s: &'a [f32], host: &'a mut [f32]) -> &'a [f32] {
+pub(super) fn host_units<'a, F: BatchFormula>(s: &'a [f32], host: &'a mut [f32]) -> &'a [f32] {
     match F::SCORE {
         Score::Cosine => {
             for (h, &v) in host.iter_mut().zip(s) {

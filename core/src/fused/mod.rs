@@ -8,6 +8,7 @@
 
 use dfdx::prelude::*;
 
+mod batch_against;
 mod batch_family;
 mod batch_hard;
 mod batch_rows;
@@ -23,6 +24,7 @@ mod scratch;
 
 pub(crate) use scratch::Scratch;
 
+pub(crate) use batch_against::batch_formula_against_cpu;
 pub(crate) use batch_family::batch_formula_fused_cpu;
 pub(crate) use batch_hard::batch_hard_euclidean_cpu;
 pub(crate) use batch_rows::batch_formula_cpu;

@@ -9,6 +9,7 @@ use crate::formulas::{BatchFormula, PairWeights, Score, Weighting, tape};
 use crate::miners::{
     AllPairs, DistanceMatrix, Fusable, Miner, MinerStats, MiningMargins, PairMiner, Tuples, Units,
 };
+use crate::xbm::MemoryColumns;
 use dfdx::prelude::*;
 
 /// A loss of the ranking family, declared with `#[metric_loss(multi_similarity)]`,
@@ -140,6 +141,33 @@ impl<L: BatchCriterion> Family<L> for BatchFamily {
             _ => return Ok(Fused::Unavailable(x)),
         };
         match Dev::try_fused_batch_formula(x, labels, &w, f)? {
+            FusedFormula::Done { loss, stats } => Ok(Fused::Done(Mined { loss, stats })),
+            FusedFormula::Unavailable(x) => Ok(Fused::Unavailable(x)),
+        }
+    }
+
+    /// [`AllPairs`] and [`MultiSimilarityMiner`](crate::miners::MultiSimilarityMiner)
+    /// against a memory are one fused pass where the device has a kernel
+    /// ([`MetricDevice::try_fused_batch_formula_against`]: the CPU's): no
+    /// `B × M` matrix on the tape, no host copy of it, no pair list.
+    fn try_fused_against<B, const D: usize, Dev, T, M>(
+        f: &L::Formula,
+        miner: &M,
+        x: Rows<B, D, Dev, T>,
+        labels: &[usize],
+        memory: &MemoryColumns<'_>,
+    ) -> Result<Fused<Rows<B, D, Dev, T>, Tensor<(), f32, Dev, T>>, MetricLossError>
+    where
+        B: Dim,
+        Dev: MetricDevice,
+        T: Tape<f32, Dev>,
+        M: Miner<Tuples> + ?Sized,
+    {
+        let rule = miner.fusable();
+        if !matches!(rule, Fusable::AllPairs | Fusable::MultiSimilarity { .. }) {
+            return Ok(Fused::Unavailable(x));
+        }
+        match Dev::try_fused_batch_formula_against(x, labels, memory, rule, f)? {
             FusedFormula::Done { loss, stats } => Ok(Fused::Done(Mined { loss, stats })),
             FusedFormula::Unavailable(x) => Ok(Fused::Unavailable(x)),
         }

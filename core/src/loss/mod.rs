@@ -51,6 +51,7 @@
 use crate::device::MetricDevice;
 use crate::error::MetricLossError;
 use crate::miners::{DistanceMatrix, Miner, MinerStats, MiningMargins, SelfPairs, Units};
+use crate::xbm::MemoryColumns;
 use dfdx::prelude::*;
 
 mod batch;
@@ -307,6 +308,31 @@ pub trait Family<L>: Sized {
         M: Miner<Self::Tuples> + ?Sized,
     {
         let _ = (params, miner, labels);
+        Ok(Fused::Unavailable(x))
+    }
+
+    /// The whole mined loss of a batch against a cross-batch memory
+    /// (`memory`: its entries, labels and each batch row's own column, the
+    /// batch already enqueued) in one fused pass where the device has a
+    /// kernel for this loss and miner; the embeddings back otherwise (the
+    /// default), for [`try_matrix_against`](Self::try_matrix_against) and
+    /// the mined path. What it gives equals that path's: the same loss,
+    /// gradient (none into the memory) and statistics, each row's pair with
+    /// its own copy removed.
+    fn try_fused_against<B, const D: usize, Dev, T, M>(
+        params: &Self::Params,
+        miner: &M,
+        x: Rows<B, D, Dev, T>,
+        labels: &[usize],
+        memory: &MemoryColumns<'_>,
+    ) -> Result<Fused<Rows<B, D, Dev, T>, Tensor<Self::Output, f32, Dev, T>>, MetricLossError>
+    where
+        B: Dim,
+        Dev: MetricDevice,
+        T: Tape<f32, Dev>,
+        M: Miner<Self::Tuples> + ?Sized,
+    {
+        let _ = (params, miner, labels, memory);
         Ok(Fused::Unavailable(x))
     }
 

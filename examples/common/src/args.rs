@@ -50,7 +50,9 @@ pub struct Args {
     /// Mine against a cross-batch memory of this many past embeddings
     /// (`CrossBatchMemory`, pytorch-metric-learning's `memory_size`), as
     /// well as the batch. `triplet_mnist` uses it for batch-hard mining
-    /// (after the batch-all warm-up, which stays within the batch).
+    /// (after the batch-all warm-up, which stays within the batch);
+    /// `benchmark_losses` for every loss with its miner (lifted structure,
+    /// N-pairs and the margin loss's distance-weighted miner refuse it).
     #[arg(long, value_name = "M")]
     pub memory: Option<usize>,
     /// Shift each training digit by a random whole number of pixels, up to

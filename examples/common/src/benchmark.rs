@@ -190,52 +190,94 @@ where
     let dev = device(args.seed);
     let mut net = build::<E>(&dev);
     let net_ = &mut net;
-    let training = match loss {
-        BenchLoss::Triplet => train_triplet(args, &dev, mnist, net_)?,
-        BenchLoss::Contrastive => {
-            let step = PairStep(ContrastiveLoss, AllPairs);
-            train::<128, _, _>(args, &dev, mnist, net_, &step)?
-        }
-        BenchLoss::MultiSimilarity => {
-            let step = BatchStep(MultiSimilarityLoss, MultiSimilarityMiner::default());
-            train::<128, _, _>(args, &dev, mnist, net_, &step)?
-        }
-        BenchLoss::NtXent => {
-            train::<128, _, _>(args, &dev, mnist, net_, &BatchStep(NtXentLoss, AllPairs))?
-        }
-        BenchLoss::SupCon => {
-            train::<128, _, _>(args, &dev, mnist, net_, &BatchStep(SupConLoss, AllPairs))?
-        }
-        BenchLoss::SupConTuned => {
-            let step = BatchStep(SharpSupCon, AllPairs);
-            train::<128, _, _>(args, &dev, mnist, net_, &step)?
+    let step: Box<dyn StepLoss<128>> = match loss {
+        // its own recipe, which reads `--memory` for its batch-hard phase
+        BenchLoss::Triplet => {
+            let training = train_triplet(args, &dev, mnist, net_)?;
+            return finish(args, &dev, mnist, &net, loss, training);
         }
         BenchLoss::SupConShifted => {
             let (px, steps) = SHIFTED_RECIPE;
-            let args = &args.augmented_or(px, steps);
-            let step = BatchStep(SharpSupCon, AllPairs);
-            train::<128, _, _>(args, &dev, mnist, net_, &step)?
+            let shifted = args.augmented_or(px, steps);
+            let step = memory_or(&shifted, SharpSupCon, AllPairs, batch)?;
+            let training = train::<128, _, _>(&shifted, &dev, mnist, net_, &DynStep(&*step))?;
+            return finish(args, &dev, mnist, &net, loss, training);
         }
-        BenchLoss::Circle => {
-            train::<128, _, _>(args, &dev, mnist, net_, &BatchStep(CircleLoss, AllPairs))?
-        }
-        BenchLoss::LiftedStructure => {
-            let step = BatchStep(LiftedStructureLoss, AllPairs);
-            train::<128, _, _>(args, &dev, mnist, net_, &step)?
-        }
+        BenchLoss::Contrastive => memory_or(args, ContrastiveLoss, AllPairs, pair)?,
+        BenchLoss::MultiSimilarity => memory_or(
+            args,
+            MultiSimilarityLoss,
+            MultiSimilarityMiner::default(),
+            batch,
+        )?,
+        BenchLoss::NtXent => memory_or(args, NtXentLoss, AllPairs, batch)?,
+        BenchLoss::SupCon => memory_or(args, SupConLoss, AllPairs, batch)?,
+        BenchLoss::SupConTuned => memory_or(args, SharpSupCon, AllPairs, batch)?,
+        BenchLoss::Circle => memory_or(args, CircleLoss, AllPairs, batch)?,
+        BenchLoss::LiftedStructure => memory_or(args, LiftedStructureLoss, AllPairs, batch)?,
         BenchLoss::GeneralizedLiftedStructure => {
-            let step = BatchStep(GeneralizedLiftedStructureLoss, AllPairs);
-            train::<128, _, _>(args, &dev, mnist, net_, &step)?
+            memory_or(args, GeneralizedLiftedStructureLoss, AllPairs, batch)?
         }
-        BenchLoss::NPairs => {
-            train::<128, _, _>(args, &dev, mnist, net_, &BatchStep(NPairsLoss, AllPairs))?
-        }
+        BenchLoss::NPairs => memory_or(args, NPairsLoss, AllPairs, batch)?,
         BenchLoss::Margin => {
             let miner = DistanceWeightedMiner::default().with_seed(args.seed);
-            train::<128, _, _>(args, &dev, mnist, net_, &BatchStep(MarginLoss, miner))?
+            memory_or(args, MarginLoss, miner, batch)?
         }
     };
-    let e = embed_all::<128, _>(&dev, mnist, &net);
+    let training = train::<128, _, _>(args, &dev, mnist, net_, &DynStep(&*step))?;
+    finish(args, &dev, mnist, &net, loss, training)
+}
+
+/// A loss of the ranking family mined within the batch.
+fn batch<L: BatchCriterion + 'static, M: PairMiner + 'static>(
+    l: L,
+    m: M,
+) -> Box<dyn StepLoss<128>> {
+    Box::new(BatchStep(l, m))
+}
+
+/// A pair loss mined within the batch.
+fn pair<L, M>(l: L, m: M) -> Box<dyn StepLoss<128>>
+where
+    L: PairCriterion<Output<usize> = ()> + 'static,
+    M: PairMiner + 'static,
+{
+    Box::new(PairStep(l, m))
+}
+
+/// `loss` mined by `miner` within the batch (`within`), or with `--memory
+/// M` against a cross-batch memory of `M` embeddings as well. The memory
+/// refuses, with a typed error at the first step, a loss or miner that
+/// does not read a batch against a reference set (lifted structure,
+/// N-pairs, the distance-weighted miner of the margin loss).
+fn memory_or<L, M>(
+    args: &Args,
+    loss: L,
+    miner: M,
+    within: impl FnOnce(L, M) -> Box<dyn StepLoss<128>>,
+) -> Result<Box<dyn StepLoss<128>>>
+where
+    L: MetricLoss + 'static,
+    L::Family: Family<L, Output = ()>,
+    M: Miner<<L::Family as Family<L>>::Tuples> + 'static,
+{
+    Ok(match args.memory {
+        Some(m) => Box::new(MemoryStep::<L, M, 128>::new(loss, miner, m)?),
+        None => within(loss, miner),
+    })
+}
+
+/// The row of a trained encoder: its retrieval figures on raw and
+/// unit-length embeddings.
+fn finish<Net: Embedder<128>>(
+    args: &Args,
+    dev: &Cpu,
+    mnist: &Mnist,
+    net: &Net,
+    loss: BenchLoss,
+    training: Training,
+) -> Result<BenchRow> {
+    let e = embed_all::<128, _>(dev, mnist, net);
     let raw = evaluate_retrieval::<128>(&e, &mnist.labels, args.train_count())?;
     let unit =
         evaluate_retrieval::<128>(&l2_normalized::<128>(&e), &mnist.labels, args.train_count())?;

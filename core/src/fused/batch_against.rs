@@ -1,0 +1,406 @@
+//! The ranking family fused on the CPU for a batch against a cross-batch
+//! memory: rows of the batch, columns of the memory, the pairs of
+//! [`AllPairs`](crate::miners::AllPairs) or of
+//! [`MultiSimilarityMiner`](crate::miners::MultiSimilarityMiner), less each
+//! row's pair with its own copy (PML's `remove_self_comparisons`), and no
+//! gradient into the memory.
+//!
+//! The rectangular case of the family's fused pass ([`super::batch_family`]),
+//! on the same pieces: `X' = [X; 0; M]` packed once into [`Panels`] (as a
+//! view of the matrix is), blocks of rows of `S = X·Mᵀ` from its tiles, each
+//! row's weights from the labels — for the multi-similarity miner after a
+//! first sweep over the row for its least similar positive and most similar
+//! negative — the formula's row form and its `∂L/∂s` while the block is in
+//! cache, and `dX_b = dS_b·M` with the project's GEMM. The memory's side of
+//! the product (`dMᵀ`) is never computed: the memory is a constant. Only
+//! per-row values, counts and statistics are kept; no `B × M` matrix, no
+//! pair list. Blocks own disjoint rows of `dX`, so the threads sharing them
+//! need no reduction and the result does not depend on the scheduling.
+
+use super::batch_family::host_units;
+use super::gemm::{MR, NR, Operand, cut_in, gemm};
+use super::gram::{BLOCK, Panels, distance};
+use super::parallel::in_parallel;
+use super::{Scratch, upstream};
+use crate::MetricLossError;
+use crate::device::FusedFormula;
+use crate::formulas::{BatchFormula, ListSizes, Row, Score, Weighting};
+use crate::miners::{Fusable, MinerStats, RowStats};
+use crate::xbm::MemoryColumns;
+use dfdx::prelude::*;
+use std::sync::Mutex;
+
+/// From this many (row, entry) pairs on, the blocks are shared among
+/// rayon's threads: the work of the family's square pass at its threshold
+/// (128 rows, `128²` pairs; each pair costs an exponential or two).
+const PARALLEL_MIN_PAIRS: usize = 128 * 128;
+
+/// Which pairs of a row the loss reads.
+#[derive(Debug, Clone, Copy)]
+enum Rule {
+    /// Every (row, entry) pair.
+    All,
+    /// PML's `MultiSimilarityMiner(epsilon)`.
+    MultiSimilarity { epsilon: f32 },
+}
+
+/// The cosine similarity of a pair from the miner's units (what
+/// [`DistanceMatrix::cosine_similarity`](crate::miners::DistanceMatrix::cosine_similarity)
+/// gives the generic miner).
+fn similarity<F: BatchFormula>(u: f32) -> f32 {
+    match F::SCORE {
+        Score::Cosine => 1.0 - u,
+        Score::UnitEuclidean => 1.0 - 0.5 * u * u,
+    }
+}
+
+/// What one row's pairs are: their masks in `pos` and `neg` (1 or 0, the
+/// own column never positive), how many of each, and how many are active
+/// under `margins` (positives beyond `pos_margin`, negatives within
+/// `margin`, in the miner's units `u`).
+#[derive(Debug, Clone, Copy, Default)]
+struct RowPairs {
+    pos: usize,
+    neg: usize,
+    active: usize,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn row_pairs<F: BatchFormula>(
+    rule: Rule,
+    u: &[f32],
+    label: usize,
+    columns: &[usize],
+    own: usize,
+    (pos_margin, margin): (f32, f32),
+    pos: &mut [f32],
+    neg: &mut [f32],
+) -> RowPairs {
+    // the multi-similarity miner's thresholds: its least similar positive
+    // (the own copy included, as PML's miner sees it) and most similar negative
+    let window = match rule {
+        Rule::All => Some((f32::NEG_INFINITY, f32::INFINITY, 0.0)),
+        Rule::MultiSimilarity { epsilon } => {
+            let mut min_pos = f32::INFINITY;
+            let mut max_neg = f32::NEG_INFINITY;
+            let mut any_neg = false;
+            for (&v, &l) in u.iter().zip(columns) {
+                let s = similarity::<F>(v);
+                if l == label {
+                    min_pos = min_pos.min(s);
+                } else {
+                    max_neg = max_neg.max(s);
+                    any_neg = true;
+                }
+            }
+            any_neg.then_some((min_pos, max_neg, epsilon))
+        }
+    };
+    let mut out = RowPairs::default();
+    let Some((min_pos, max_neg, eps)) = window else {
+        pos.fill(0.0);
+        neg.fill(0.0);
+        return out;
+    };
+    let filtered = matches!(rule, Rule::MultiSimilarity { .. });
+    for (j, ((&v, &l), (p, q))) in u
+        .iter()
+        .zip(columns)
+        .zip(pos.iter_mut().zip(neg.iter_mut()))
+        .enumerate()
+    {
+        let same = l == label;
+        let take = if !filtered {
+            true
+        } else {
+            let s = similarity::<F>(v);
+            if same {
+                s - eps < max_neg
+            } else {
+                s + eps > min_pos
+            }
+        };
+        let is_pos = same && take && j != own;
+        let is_neg = !same && take;
+        *p = f32::from(u8::from(is_pos));
+        *q = f32::from(u8::from(is_neg));
+        out.pos += usize::from(is_pos);
+        out.neg += usize::from(is_neg);
+        if (is_pos && v > pos_margin) || (is_neg && v < margin) {
+            out.active += 1;
+        }
+    }
+    out
+}
+
+/// One block's forward: its rows' values, counts, statistics and pairs,
+/// and (with a tape) `∂(Σ value)/∂X` of its rows.
+struct BlockForward {
+    sum: f64,
+    counts: Vec<f32>,
+    stats: Vec<RowStats>,
+    sizes: ListSizes,
+    pairs: usize,
+    active: usize,
+    dx: Vec<f32>,
+}
+
+/// The loss of formula `f` for the batch `x` (normalized rows, labelled
+/// `labels`) against `memory` (prepared entries, the batch enqueued), with
+/// the pairs of `miner` (`AllPairs` or the multi-similarity miner) but each
+/// row's pair with its own copy, and their statistics, as the mined path
+/// computes them on the `B × M` matrix. `Unavailable` for another miner, an
+/// invalid `ε` (the generic miner reports it), a formula whose rows share
+/// numbers or N-pairs (the generic path reports those), a single-class
+/// batch and memory (PML's miners give nothing there: the generic path),
+/// and a width of 0.
+pub(crate) fn batch_formula_against_cpu<F, B, const D: usize, T>(
+    x: Tensor<(B, Const<D>), f32, Cpu, T>,
+    labels: &[usize],
+    memory: &MemoryColumns<'_>,
+    miner: Fusable,
+    f: &F,
+) -> Result<FusedFormula<B, D, Cpu, T>, MetricLossError>
+where
+    F: BatchFormula,
+    B: Dim,
+    T: Tape<f32, Cpu>,
+{
+    let rule = match miner {
+        Fusable::AllPairs => Rule::All,
+        Fusable::MultiSimilarity { epsilon } if epsilon.is_finite() && epsilon >= 0.0 => {
+            Rule::MultiSimilarity { epsilon }
+        }
+        _ => return Ok(FusedFormula::Unavailable(x)),
+    };
+    let (b, m) = (x.shape().0.size(), memory.len());
+    let columns = memory.labels();
+    let single_class = labels.iter().chain(columns).all(|&l| l == labels[0]);
+    if F::SHARED
+        || F::WEIGHTING == Weighting::NPairs
+        || D == 0
+        || b == 0
+        || memory.dim() != D
+        || labels.len() != b
+        || memory.own_columns().len() != b
+        || single_class
+    {
+        return Ok(FusedFormula::Unavailable(x));
+    }
+    debug_assert!(
+        (0..b).all(|i| columns[memory.own_column(i)] == labels[i]),
+        "a row's own copy carries its label"
+    );
+    let dev_err = MetricLossError::device;
+    let dev = x.device().clone();
+    let (x, mut tape) = x.try_contiguous().map_err(dev_err)?.split_tape();
+
+    // X' = [X; 0; M]: the memory's columns start on a panel boundary
+    let c0 = b.div_ceil(NR) * NR;
+    let mut packed = Scratch::with_len((c0 + m) * D, 0);
+    x.copy_into(&mut packed[..b * D]);
+    packed[b * D..c0 * D].fill(0.0);
+    packed[c0 * D..].copy_from_slice(memory.rows());
+    let panels = Panels::new(packed, c0 + m, D);
+    if let Some(row) = panels.sq()[..b].iter().position(|s| !s.is_finite()) {
+        let values = &panels.rows()[row * D..(row + 1) * D];
+        let column = values.iter().position(|v| !v.is_finite()).unwrap_or(0);
+        return Err(MetricLossError::NonFinite {
+            what: "embeddings",
+            row,
+            column,
+            value: values[column],
+        });
+    }
+    let ld = panels.padded_cols() - c0;
+    let margins = f.margins();
+    let margins = (margins.pos_margin, margins.margin);
+
+    // blocks of whole slivers, as many as the threads when that balances them
+    let parallel = b * m >= PARALLEL_MIN_PAIRS && b > MR && rayon::current_num_threads() > 1;
+    let threads = if parallel {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
+    // (at least one sliver: b > 0)
+    let per = (b.div_ceil(threads).div_ceil(MR) * MR).min(BLOCK);
+    let blocks: Vec<usize> = (0..b).step_by(per).collect();
+    let grad_now = T::OWNS_TAPE;
+
+    let block = |i0: usize| -> BlockForward {
+        let rows = per.min(b - i0);
+        let mut s = Scratch::with_len(rows.div_ceil(MR) * MR * ld, 0);
+        panels.tile(i0, rows, c0, c0 + ld, &mut s, ld);
+        let sq = panels.sq();
+        if F::SCORE == Score::UnitEuclidean {
+            for r in 0..rows {
+                let sq_i = sq[i0 + r];
+                for (v, &sq_j) in s[r * ld..r * ld + m].iter_mut().zip(&sq[c0..c0 + m]) {
+                    *v = distance(sq_i, sq_j, *v, false);
+                }
+            }
+        }
+        let mut out = BlockForward {
+            sum: 0.0,
+            counts: Vec::with_capacity(rows),
+            stats: Vec::with_capacity(rows),
+            sizes: ListSizes::default(),
+            pairs: 0,
+            active: 0,
+            dx: Vec::new(),
+        };
+        let (mut pos, mut neg, mut host) = (vec![0.0f32; m], vec![0.0f32; m], vec![0.0f32; m]);
+        // ∂(Σ value)/∂G of the block's rows, and ∂/∂‖x_i‖² (distances)
+        let mut dg = if grad_now {
+            Scratch::with_len(rows * m, 0)
+        } else {
+            Scratch::with_len(0, 0)
+        };
+        let mut dsq = vec![0.0f32; rows];
+        for r in 0..rows {
+            let i = i0 + r;
+            let srow = &s[r * ld..r * ld + m];
+            let u = host_units::<F>(srow, &mut host);
+            out.stats
+                .push(RowStats::of(labels[i], u, columns, None, None));
+            let own = memory.own_column(i);
+            let p = row_pairs::<F>(
+                rule, u, labels[i], columns, own, margins, &mut pos, &mut neg,
+            );
+            if F::WEIGHTING == Weighting::Triplet {
+                // each pair weighs the triplets it is in (PML's convert_to_triplets)
+                let (wp, wn) = (p.neg as f32, p.pos as f32);
+                pos.iter_mut().for_each(|w| *w *= wp);
+                neg.iter_mut().for_each(|w| *w *= wn);
+            }
+            out.sizes.pos += p.pos;
+            out.sizes.neg += p.neg;
+            out.sizes.triplets += p.pos * p.neg;
+            out.pairs += p.pos + p.neg;
+            out.active += p.active;
+            let row = Row {
+                index: i,
+                s: srow,
+                pos: &pos,
+                neg: &neg,
+            };
+            let v = f.row(&row, &[]);
+            out.sum += f64::from(v.value);
+            out.counts.push(v.count);
+            if grad_now {
+                let ds = &mut dg[r * m..(r + 1) * m];
+                ds.fill(0.0);
+                if v.count > 0.0 {
+                    f.row_backward(&row, &[], 1.0, ds, &mut []);
+                }
+                if F::SCORE == Score::UnitEuclidean {
+                    // d = √(‖x_i‖² + ‖m_j‖² − 2G_ij): ∂d/∂G = −1/d, ∂d/∂‖x_i‖² = 1/(2d)
+                    let mut row_sum = 0.0f32;
+                    for (g, &dist) in ds.iter_mut().zip(srow) {
+                        let e = if dist > 0.0 { *g / dist } else { 0.0 };
+                        *g = -e;
+                        row_sum += e;
+                    }
+                    dsq[r] = 0.5 * row_sum;
+                }
+            }
+        }
+        if grad_now {
+            // dX_b = dG_b·M (the memory gets nothing), + 2·∂/∂‖x_i‖²·x_i
+            let mut dx = vec![0.0f32; rows * D];
+            let mem = &panels.rows()[c0 * D..(c0 + m) * D];
+            gemm(
+                rows,
+                D,
+                m,
+                1.0,
+                Operand::plain(&dg, m),
+                Operand::plain(mem, D),
+                0.0,
+                &mut dx,
+                D,
+            );
+            if F::SCORE == Score::UnitEuclidean {
+                let xs = &panels.rows()[i0 * D..(i0 + rows) * D];
+                for ((o, xi), &g) in dx.chunks_exact_mut(D).zip(xs.chunks_exact(D)).zip(&dsq) {
+                    for (o, &v) in o.iter_mut().zip(xi) {
+                        *o += 2.0 * g * v;
+                    }
+                }
+            }
+            out.dx = dx;
+        }
+        out
+    };
+
+    let slots: Vec<Mutex<Option<BlockForward>>> = blocks.iter().map(|_| Mutex::new(None)).collect();
+    let run = |k: usize| {
+        let r = cut_in(1, || block(blocks[k]));
+        *slots[k].lock().expect("a block's slot") = Some(r);
+    };
+    if parallel {
+        in_parallel(blocks.len(), run);
+    } else {
+        (0..blocks.len()).for_each(run);
+    }
+
+    let mut sum = 0.0f64;
+    let mut total = 0.0f64;
+    let mut counts = Vec::with_capacity(b);
+    let mut stats = Vec::with_capacity(b);
+    let mut sizes = ListSizes::default();
+    let (mut pairs, mut active) = (0usize, 0usize);
+    let mut dx = Vec::with_capacity(if grad_now { b * D } else { 0 });
+    for slot in slots {
+        let blk = slot
+            .into_inner()
+            .expect("a block's slot")
+            .expect("every block ran");
+        sum += blk.sum;
+        total += blk.counts.iter().map(|&c| f64::from(c)).sum::<f64>();
+        counts.extend(blk.counts);
+        stats.extend(blk.stats);
+        sizes.pos += blk.sizes.pos;
+        sizes.neg += blk.sizes.neg;
+        sizes.triplets += blk.sizes.triplets;
+        pairs += blk.pairs;
+        active += blk.active;
+        dx.extend(blk.dx);
+    }
+    if let Some(row) = stats.iter().position(|s| !s.sum.is_finite()) {
+        return Err(MetricLossError::NonFinite {
+            what: "distances",
+            row,
+            column: 0,
+            value: stats[row].sum as f32,
+        });
+    }
+    // PML's rule for lists that score exactly 0 (a zero whose gradient is zeros)
+    let zero = f.is_zero(sizes) || total <= 0.0;
+    let loss = if zero { 0.0 } else { (sum / total) as f32 };
+    // the statistics of the mined path against a reference set: every
+    // (row, entry) distance summed, the own copy included
+    let stats = MinerStats::from_rows(b * m, stats.into_iter(), 0, pairs, active, margins.1);
+
+    let out = dev.try_tensor_from_vec(vec![loss], ()).map_err(dev_err)?;
+    if T::OWNS_TAPE {
+        let out_ghost = out.clone();
+        tape.add_backward_op(move |grads| {
+            let g = upstream(grads, &out_ghost)?[0];
+            let gx = grads.get_or_alloc_mut(&x)?;
+            if zero || g == 0.0 {
+                return Ok(());
+            }
+            let scale = (f64::from(g) / total) as f32;
+            for (a, &v) in gx.iter_mut().zip(&dx) {
+                *a += scale * v;
+            }
+            Ok(())
+        });
+    }
+    Ok(FusedFormula::Done {
+        loss: out.put_tape(tape),
+        stats,
+    })
+}
