@@ -386,7 +386,10 @@ fn input_conv2d_is_conv2d_without_the_input_gradient() {
         };
         check_input::<2, 3, 3>(&mut rng, conv, 1e-5);
     }
-    // the MNIST CNN's first layer on a batch of 13 images
+    // the MNIST CNN's first layer on a batch of 13 images: ∂W sums 8,788
+    // products in f32 against the f64 loops, and some sums cancel to near 0
+    // (an absolute error of about 1e-4 on terms of order 1); the bitwise
+    // equality with Conv2D is the exact check
     let conv = |dims, o, p| Conv {
         dims,
         out_channels: o,
@@ -394,11 +397,12 @@ fn input_conv2d_is_conv2d_without_the_input_gradient() {
         s: 1,
         p,
     };
-    check_input::<1, 32, 3>(&mut rng, conv((13, 1, 28, 28), 32, 0), 1e-4);
+    check_input::<1, 32, 3>(&mut rng, conv((13, 1, 28, 28), 32, 0), 1e-3);
     // more taps than pixels: images side by side, 11 = 4 + 4 + 3
     check_input::<8, 5, 3>(&mut rng, conv((11, 8, 6, 7), 5, 0), 1e-5);
-    // beyond the budget: columns built again in the backward
-    check_input::<8, 4, 3>(&mut rng, conv((80, 8, 30, 30), 4, 1), 1e-4);
+    // beyond the budget: columns built again in the backward (∂W sums
+    // 72,000 products in f32: the same tolerance as above)
+    check_input::<8, 4, 3>(&mut rng, conv((80, 8, 30, 30), 4, 1), 1e-3);
 }
 
 /// The layer: the first of a network, trained by a step, has the gradients
@@ -416,7 +420,7 @@ fn input_conv2d_layer_and_finite_differences() {
                 weight: w.clone(),
                 bias: b.clone(),
             };
-        layer.forward(x.clone()).sin().sum().array()
+        layer.forward(x.clone()).sin().sum::<Rank0, _>().array()
     };
     let g = first.forward(x.leaky_trace()).sin().sum().backward();
     let g2 = as_conv.forward(x.leaky_trace()).sin().sum().backward();
