@@ -198,10 +198,16 @@ fn step_table() {
 
 /// `reference.py`'s CNN on rows of 784 pixels: conv 1→32 3×3, ReLU,
 /// max-pool 2, conv 32→64 3×3, ReLU, max-pool 2, flatten 1600, linear 128;
-/// each ReLU after its pool, the same function and gradients (as the
-/// examples' `CnnTrunk`).
+/// each ReLU after its pool, the same function and gradients, and the
+/// first convolution an [`InputConv2D`] (no gradient for the pixels), as
+/// the examples' `CnnTrunk`.
 type Cnn = (
-    (Unflatten<1, 28, 28>, Conv2D<1, 32, 3>, MaxPool2D<2>, ReLU),
+    (
+        Unflatten<1, 28, 28>,
+        InputConv2D<1, 32, 3>,
+        MaxPool2D<2>,
+        ReLU,
+    ),
     (Conv2D<32, 64, 3>, MaxPool2D<2>, ReLU),
     (Flatten<1600>, FusedLinear<1600, 128>),
 );

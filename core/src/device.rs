@@ -374,6 +374,44 @@ pub trait MetricDevice: Device<f32> + 'static {
         generic_conv2d(x, weight, bias, window)
     }
 
+    /// [`try_conv2d`](Self::try_conv2d) for the **first** layer of a
+    /// network ([`InputConv2D`](crate::nets::InputConv2D)): the same output
+    /// and the same gradients for `weight` and `bias`, but the CPU computes
+    /// no gradient for `x` (the network's input images: nothing reads it,
+    /// and it costs a product as large as the forward one and a col2im).
+    /// The generic body is [`generic_conv2d`], which computes `x`'s too.
+    ///
+    /// ```
+    /// use dfdx::prelude::*;
+    /// use metric_loss_core::{device::MetricDevice, nets::Window};
+    /// let dev = Cpu::default();
+    /// let x = dev.tensor([[[[1.0f32, 2.0, 3.0], [4.0, 5.0, 6.0]]]]); // (1, 1, 2, 3)
+    /// let w = dev.tensor([[[[1.0f32, 0.0], [0.0, -1.0]]]]); // (1, 1, 2, 2)
+    /// let b = dev.tensor([10.0f32]);
+    /// let win = Window::try_new("Conv2D", 2, 1, 0, 2, 3).unwrap();
+    /// let y = Cpu::try_input_conv2d(x.leaky_trace(), &w, &b, &win).unwrap();
+    /// assert_eq!(y.as_vec(), [6.0, 6.0]);
+    /// let g = y.sum().backward();
+    /// assert_eq!(g.get(&w).as_vec(), [3.0, 5.0, 9.0, 11.0]);
+    /// assert_eq!(g.get(&b).as_vec(), [2.0]);
+    /// ```
+    fn try_input_conv2d<
+        B: Dim,
+        const C: usize,
+        H: Dim,
+        W: Dim,
+        const O: usize,
+        const K: usize,
+        T: Tape<f32, Self>,
+    >(
+        x: Tensor<(B, Const<C>, H, W), f32, Self, T>,
+        weight: &Tensor<Rank4<O, C, K, K>, f32, Self>,
+        bias: &Tensor<Rank1<O>, f32, Self>,
+        window: &Window,
+    ) -> Result<Tensor<(B, Const<O>, usize, usize), f32, Self, T>, Self::Err> {
+        generic_conv2d(x, weight, bias, window)
+    }
+
     /// PyTorch's `max_pool2d` (no padding): the maximum of each window, and
     /// in the backward the whole gradient to the window's **first** maximum
     /// (row-major) on ties; a NaN in a window propagates. The body of
@@ -808,7 +846,25 @@ impl MetricDevice for Cpu {
         window: &Window,
     ) -> Result<Tensor<(B, Const<O>, usize, usize), f32, Self, T>, Self::Err> {
         check_window(x.shape(), window, Some(K));
-        crate::fused::conv2d_cpu(x, weight, bias, window)
+        crate::fused::conv2d_cpu(x, weight, bias, window, true)
+    }
+
+    fn try_input_conv2d<
+        B: Dim,
+        const C: usize,
+        H: Dim,
+        W: Dim,
+        const O: usize,
+        const K: usize,
+        T: Tape<f32, Self>,
+    >(
+        x: Tensor<(B, Const<C>, H, W), f32, Self, T>,
+        weight: &Tensor<Rank4<O, C, K, K>, f32, Self>,
+        bias: &Tensor<Rank1<O>, f32, Self>,
+        window: &Window,
+    ) -> Result<Tensor<(B, Const<O>, usize, usize), f32, Self, T>, Self::Err> {
+        check_window(x.shape(), window, Some(K));
+        crate::fused::conv2d_cpu(x, weight, bias, window, false)
     }
 
     fn try_max_pool2d<B: Dim, C: Dim, H: Dim, W: Dim, T: Tape<f32, Self>>(

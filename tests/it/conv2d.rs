@@ -315,3 +315,146 @@ fn images_side_by_side() {
     };
     check_within::<32, 2, 3>(&mut rng, conv, 1e-4);
 }
+
+/// `InputConv2D`'s op on one problem: its output and the gradients of
+/// `L = Σ r·y` for the weight and the bias equal the naive loops and the
+/// CPU `Conv2D` op's bit for bit, and the input gets no gradient.
+fn check_input<const C: usize, const O: usize, const K: usize>(
+    rng: &mut StdRng,
+    conv: Conv,
+    tol: f32,
+) {
+    let dev = Cpu::default();
+    let (b, c, h, w) = conv.dims;
+    let xv = random(rng, b * c * h * w);
+    let wv = random(rng, O * C * K * K);
+    let bv = random(rng, O);
+    let (bo, o, oh, ow) = conv.out_dims();
+    let r = random(rng, bo * o * oh * ow);
+    let want_y = conv.forward(&xv, &wv, &bv);
+    let (_, want_gw, want_gb) = conv.grads(&xv, &wv, &r);
+    let x: Image<C> = dev.tensor_from_vec(xv, (b, Const, h, w));
+    let wt: Tensor<Rank4<O, C, K, K>, f32, Cpu> = dev.tensor_from_vec(wv, Default::default());
+    let bt: Tensor<Rank1<O>, f32, Cpu> = dev.tensor_from_vec(bv, Default::default());
+    let win = Window::try_new("Conv2D", K, conv.s, conv.p, h, w).unwrap();
+    let what = format!(
+        "C={C} O={O} K={K} dims={:?} s={} p={}",
+        conv.dims, conv.s, conv.p
+    );
+    let run = |input: bool| {
+        let y = if input {
+            Cpu::try_input_conv2d(x.leaky_trace(), &wt, &bt, &win).unwrap()
+        } else {
+            Cpu::try_conv2d(x.leaky_trace(), &wt, &bt, &win).unwrap()
+        };
+        let yv = y.as_vec();
+        let rt = dev.tensor_from_vec(r.clone(), *y.shape());
+        let g = (y * rt).sum().backward();
+        let gx = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| g.get(&x).as_vec()));
+        (yv, g.get(&wt).as_vec(), g.get(&bt).as_vec(), gx.ok())
+    };
+    let (y, gw, gb, gx) = run(true);
+    close(&y, &want_y, tol, &format!("y {what}"));
+    close(&gw, &want_gw, tol, &format!("gw {what}"));
+    close(&gb, &want_gb, tol, &format!("gb {what}"));
+    assert!(gx.is_none(), "the input got a gradient, {what}");
+    let (y2, gw2, gb2, gx2) = run(false);
+    assert_eq!((y, gw, gb), (y2, gw2, gb2), "InputConv2D vs Conv2D, {what}");
+    assert!(gx2.is_some(), "Conv2D's input has its gradient, {what}");
+}
+
+/// `InputConv2D` is `Conv2D` without the input's gradient, on random
+/// shapes (strides, padding), one image a product and images side by side,
+/// batches of several groups (threads) and one beyond the columns' budget.
+#[test]
+fn input_conv2d_is_conv2d_without_the_input_gradient() {
+    let mut rng = StdRng::seed_from_u64(21);
+    for _ in 0..6 {
+        let (s, p) = (rng.gen_range(1..=3), rng.gen_range(0..=2));
+        let dims = (
+            rng.gen_range(1..=9),
+            2,
+            rng.gen_range(3..12),
+            rng.gen_range(3..12),
+        );
+        let conv = Conv {
+            dims,
+            out_channels: 3,
+            k: 3,
+            s,
+            p,
+        };
+        check_input::<2, 3, 3>(&mut rng, conv, 1e-5);
+    }
+    // the MNIST CNN's first layer on a batch of 13 images: ∂W sums 8,788
+    // products in f32 against the f64 loops, and some sums cancel to near 0
+    // (an absolute error of about 1e-4 on terms of order 1); the bitwise
+    // equality with Conv2D is the exact check
+    let conv = |dims, o, p| Conv {
+        dims,
+        out_channels: o,
+        k: 3,
+        s: 1,
+        p,
+    };
+    check_input::<1, 32, 3>(&mut rng, conv((13, 1, 28, 28), 32, 0), 1e-3);
+    // more taps than pixels: images side by side, 11 = 4 + 4 + 3
+    check_input::<8, 5, 3>(&mut rng, conv((11, 8, 6, 7), 5, 0), 1e-5);
+    // beyond the budget: columns built again in the backward (∂W sums
+    // 72,000 products in f32: the same tolerance as above)
+    check_input::<8, 4, 3>(&mut rng, conv((80, 8, 30, 30), 4, 1), 1e-3);
+}
+
+/// The layer: the first of a network, trained by a step, has the gradients
+/// `Conv2D` has, and the network's input gets none; against central
+/// differences of a nonlinear loss for the weight and the bias.
+#[test]
+fn input_conv2d_layer_and_finite_differences() {
+    let dev = Cpu::seed_from_u64(4);
+    let first = dev.build_module::<InputConv2D<2, 3, 3, 2, 1>, f32>();
+    let as_conv: metric_loss::nets::Conv2D<2, 3, 3, 2, 1, f32, Cpu> = first.clone().into();
+    let x: Tensor<Rank4<2, 2, 5, 4>, f32, _> = dev.sample_normal();
+    let loss_of = |w: &Tensor<Rank4<3, 2, 3, 3>, f32, Cpu>, b: &Tensor<Rank1<3>, f32, Cpu>| {
+        let layer: metric_loss::nets::InputConv2D<2, 3, 3, 2, 1, f32, Cpu> =
+            metric_loss::nets::InputConv2D {
+                weight: w.clone(),
+                bias: b.clone(),
+            };
+        layer.forward(x.clone()).sin().sum::<Rank0, _>().array()
+    };
+    let g = first.forward(x.leaky_trace()).sin().sum().backward();
+    let g2 = as_conv.forward(x.leaky_trace()).sin().sum().backward();
+    assert_eq!(
+        g.get(&first.weight).as_vec(),
+        g2.get(&as_conv.weight).as_vec()
+    );
+    assert_eq!(g.get(&first.bias).as_vec(), g2.get(&as_conv.bias).as_vec());
+    assert!(std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| g.get(&x))).is_err());
+    let h = 1e-2f32;
+    let (gw, gb) = (g.get(&first.weight).as_vec(), g.get(&first.bias).as_vec());
+    let (wv, bv) = (first.weight.as_vec(), first.bias.as_vec());
+    for i in 0..wv.len() + bv.len() {
+        let at = |d: f32| {
+            let (mut w2, mut b2) = (wv.clone(), bv.clone());
+            if i < wv.len() {
+                w2[i] += d;
+            } else {
+                b2[i - wv.len()] += d;
+            }
+            loss_of(
+                &dev.tensor_from_vec(w2, Default::default()),
+                &dev.tensor_from_vec(b2, Default::default()),
+            )
+        };
+        let num = (at(h) - at(-h)) / (2.0 * h);
+        let an = if i < wv.len() {
+            gw[i]
+        } else {
+            gb[i - wv.len()]
+        };
+        assert!(
+            (num - an).abs() < 2e-2 * an.abs().max(1.0),
+            "[{i}]: numeric {num} vs analytic {an}"
+        );
+    }
+}

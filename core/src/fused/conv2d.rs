@@ -164,7 +164,11 @@ fn col2im(dcols: &[f32], geo: &Geometry, gx: &mut [f32], ld: usize) {
 }
 
 /// `conv2d(x, weight) + bias` on the CPU, on `x`'s tape, with a backward for
-/// `x`, `weight` and `bias` (see the [module docs](self)).
+/// `weight`, `bias` and — with `input_grad` — `x` (see the [module
+/// docs](self)). Without `input_grad`, `x` gets no gradient at all: no
+/// `∂cols = Wᵀ·g` product, no col2im, no buffer (what
+/// [`InputConv2D`](crate::nets::InputConv2D) wants for a network's input
+/// images, which nothing reads the gradient of).
 pub(crate) fn conv2d_cpu<
     B: Dim,
     const C: usize,
@@ -178,6 +182,7 @@ pub(crate) fn conv2d_cpu<
     weight: &Tensor<Rank4<O, C, K, K>, f32, Cpu>,
     bias: &Tensor<Rank1<O>, f32, Cpu>,
     window: &Window,
+    input_grad: bool,
 ) -> Result<Tensor<(B, Const<O>, usize, usize), f32, Cpu, T>, CpuError> {
     let dev = x.device().clone();
     let (x, mut tape) = x.try_contiguous()?.split_tape();
@@ -288,76 +293,90 @@ pub(crate) fn conv2d_cpu<
         let (w, b, out_ghost) = (weight.clone(), bias.clone(), out.clone());
         tape.add_backward_op(move |grads| {
             with_upstream(grads, &out_ghost, |grads, g| {
-                let gx = grads.get_or_alloc_mut(&x)?;
+                let mut gx = if input_grad {
+                    Some(&mut grads.get_or_alloc_mut(&x)?[..])
+                } else {
+                    None
+                };
                 // `images` consecutive images from `b0`, their upstream
                 // gradients side by side (`gg`, O × (images·L); the image's
-                // own for one): ∂W += gg·colsᵀ, ∂bias += gg·1,
-                // ∂cols = Wᵀ·gg, col2im into each image's ∂x
-                let backward_images =
-                    |b0: usize, gx: &mut [f32], gw: &mut [f32], gb: &mut [f32]| {
-                        let images = gx.len() / image;
-                        let ld = images * len;
-                        let mut copied = None;
-                        let gg: &[f32] = if images == 1 {
-                            &g[b0 * out_image..][..out_image]
-                        } else {
-                            let gg = copied.insert(Scratch::with_len(O * ld, 0));
-                            for i in 0..images {
-                                let gi = &g[(b0 + i) * out_image..][..out_image];
-                                for (o, row) in gi.chunks_exact(len).enumerate() {
-                                    gg[o * ld + i * len..][..len].copy_from_slice(row);
-                                }
+                // own for one): ∂W += gg·colsᵀ, ∂bias += gg·1, and with
+                // `gx` (their `∂x`) ∂cols = Wᵀ·gg and col2im into it
+                let backward_images = |b0: usize,
+                                       images: usize,
+                                       gx: Option<&mut [f32]>,
+                                       gw: &mut [f32],
+                                       gb: &mut [f32]| {
+                    let ld = images * len;
+                    let mut copied = None;
+                    let gg: &[f32] = if images == 1 {
+                        &g[b0 * out_image..][..out_image]
+                    } else {
+                        let gg = copied.insert(Scratch::with_len(O * ld, 0));
+                        for i in 0..images {
+                            let gi = &g[(b0 + i) * out_image..][..out_image];
+                            for (o, row) in gi.chunks_exact(len).enumerate() {
+                                gg[o * ld + i * len..][..len].copy_from_slice(row);
                             }
-                            gg
-                        };
-                        let mut own = None;
-                        let cols: &[f32] = match kept.as_ref() {
-                            Some(k) => &k[b0 * taps * len..][..taps * ld],
-                            None => {
-                                let cols = own.insert(Scratch::with_len(taps * ld, 0));
-                                for i in 0..images {
-                                    let x = &xs[(b0 + i) * image..][..image];
-                                    im2col(x, &geo, &mut cols[i * len..], ld);
-                                }
-                                cols
-                            }
-                        };
-                        gemm(
-                            O,
-                            taps,
-                            ld,
-                            1.0,
-                            Operand::plain(gg, ld),
-                            Operand::transposed(cols, ld),
-                            1.0,
-                            gw,
-                            taps,
-                        );
-                        for (gb, row) in gb.iter_mut().zip(gg.chunks_exact(ld)) {
-                            *gb += row.iter().sum::<f32>();
                         }
-                        let mut dcols = Scratch::with_len(taps * ld, 0);
-                        gemm(
-                            taps,
-                            ld,
-                            O,
-                            1.0,
-                            Operand::transposed(&ws, taps),
-                            Operand::plain(gg, ld),
-                            0.0,
-                            &mut dcols,
-                            ld,
-                        );
-                        for (i, gx) in gx.chunks_exact_mut(image).enumerate() {
-                            col2im(&dcols[i * len..], &geo, gx, ld);
+                        gg
+                    };
+                    let mut own = None;
+                    let cols: &[f32] = match kept.as_ref() {
+                        Some(k) => &k[b0 * taps * len..][..taps * ld],
+                        None => {
+                            let cols = own.insert(Scratch::with_len(taps * ld, 0));
+                            for i in 0..images {
+                                let x = &xs[(b0 + i) * image..][..image];
+                                im2col(x, &geo, &mut cols[i * len..], ld);
+                            }
+                            cols
                         }
                     };
-                // one task: GROUP images, `per` at a time, their ∂W and
-                // ∂bias summed in order
-                let backward = |(t, gx): (usize, &mut [f32])| {
+                    gemm(
+                        O,
+                        taps,
+                        ld,
+                        1.0,
+                        Operand::plain(gg, ld),
+                        Operand::transposed(cols, ld),
+                        1.0,
+                        gw,
+                        taps,
+                    );
+                    for (gb, row) in gb.iter_mut().zip(gg.chunks_exact(ld)) {
+                        *gb += row.iter().sum::<f32>();
+                    }
+                    let Some(gx) = gx else {
+                        return;
+                    };
+                    let mut dcols = Scratch::with_len(taps * ld, 0);
+                    gemm(
+                        taps,
+                        ld,
+                        O,
+                        1.0,
+                        Operand::transposed(&ws, taps),
+                        Operand::plain(gg, ld),
+                        0.0,
+                        &mut dcols,
+                        ld,
+                    );
+                    for (i, gx) in gx.chunks_exact_mut(image).enumerate() {
+                        col2im(&dcols[i * len..], &geo, gx, ld);
+                    }
+                };
+                // one task: group `t` (GROUP images, `per` at a time, and
+                // their ∂x), its ∂W and ∂bias summed in order
+                let backward = |(t, mut gx): (usize, Option<&mut [f32]>)| {
                     let (mut gw, mut gb) = (vec![0.0f32; O * taps], vec![0.0f32; O]);
-                    for (p, gx) in gx.chunks_mut(image * per).enumerate() {
-                        backward_images(t * GROUP + p * per, gx, &mut gw, &mut gb);
+                    let in_group = GROUP.min(n - t * GROUP);
+                    for p in (0..in_group).step_by(per) {
+                        let images = per.min(in_group - p);
+                        let gx = gx
+                            .as_deref_mut()
+                            .map(|gx| &mut gx[p * image..][..images * image]);
+                        backward_images(t * GROUP + p, images, gx, &mut gw, &mut gb);
                     }
                     (gw, gb)
                 };
@@ -366,10 +385,16 @@ pub(crate) fn conv2d_cpu<
                 // reproducible for a seed).
                 let parts: Vec<(Vec<f32>, Vec<f32>)> = if image == 0 || len == 0 {
                     Vec::new()
-                } else {
+                } else if let Some(gx) = gx.as_deref_mut() {
                     gx.par_chunks_mut(image * GROUP)
+                        .map(Some)
                         .enumerate()
                         .map(backward)
+                        .collect()
+                } else {
+                    (0..n.div_ceil(GROUP))
+                        .into_par_iter()
+                        .map(|t| backward((t, None)))
                         .collect()
                 };
                 let (mut gw, mut gb) = (vec![0.0f32; O * taps], vec![0.0f32; O]);
@@ -410,7 +435,7 @@ mod tests {
                     .build()
                     .unwrap();
                 pool.install(|| {
-                    let y = conv2d_cpu(x.leaky_trace(), &w, &b, &win).unwrap();
+                    let y = conv2d_cpu(x.leaky_trace(), &w, &b, &win, true).unwrap();
                     let g = y.sin().sum().backward();
                     [g.get(&x).as_vec(), g.get(&w).as_vec(), g.get(&b).as_vec()]
                 })

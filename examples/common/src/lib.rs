@@ -95,9 +95,16 @@ pub type Encoder2d = (InputLinear<784, 256>, ReLU, FusedLinear<256, 2>);
 /// way when the maximum is positive, and the gradient is 0 otherwise;
 /// `tests/it/cnn.rs` checks both orders agree bit for bit). On the pooled
 /// tensor the ReLU touches a quarter of the values, and the training step
-/// allocates and zeroes two fewer full-size buffers.
+/// allocates and zeroes two fewer full-size buffers. The first convolution
+/// is an `InputConv2D`: the images get no gradient (as in PyTorch, where
+/// they do not require one).
 pub type CnnTrunk = (
-    (Unflatten<1, 28, 28>, Conv2D<1, 32, 3>, MaxPool2D<2>, ReLU),
+    (
+        Unflatten<1, 28, 28>,
+        InputConv2D<1, 32, 3>,
+        MaxPool2D<2>,
+        ReLU,
+    ),
     (Conv2D<32, 64, 3>, MaxPool2D<2>, ReLU),
     Flatten<1600>,
 );
