@@ -385,7 +385,7 @@ pub(crate) fn conv2d_cpu<
                 // reproducible for a seed).
                 let parts: Vec<(Vec<f32>, Vec<f32>)> = if image == 0 || len == 0 {
                     Vec::new()
-                } else if let Some(gx) = gx.as_deref_mut() {
+                } else if let Some(gx) = gx.as_mut() {
                     gx.par_chunks_mut(image * GROUP)
                         .map(Some)
                         .enumerate()
