@@ -14,7 +14,6 @@
 
 /// `eˣ` in `f32` over the whole range, portably: the same algorithm as the
 /// eight-lane version (without fused multiply-adds).
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn exp_f32(x: f32) -> f32 {
     if x.is_nan() {
         return x;
@@ -77,6 +76,81 @@ fn scalar_sum(xs: &[f32], ws: &[f32], max: f32) -> f64 {
         .sum()
 }
 
+/// `out_j += scale · w_j · e^{a·s_j + c}` for every `j` with `w_j > 0`
+/// (the others untouched), each term in `f32`, eight at a time where the
+/// CPU can: the gradient side of a log-sum-exp over an affine map of a
+/// row's scores ([`Lse::add_grads`](super::rows::Lse::add_grads)). An entry
+/// of weight 0 adds nothing, even where its exponential would overflow.
+pub(crate) fn add_weighted_exp(
+    s: &[f32],
+    w: &[f32],
+    (a, c): (f32, f32),
+    scale: f32,
+    out: &mut [f32],
+) {
+    assert!(w.len() >= s.len() && out.len() >= s.len());
+    #[cfg(target_arch = "x86_64")]
+    if simd() {
+        // SAFETY: the CPU has AVX2 and FMA (checked at run time just above);
+        // `w` and `out` are at least as long as `s` (asserted).
+        unsafe { avx2::add_weighted_exp(s, w, (a, c), scale, out) };
+        return;
+    }
+    scalar_add(s, w, (a, c), scale, out)
+}
+
+fn scalar_add(s: &[f32], w: &[f32], (a, c): (f32, f32), scale: f32, out: &mut [f32]) {
+    for ((&s, &w), o) in s.iter().zip(w).zip(out) {
+        if w > 0.0 {
+            *o += scale * w * exp_f32(a * s + c);
+        }
+    }
+}
+
+/// The largest `x_j = a·s_j + c` over the entries with `w_j > 0`, `None`
+/// when no weight is positive: the shift of a log-sum-exp over an affine
+/// map of a row's scores, read in place (no entries gathered).
+pub(crate) fn affine_max(s: &[f32], w: &[f32], (a, c): (f32, f32)) -> Option<f32> {
+    assert!(w.len() >= s.len());
+    #[cfg(target_arch = "x86_64")]
+    if simd() {
+        // SAFETY: AVX2 and FMA (checked just above); `w` is at least as long as `s`.
+        return unsafe { avx2::affine_max(s, w, (a, c)) };
+    }
+    scalar_max(s, w, (a, c), None)
+}
+
+fn scalar_max(s: &[f32], w: &[f32], (a, c): (f32, f32), mut max: Option<f32>) -> Option<f32> {
+    for (&s, &w) in s.iter().zip(w) {
+        if w > 0.0 {
+            let x = a.mul_add(s, c);
+            max = Some(max.map_or(x, |m: f32| m.max(x)));
+        }
+    }
+    max
+}
+
+/// `Σ_j w_j e^{x_j − max}` over the entries with `w_j > 0`, `x_j = a·s_j + c`
+/// (each term in `f32`, the sum in `f64`), for the `max` of
+/// [`affine_max`] (or above it): the inner sum of that log-sum-exp.
+pub(crate) fn affine_exp_sum(s: &[f32], w: &[f32], (a, c): (f32, f32), max: f32) -> f64 {
+    assert!(w.len() >= s.len());
+    #[cfg(target_arch = "x86_64")]
+    if simd() {
+        // SAFETY: AVX2 and FMA (checked just above); `w` is at least as long as `s`.
+        return unsafe { avx2::affine_exp_sum(s, w, (a, c), max) };
+    }
+    scalar_affine_sum(s, w, (a, c), max)
+}
+
+fn scalar_affine_sum(s: &[f32], w: &[f32], (a, c): (f32, f32), max: f32) -> f64 {
+    s.iter()
+        .zip(w)
+        .filter(|&(_, &w)| w > 0.0)
+        .map(|(&s, &w)| f64::from(w) * f64::from(exp_f32(a.mul_add(s, c) - max)))
+        .sum()
+}
+
 /// Whether the eight-lane version runs (`std` caches the answer).
 #[cfg(target_arch = "x86_64")]
 fn simd() -> bool {
@@ -119,6 +193,90 @@ mod avx2 {
         let pb = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(b, bias)));
         let e = _mm256_mul_ps(_mm256_mul_ps(p, pa), pb);
         _mm256_blendv_ps(e, x, nan)
+    }
+
+    /// [`affine_max`](super::affine_max), eight entries at a time.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; `w` is at least as long as `s`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn affine_max(s: &[f32], w: &[f32], (a, c): (f32, f32)) -> Option<f32> {
+        let (va, vc) = (_mm256_set1_ps(a), _mm256_set1_ps(c));
+        let (zero, none) = (_mm256_setzero_ps(), _mm256_set1_ps(f32::NEG_INFINITY));
+        let mut max = none;
+        let mut any = 0;
+        let full = s.len() / 8 * 8;
+        for i in (0..full).step_by(8) {
+            // SAFETY: `i + 8 ≤ s.len() ≤ w.len()`; AVX2 + FMA (the caller's contract).
+            unsafe {
+                let x = _mm256_fmadd_ps(va, _mm256_loadu_ps(s.as_ptr().add(i)), vc);
+                let keep = _mm256_cmp_ps::<_CMP_GT_OQ>(_mm256_loadu_ps(w.as_ptr().add(i)), zero);
+                any |= _mm256_movemask_ps(keep);
+                max = _mm256_max_ps(max, _mm256_blendv_ps(none, x, keep));
+            }
+        }
+        let mut lanes = [0.0f32; 8];
+        // SAFETY: `lanes` holds eight f32.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), max) };
+        let head = (any != 0).then(|| lanes.iter().copied().fold(f32::NEG_INFINITY, f32::max));
+        super::scalar_max(&s[full..], &w[full..], (a, c), head)
+    }
+
+    /// [`affine_exp_sum`](super::affine_exp_sum), eight entries at a time.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; `w` is at least as long as `s`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn affine_exp_sum(s: &[f32], w: &[f32], (a, c): (f32, f32), max: f32) -> f64 {
+        let (va, vc, m) = (_mm256_set1_ps(a), _mm256_set1_ps(c), _mm256_set1_ps(max));
+        let zero = _mm256_setzero_ps();
+        let (mut lo, mut hi) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+        let full = s.len() / 8 * 8;
+        for i in (0..full).step_by(8) {
+            // SAFETY: `i + 8 ≤ s.len() ≤ w.len()`; AVX2 + FMA (the caller's contract).
+            unsafe {
+                let x = _mm256_fmadd_ps(va, _mm256_loadu_ps(s.as_ptr().add(i)), vc);
+                let wv = _mm256_loadu_ps(w.as_ptr().add(i));
+                let keep = _mm256_cmp_ps::<_CMP_GT_OQ>(wv, zero);
+                let t = _mm256_and_ps(_mm256_mul_ps(wv, exp8(_mm256_sub_ps(x, m))), keep);
+                lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(t)));
+                hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(t)));
+            }
+        }
+        let mut lanes = [0.0f64; 4];
+        // SAFETY: `lanes` holds four f64.
+        unsafe { _mm256_storeu_pd(lanes.as_mut_ptr(), _mm256_add_pd(lo, hi)) };
+        lanes.iter().sum::<f64>() + super::scalar_affine_sum(&s[full..], &w[full..], (a, c), max)
+    }
+
+    /// [`add_weighted_exp`](super::add_weighted_exp), eight entries at a
+    /// time, the tail in scalar code.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; `w` and `out` are at least as long as `s`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn add_weighted_exp(
+        s: &[f32],
+        w: &[f32],
+        (a, c): (f32, f32),
+        scale: f32,
+        out: &mut [f32],
+    ) {
+        let (va, vc, vk) = (_mm256_set1_ps(a), _mm256_set1_ps(c), _mm256_set1_ps(scale));
+        let zero = _mm256_setzero_ps();
+        let full = s.len() / 8 * 8;
+        for i in (0..full).step_by(8) {
+            // SAFETY: `i + 8 ≤ s.len() ≤ w.len(), out.len()`; AVX2 + FMA (the caller's contract).
+            unsafe {
+                let x = _mm256_fmadd_ps(va, _mm256_loadu_ps(s.as_ptr().add(i)), vc);
+                let wv = _mm256_loadu_ps(w.as_ptr().add(i));
+                let keep = _mm256_cmp_ps::<_CMP_GT_OQ>(wv, zero);
+                let t = _mm256_mul_ps(_mm256_mul_ps(vk, wv), exp8(x));
+                let o = out.as_mut_ptr().add(i);
+                _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o), _mm256_and_ps(t, keep)));
+            }
+        }
+        super::scalar_add(&s[full..], &w[full..], (a, c), scale, &mut out[full..]);
     }
 
     /// [`weighted_exp_sum`](super::weighted_exp_sum), eight terms at a
@@ -218,6 +376,92 @@ pub(crate) mod tests {
             assert!(e(88.7).is_finite(), "{name}");
             assert!(e(f32::NAN).is_nan(), "{name}");
             assert_eq!(e(-87.0), (-87.0f64).exp() as f32, "{name}");
+        }
+    }
+
+    #[test]
+    fn affine_sums_agree_with_f64_and_skip_zero_weights() {
+        for len in [0usize, 1, 7, 8, 9, 64, 1021] {
+            let s: Vec<f32> = (0..len).map(|j| (j as f32 * 0.37).sin()).collect();
+            let w: Vec<f32> = (0..len).map(|j| (j % 3) as f32 * 0.5).collect();
+            for (a, c) in [(2.0f32, -1.0f32), (-50.0, 25.0), (100.0, 0.0)] {
+                let xs = || {
+                    s.iter()
+                        .zip(&w)
+                        .filter(|&(_, &w)| w > 0.0)
+                        .map(|(&s, &w)| (f64::from(a) * f64::from(s) + f64::from(c), f64::from(w)))
+                };
+                let want_max = xs().map(|(x, _)| x).reduce(f64::max);
+                for portable in [false, true] {
+                    PORTABLE.set(portable);
+                    let max = affine_max(&s, &w, (a, c));
+                    assert_eq!(max.is_some(), want_max.is_some(), "{len} entries");
+                    if let (Some(got), Some(want)) = (max, want_max) {
+                        assert!((f64::from(got) - want).abs() <= 1e-5 * want.abs().max(1.0));
+                        let sum = affine_exp_sum(&s, &w, (a, c), got);
+                        let want: f64 = xs().map(|(x, w)| w * (x - f64::from(got)).exp()).sum();
+                        assert!(
+                            (sum - want).abs() <= 1e-5 * want,
+                            "portable {portable}, {len} entries, ({a}, {c}): {sum} vs {want}"
+                        );
+                    }
+                    PORTABLE.set(false);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn added_exponentials_agree_with_f64_and_skip_zero_weights() {
+        for len in [0usize, 1, 7, 8, 9, 64, 1021] {
+            let s: Vec<f32> = (0..len).map(|j| (j as f32 * 0.37).sin()).collect();
+            // every third weight 0; those entries' exponentials overflow
+            let w: Vec<f32> = (0..len).map(|j| (j % 3) as f32 * 0.5).collect();
+            for (a, c) in [(2.0f32, -1.0f32), (-50.0, 25.0), (100.0, -100.0)] {
+                let want: Vec<f64> = s
+                    .iter()
+                    .zip(&w)
+                    .map(|(&s, &w)| {
+                        let c = if w > 0.0 { c } else { 200.0 };
+                        0.25 + if w > 0.0 {
+                            -1.5 * f64::from(w) * (f64::from(a) * f64::from(s) + f64::from(c)).exp()
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect();
+                for portable in [false, true] {
+                    PORTABLE.set(portable);
+                    let mut out = vec![0.25f32; len];
+                    // a zero weight's entry overflows: it must still add nothing
+                    let c_of = |w: f32| if w > 0.0 { c } else { 200.0 };
+                    for j in 0..len {
+                        add_weighted_exp(
+                            &s[j..=j],
+                            &w[j..=j],
+                            (a, c_of(w[j])),
+                            -1.5,
+                            &mut out[j..=j],
+                        );
+                    }
+                    let mut whole = vec![0.25f32; len];
+                    let masked: Vec<f32> = (0..len)
+                        .map(|j| if w[j] > 0.0 { s[j] } else { 3.0 })
+                        .collect();
+                    add_weighted_exp(&masked, &w, (a, c), -1.5, &mut whole);
+                    PORTABLE.set(false);
+                    for j in 0..len {
+                        for (name, v) in [("one by one", out[j]), ("whole row", whole[j])] {
+                            let want = want[j];
+                            assert!(
+                                (f64::from(v) - want).abs() <= 1e-5 * want.abs().max(1.0)
+                                    || (v.is_infinite() && want.is_infinite()),
+                                "{name}, portable {portable}, {len} entries, (a, c) = ({a}, {c}), entry {j}: {v} vs {want}"
+                            );
+                        }
+                    }
+                }
+            }
         }
     }
 

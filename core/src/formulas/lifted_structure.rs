@@ -148,10 +148,8 @@ impl BatchFormula for LiftedStructure {
             return;
         }
         if let Some(l) = self.negatives(row) {
-            for (j, d) in ds.iter_mut().enumerate() {
-                let dn = l.grad(self.neg_margin - row.s[j], row.neg[j]);
-                *d -= (f64::from(dshared) * dn) as f32;
-            }
+            // x = m − d: ∂x/∂d = −1
+            l.add_grads(row.s, row.neg, (-1.0, self.neg_margin), -dshared, ds);
         }
     }
 }
@@ -159,7 +157,7 @@ impl BatchFormula for LiftedStructure {
 impl LiftedStructure {
     fn negatives(&self, row: &Row) -> Option<Lse> {
         let m = self.neg_margin;
-        Lse::of(row.s.iter().zip(row.neg).map(|(&d, &q)| (m - d, q)), false)
+        Lse::of_affine(row.s, row.neg, (-1.0, m), false)
     }
 
     /// `[Λ_ap + d_ap − m_p]+` of the pair (row, `j`), and `Λ_ap` where it is
@@ -254,11 +252,12 @@ impl BatchFormula for GeneralizedLiftedStructure {
         if p.map_or(0.0, |l| l.value) + n.map_or(0.0, |l| l.value) <= 0.0 {
             return;
         }
-        for (j, d) in ds.iter_mut().enumerate() {
-            let s = row.s[j];
-            let dp = p.map_or(0.0, |l| l.grad(s - self.pos_margin, row.pos[j]));
-            let dn = n.map_or(0.0, |l| l.grad(self.neg_margin - s, row.neg[j]));
-            *d += (f64::from(g) * (dp - dn)) as f32;
+        // x_p = d − m_p, x_n = m_n − d
+        if let Some(l) = p {
+            l.add_grads(row.s, row.pos, (1.0, -self.pos_margin), g, ds);
+        }
+        if let Some(l) = n {
+            l.add_grads(row.s, row.neg, (-1.0, self.neg_margin), -g, ds);
         }
     }
 }
@@ -267,8 +266,8 @@ impl GeneralizedLiftedStructure {
     fn terms(&self, row: &Row) -> (Option<Lse>, Option<Lse>) {
         let (mp, mn) = (self.pos_margin, self.neg_margin);
         (
-            Lse::of(row.s.iter().zip(row.pos).map(|(&d, &w)| (d - mp, w)), false),
-            Lse::of(row.s.iter().zip(row.neg).map(|(&d, &w)| (mn - d, w)), false),
+            Lse::of_affine(row.s, row.pos, (1.0, -mp), false),
+            Lse::of_affine(row.s, row.neg, (-1.0, mn), false),
         )
     }
 }

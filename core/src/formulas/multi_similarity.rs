@@ -89,12 +89,9 @@ impl BatchFormula for MultiSimilarity {
     fn row_backward(&self, row: &Row, _: &[f32], g: f32, ds: &mut [f32], _: &mut [f32]) {
         let (p, n) = self.terms(row);
         let (a, b, l) = (self.alpha, self.beta, self.base);
-        for (j, d) in ds.iter_mut().enumerate() {
-            let s = row.s[j];
-            let dp = p.grad(a * (l - s), row.pos[j]);
-            let dn = n.grad(b * (s - l), row.neg[j]);
-            *d += g * (dn - dp) as f32;
-        }
+        // ∂/∂s of the positive term's x = α(λ − s) is −α, divided by α; the negative's +β / β
+        p.add_grads(row.s, row.pos, (-a, a * l), -g, ds);
+        n.add_grads(row.s, row.neg, (b, -b * l), g, ds);
     }
 }
 
@@ -102,12 +99,10 @@ impl MultiSimilarity {
     /// `ln(1 + Σ_P e^{α(λ − s)})` and `ln(1 + Σ_N e^{β(s − λ)})` of a row.
     fn terms(&self, row: &Row) -> (Lse, Lse) {
         let (a, b, l) = (self.alpha, self.beta, self.base);
-        let pos = row.s.iter().zip(row.pos).map(|(&s, &w)| (a * (l - s), w));
-        let neg = row.s.iter().zip(row.neg).map(|(&s, &w)| (b * (s - l), w));
         let one = "ln(1 + Σ) always has its 1";
         (
-            Lse::of(pos, true).expect(one),
-            Lse::of(neg, true).expect(one),
+            Lse::of_affine(row.s, row.pos, (-a, a * l), true).expect(one),
+            Lse::of_affine(row.s, row.neg, (b, -b * l), true).expect(one),
         )
     }
 }

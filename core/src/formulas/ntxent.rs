@@ -109,9 +109,9 @@ impl BatchFormula for NtXent {
                 to_negatives += c;
             }
         }
-        for (j, &q) in row.neg.iter().enumerate() {
-            ds[j] += (to_negatives * neg.grad(row.s[j] / self.temperature, q) / t) as f32;
-        }
+        // x = s / τ, the negatives' softmax weights
+        let scale = (to_negatives / t) as f32;
+        neg.add_grads(row.s, row.neg, (1.0 / self.temperature, 0.0), scale, ds);
     }
 }
 
@@ -119,7 +119,7 @@ impl NtXent {
     /// `ln Σ_n e^{x_an}` of a row, `None` without negatives.
     fn negatives(&self, row: &Row) -> Option<Lse> {
         let t = self.temperature;
-        Lse::of(row.s.iter().zip(row.neg).map(|(&s, &q)| (s / t, q)), false)
+        Lse::of_affine(row.s, row.neg, (1.0 / t, 0.0), false)
     }
 
     /// `ℓ = softplus(lse_n − x)`, 0 without negatives.

@@ -74,6 +74,34 @@ impl Lse {
         })
     }
 
+    /// [`of`](Self::of) where `x_j = a·s_j + c` of a row's scores `s`:
+    /// read in place, eight entries at a time
+    /// ([`affine_max`](super::exp_sum::affine_max),
+    /// [`affine_exp_sum`](super::exp_sum::affine_exp_sum)).
+    pub fn of_affine(s: &[f32], w: &[f32], (a, c): (f32, f32), one: bool) -> Option<Lse> {
+        use super::exp_sum::{affine_exp_sum, affine_max};
+        let max = match (affine_max(s, w, (a, c)), one) {
+            (Some(m), true) => m.max(0.0),
+            (Some(m), false) => m,
+            (None, true) => 0.0,
+            (None, false) => return None,
+        };
+        let mut sum = if one { exp(-f64::from(max)) } else { 0.0 };
+        sum += affine_exp_sum(s, w, (a, c), max);
+        Some(Lse {
+            value: f64::from(max) + sum.ln(),
+        })
+    }
+
+    /// `out_j += scale · ∂value/∂x_j` for every entry of a row at once,
+    /// where `x_j = a·s_j + c` and `w` are the weights the value was taken
+    /// over: the softmax weights eight at a time
+    /// ([`add_weighted_exp`](super::exp_sum::add_weighted_exp)), in `f32`.
+    pub fn add_grads(&self, s: &[f32], w: &[f32], (a, c): (f32, f32), scale: f32, out: &mut [f32]) {
+        let shift = (f64::from(c) - self.value) as f32;
+        super::exp_sum::add_weighted_exp(s, w, (a, shift), scale, out)
+    }
+
     /// `∂value/∂x_j` for an entry of weight `w`: its softmax weight.
     pub fn grad(&self, x: f32, w: f32) -> f64 {
         if w > 0.0 {
