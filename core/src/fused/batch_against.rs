@@ -202,16 +202,7 @@ where
     packed[b * D..c0 * D].fill(0.0);
     packed[c0 * D..].copy_from_slice(memory.rows());
     let panels = Panels::new(packed, c0 + m, D);
-    if let Some(row) = panels.sq()[..b].iter().position(|s| !s.is_finite()) {
-        let values = &panels.rows()[row * D..(row + 1) * D];
-        let column = values.iter().position(|v| !v.is_finite()).unwrap_or(0);
-        return Err(MetricLossError::NonFinite {
-            what: "embeddings",
-            row,
-            column,
-            value: values[column],
-        });
-    }
+    panels.check_finite(b, D)?;
     let ld = panels.padded_cols() - c0;
     let margins = f.margins();
     let margins = (margins.pos_margin, margins.margin);

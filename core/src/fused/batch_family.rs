@@ -347,16 +347,7 @@ where
     let dev = x.device().clone();
     let (x, mut tape) = x.try_contiguous().map_err(dev_err)?.split_tape();
     let panels = Panels::new(Scratch::copy_of(&x), n, D);
-    if let Some(row) = panels.sq()[..n].iter().position(|s| !s.is_finite()) {
-        let values = &panels.rows()[row * D..(row + 1) * D];
-        let column = values.iter().position(|v| !v.is_finite()).unwrap_or(0);
-        return Err(MetricLossError::NonFinite {
-            what: "embeddings",
-            row,
-            column,
-            value: values[column],
-        });
-    }
+    panels.check_finite(n, D)?;
     let parallel = n >= PARALLEL_MIN_ROWS && rayon::current_num_threads() > 1;
     let whole = Pass {
         f,

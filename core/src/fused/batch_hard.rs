@@ -532,27 +532,9 @@ pub(crate) fn batch_hard_euclidean_cpu<N: Dim, const D: usize, T: Tape<f32, Cpu>
                 .collect()
         });
     let panels = Panels::new(xs, n, D);
-    // The rows are on the host anyway: reject NaN/inf here, where the Gram
-    // expansion (the clamp at 0 and the zero diagonal) would hide them. A
-    // non-finite squared norm finds the row at O(N) cost.
-    if let Some(row) = panels.sq()[..n].iter().position(|s| !s.is_finite()) {
-        let values = &panels.rows()[row * D..(row + 1) * D];
-        return Err(match values.iter().position(|v| !v.is_finite()) {
-            Some(column) => MetricLossError::NonFinite {
-                what: "embeddings",
-                row,
-                column,
-                value: values[column],
-            },
-            // finite values whose squares overflow
-            None => MetricLossError::NonFinite {
-                what: "distances",
-                row,
-                column: 0,
-                value: panels.sq()[row],
-            },
-        });
-    }
+    // The rows are on the host anyway: reject NaN/inf (and squares that
+    // overflow) here, where the Gram expansion would hide them.
+    panels.check_finite(n, D)?;
     dense.resize(panels.padded_cols(), NONE);
     let hardest = mine(
         &Batch {

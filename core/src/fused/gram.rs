@@ -125,6 +125,33 @@ impl Panels {
         &self.sq
     }
 
+    /// [`MetricLossError::NonFinite`](crate::MetricLossError::NonFinite) for
+    /// the first of rows `0..n` whose squared norm is not finite (an `O(N)`
+    /// look, before the Gram expansion's clamp at 0 and zero diagonal can
+    /// hide it): its non-finite value (`what: "embeddings"`), or, for
+    /// finite values whose squares overflow, the norm (`"distances"`).
+    pub(crate) fn check_finite(&self, n: usize, d: usize) -> Result<(), crate::MetricLossError> {
+        use crate::MetricLossError::NonFinite;
+        let Some(row) = self.sq[..n].iter().position(|s| !s.is_finite()) else {
+            return Ok(());
+        };
+        let values = &self.rows()[row * d..(row + 1) * d];
+        Err(match values.iter().position(|v| !v.is_finite()) {
+            Some(column) => NonFinite {
+                what: "embeddings",
+                row,
+                column,
+                value: values[column],
+            },
+            None => NonFinite {
+                what: "distances",
+                row,
+                column: 0,
+                value: self.sq[row],
+            },
+        })
+    }
+
     /// The rows of `X` (`n × d`).
     pub(crate) fn rows(&self) -> &[f32] {
         &self.rows[..self.n * self.d]
@@ -198,6 +225,48 @@ pub(crate) mod tests {
         (0..n * d)
             .map(|i| ((i * 7919) % 23) as f32 / 7.0 - 1.5)
             .collect()
+    }
+
+    #[test]
+    fn check_finite_names_the_value_or_the_overflowing_norm() {
+        use crate::MetricLossError::NonFinite;
+        let (n, d) = (4, 3);
+        let packed = |v: Vec<f32>| Panels::new(v.into(), n, d);
+        assert!(packed(values(n, d)).check_finite(n, d).is_ok());
+        let mut v = values(n, d);
+        v[2 * d + 1] = f32::NAN;
+        v[3 * d] = f32::INFINITY;
+        match packed(v).check_finite(n, d) {
+            Err(NonFinite {
+                what,
+                row,
+                column,
+                value,
+            }) => {
+                assert_eq!((what, row, column), ("embeddings", 2, 1));
+                assert!(value.is_nan());
+            }
+            other => panic!("{other:?}"),
+        }
+        // finite values whose squares overflow f32: the norm is named
+        let mut v = values(n, d);
+        v[d] = 1e20;
+        match packed(v).check_finite(n, d) {
+            Err(NonFinite {
+                what,
+                row,
+                column,
+                value,
+            }) => {
+                assert_eq!((what, row, column), ("distances", 1, 0));
+                assert_eq!(value, f32::INFINITY);
+            }
+            other => panic!("{other:?}"),
+        }
+        // rows past `n` are not looked at
+        let mut v = values(n, d);
+        v[3 * d] = f32::NAN;
+        assert!(packed(v).check_finite(3, d).is_ok());
     }
 
     #[allow(clippy::too_many_arguments)]
