@@ -324,61 +324,11 @@ fn multi_similarity_reference(
 /// each row's enqueued copy moves with it: the memory carries no gradient.
 #[test]
 fn fused_batch_gradient_by_finite_differences_and_no_gradient_through_memory() {
-    let dev = Cpu::default();
-    let mut xbm = CrossBatchMemory::<_, DIM>::new(MultiSimilarityLoss, 20);
-    let first: Tensor<(usize, Const<DIM>), f32, _> = dev.sample_normal_like(&(12, Const::<DIM>));
-    let labels1 = [0, 1, 2, 0, 1, 2, 0, 1, 2, 3, 3, 3];
-    xbm.mined(&AllPairs, first, &labels1);
-    let before = xbm.clone();
-    let x: Tensor<(usize, Const<DIM>), f32, _> = dev.sample_normal_like(&(12, Const::<DIM>));
-    let labels = [2, 2, 1, 0, 3, 1, 0, 0, 1, 2, 3, 3];
-    let mined = xbm.mined(&AllPairs, x.leaky_trace(), &labels);
-    let value = mined.loss.as_vec()[0];
-    let grad = mined.loss.backward().get(&x).as_vec();
-    // 12 + 12 rows into 20: the ring wrapped
-    let slots: Vec<usize> = (0..12).map(|i| (12 + i) % 20).collect();
-    let (memory, memory_labels) = xbm.memory();
-    let memory: Vec<f64> = memory.iter().map(|&v| f64::from(v)).collect();
-    let x64: Vec<f64> = x.as_vec().iter().map(|&v| f64::from(v)).collect();
-    let f = |v: &[f64]| multi_similarity_reference(v, &labels, &memory, memory_labels, &slots);
-    let want = f(&x64);
+    let (value, want) =
+        batch_gradient_with_memory_constant(MultiSimilarityLoss, multi_similarity_reference, 1e-5);
     assert!(
         (f64::from(value) - want).abs() < 1e-5 * (1.0 + want.abs()),
         "{value} vs {want}"
-    );
-    let h = 1e-5;
-    let fixed: Vec<f32> = (0..grad.len())
-        .map(|k| {
-            let (mut up, mut down) = (x64.clone(), x64.clone());
-            up[k] += h;
-            down[k] -= h;
-            ((f(&up) - f(&down)) / (2.0 * h)) as f32
-        })
-        .collect();
-    assert_close(&grad, &fixed, 1e-3, "batch gradient vs finite differences");
-    // the full derivative: the enqueued copies move with the batch
-    let xs = x.as_vec();
-    let hf = 1e-2f32;
-    let moving: Vec<f32> = (0..grad.len())
-        .map(|k| {
-            let run = |delta: f32| {
-                let mut v = xs.clone();
-                v[k] += delta;
-                let t = dev.tensor_from_vec(v, (12, Const::<DIM>));
-                let mut m = before.clone();
-                f64::from(m.mined(&AllPairs, t, &labels).loss.as_vec()[0])
-            };
-            ((run(hf) - run(-hf)) / (2.0 * f64::from(hf))) as f32
-        })
-        .collect();
-    let gap = grad
-        .iter()
-        .zip(&moving)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
-    assert!(
-        gap > 1e-2,
-        "the memory side would change the gradient by {gap}"
     );
 }
 
@@ -419,9 +369,30 @@ fn contrastive_reference(
 /// carries no gradient.
 #[test]
 fn batch_gradient_by_finite_differences_and_no_gradient_through_memory() {
+    let (value, want) =
+        batch_gradient_with_memory_constant(ContrastiveLoss, contrastive_reference, 1e-4);
+    assert!((f64::from(value) - want).abs() < 1e-5, "{value} vs {want}");
+}
+
+/// The loss of a batch against `x`'s memory in f64, the memory a constant:
+/// `(x, labels, memory, memory_labels, each row's own slot)`.
+type Reference = fn(&[f64], &[usize], &[f64], &[usize], &[usize]) -> f64;
+
+/// `loss` through a memory of 20 (12 + 12 rows: the ring wraps), every
+/// pair: asserts that the batch gradient is `reference`'s derivative with
+/// the memory held constant (central differences of step `h`, to 1e-3), and
+/// that the full derivative, in which the enqueued copies move with the
+/// batch, differs from it by more than 1e-2 (the memory carries no
+/// gradient). Returns the loss and `reference`'s value, for the caller's
+/// tolerance.
+fn batch_gradient_with_memory_constant<L>(loss: L, reference: Reference, h: f64) -> (f32, f64)
+where
+    L: MetricLoss + Clone,
+    L::Family: Family<L, Output = ()>,
+    AllPairs: Miner<<L::Family as Family<L>>::Tuples>,
+{
     let dev = Cpu::default();
-    let mut xbm = CrossBatchMemory::<_, DIM>::new(ContrastiveLoss, 20);
-    // fill and wrap: 12 + 12 rows into 20
+    let mut xbm = CrossBatchMemory::<_, DIM>::new(loss, 20);
     let first: Tensor<(usize, Const<DIM>), f32, _> = dev.sample_normal_like(&(12, Const::<DIM>));
     let labels1 = [0, 1, 2, 0, 1, 2, 0, 1, 2, 3, 3, 3];
     xbm.mined(&AllPairs, first, &labels1);
@@ -435,33 +406,31 @@ fn batch_gradient_by_finite_differences_and_no_gradient_through_memory() {
     let (memory, memory_labels) = xbm.memory();
     let memory: Vec<f64> = memory.iter().map(|&v| f64::from(v)).collect();
     let x64: Vec<f64> = x.as_vec().iter().map(|&v| f64::from(v)).collect();
-    let want = contrastive_reference(&x64, &labels, &memory, memory_labels, &slots);
-    assert!((f64::from(value) - want).abs() < 1e-5, "{value} vs {want}");
-    let h = 1e-4;
-    let mut fixed = vec![0.0f32; grad.len()];
-    for (k, g) in fixed.iter_mut().enumerate() {
-        let mut up = x64.clone();
-        let mut down = x64.clone();
-        up[k] += h;
-        down[k] -= h;
-        let f = |v: &[f64]| contrastive_reference(v, &labels, &memory, memory_labels, &slots);
-        *g = ((f(&up) - f(&down)) / (2.0 * h)) as f32;
-    }
+    let f = |v: &[f64]| reference(v, &labels, &memory, memory_labels, &slots);
+    let fixed: Vec<f32> = (0..grad.len())
+        .map(|k| {
+            let (mut up, mut down) = (x64.clone(), x64.clone());
+            up[k] += h;
+            down[k] -= h;
+            ((f(&up) - f(&down)) / (2.0 * h)) as f32
+        })
+        .collect();
     assert_close(&grad, &fixed, 1e-3, "batch gradient vs finite differences");
     // the full derivative: the enqueued copies move with the batch
     let xs = x.as_vec();
-    let mut moving = vec![0.0f32; grad.len()];
     let hf = 1e-2f32;
-    for (k, g) in moving.iter_mut().enumerate() {
-        let run = |delta: f32| {
-            let mut v = xs.clone();
-            v[k] += delta;
-            let t = dev.tensor_from_vec(v, (12, Const::<DIM>));
-            let mut m = before.clone();
-            m.mined(&AllPairs, t, &labels).loss.as_vec()[0]
-        };
-        *g = (run(hf) - run(-hf)) / (2.0 * hf);
-    }
+    let moving: Vec<f32> = (0..grad.len())
+        .map(|k| {
+            let run = |delta: f32| {
+                let mut v = xs.clone();
+                v[k] += delta;
+                let t = dev.tensor_from_vec(v, (12, Const::<DIM>));
+                let mut m = before.clone();
+                m.mined(&AllPairs, t, &labels).loss.as_vec()[0]
+            };
+            (run(hf) - run(-hf)) / (2.0 * hf)
+        })
+        .collect();
     let gap = grad
         .iter()
         .zip(&moving)
@@ -471,6 +440,7 @@ fn batch_gradient_by_finite_differences_and_no_gradient_through_memory() {
         gap > 1e-2,
         "the memory side would change the gradient by {gap}"
     );
+    (value, f(&x64))
 }
 
 #[test]
