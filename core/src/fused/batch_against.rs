@@ -25,7 +25,7 @@ use super::{Scratch, upstream};
 use crate::MetricLossError;
 use crate::device::FusedFormula;
 use crate::formulas::{BatchFormula, ListSizes, Row, Score, Weighting};
-use crate::miners::{Fusable, MinerStats, RowStats};
+use crate::miners::{Fusable, MinerStats, RowStats, keeps_negative, keeps_positive};
 use crate::xbm::MemoryColumns;
 use dfdx::prelude::*;
 use std::sync::Mutex;
@@ -115,9 +115,9 @@ fn row_pairs<F: BatchFormula>(
         } else {
             let s = similarity::<F>(v);
             if same {
-                s - eps < max_neg
+                keeps_positive(s, max_neg, eps)
             } else {
-                s + eps > min_pos
+                keeps_negative(s, min_pos, eps)
             }
         };
         let is_pos = same && take && j != own;

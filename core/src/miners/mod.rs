@@ -68,6 +68,7 @@ pub use batch_hard::BatchHard;
 pub use distance_weighted::DistanceWeightedMiner;
 pub use multi_similarity::MultiSimilarityMiner;
 pub(crate) use multi_similarity::keep_row as multi_similarity_keep_row;
+pub(crate) use multi_similarity::{keeps_negative, keeps_positive};
 pub use pairs::{AllPairs, HardPairs};
 pub use semi_hard::{SemiHard, SemiHardFallback};
 pub use stats::MinerStats;

@@ -119,13 +119,13 @@ impl MultiSimilarityMiner {
 
 /// The miner's rule for a positive pair of score `s` (larger is closer):
 /// less similar than the anchor's most similar negative plus `ε`.
-fn keeps_positive(s: f32, max_neg: f32, eps: f32) -> bool {
+pub(crate) fn keeps_positive(s: f32, max_neg: f32, eps: f32) -> bool {
     s - eps < max_neg
 }
 
 /// The miner's rule for a negative pair of score `s`: more similar than the
 /// anchor's least similar positive minus `ε`.
-fn keeps_negative(s: f32, min_pos: f32, eps: f32) -> bool {
+pub(crate) fn keeps_negative(s: f32, min_pos: f32, eps: f32) -> bool {
     s + eps > min_pos
 }
 
