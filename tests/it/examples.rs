@@ -51,6 +51,46 @@ fn triplet_mnist_runs_on_the_cnn() {
     assert_eq!(common::LrSchedule::Constant.at(2e-3, 7, 10), 2e-3);
 }
 
+/// `triplet_mnist --encoder cnn`'s own defaults (10 × 8 batches, ±1 px
+/// for the first 500 steps) fill only what the command line left unset,
+/// and leave the MLP's recipe and the other examples' batches alone.
+#[test]
+fn triplet_cnn_defaults_keep_the_flags_given() {
+    let cnn = common::Args {
+        encoder: common::EncoderChoice::Cnn,
+        ..common::Args::smoke(STEPS)
+    };
+    let t = cnn.triplet_args();
+    assert_eq!((t.classes_per_batch(), t.per_class()), (10, 8));
+    assert_eq!((t.augment, t.augment_steps), (Some(1), Some(500)));
+    assert_eq!(common::CNN_TRIPLET_BATCH, (10, 8));
+    assert_eq!(common::CNN_TRIPLET_SHIFT, (1, 500));
+    // the other examples keep the protocol's 5 × 16 and no shift
+    assert_eq!((cnn.classes_per_batch(), cnn.per_class()), (5, 16));
+    assert_eq!((cnn.augment(), cnn.augment_steps), (0, None));
+    let mlp = common::Args::smoke(STEPS).triplet_args();
+    assert_eq!((mlp.classes_per_batch, mlp.per_class), (None, None));
+    assert_eq!((mlp.augment, mlp.augment_steps), (None, None));
+    let given = common::Args {
+        classes_per_batch: Some(5),
+        per_class: Some(16),
+        augment_steps: Some(300),
+        ..cnn.clone()
+    }
+    .triplet_args();
+    assert_eq!((given.classes_per_batch(), given.per_class()), (5, 16));
+    assert_eq!((given.augment, given.augment_steps), (Some(1), Some(300)));
+    // `--augment PX` alone shifts every step, `--augment 0` not at all
+    for px in [0, 2] {
+        let a = common::Args {
+            augment: Some(px),
+            ..cnn.clone()
+        }
+        .triplet_args();
+        assert_eq!((a.augment(), a.augment_steps), (px, None));
+    }
+}
+
 /// `benchmark_losses --losses ...`: a subset of the losses, each from the
 /// same initial weights, its row, table line and the chart.
 #[test]

@@ -223,8 +223,8 @@ where
     let train_labels = &mnist.labels[..args.train_count()];
     let mut sampler = PkSampler::try_new(
         train_labels,
-        args.classes_per_batch,
-        args.per_class,
+        args.classes_per_batch(),
+        args.per_class(),
         args.seed,
     )?;
     let total = planned_steps(args, sampler.batches_per_epoch());
