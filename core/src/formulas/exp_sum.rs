@@ -151,6 +151,69 @@ fn scalar_affine_sum(s: &[f32], w: &[f32], (a, c): (f32, f32), max: f32) -> f64 
         .sum()
 }
 
+/// The inner sums of two log-sum-exps over one row's two disjoint masks,
+/// in one sweep and one exponential per entry: `Σ_j wp_j e^{xp_j − mp}`
+/// over `wp_j > 0` and `Σ_j wn_j e^{xn_j − mn}` over `wn_j > 0`, where
+/// `xp_j = ap·s_j + cp` and `xn_j = an·s_j + cn` (`p = (ap, cp, mp)`, `n =
+/// (an, cn, mn)`). Each sum is bit for bit what [`affine_exp_sum`] gives
+/// for its mask (the same terms, added in the same order). Also sets
+/// `out_j` to entry `j`'s term (`wp_j e^{xp_j − mp}`, `wn_j e^{xn_j − mn}`,
+/// or 0 in neither mask): what the gradient then scales.
+///
+/// `None` when an entry has both weights `> 0` (`out` is then unspecified).
+pub(crate) fn split_exp_sums(
+    s: &[f32],
+    (wp, wn): (&[f32], &[f32]),
+    p: (f32, f32, f32),
+    n: (f32, f32, f32),
+    out: &mut [f32],
+) -> Option<(f64, f64)> {
+    assert!(wp.len() >= s.len() && wn.len() >= s.len() && out.len() >= s.len());
+    #[cfg(target_arch = "x86_64")]
+    if simd() {
+        // SAFETY: AVX2 and FMA (checked just above); `wp`, `wn` and `out`
+        // are at least as long as `s` (asserted).
+        return unsafe { avx2::split_exp_sums(s, (wp, wn), p, n, out) };
+    }
+    scalar_split(s, (wp, wn), p, n, out)
+}
+
+fn scalar_split(
+    s: &[f32],
+    (wp, wn): (&[f32], &[f32]),
+    (ap, cp, mp): (f32, f32, f32),
+    (an, cn, mn): (f32, f32, f32),
+    out: &mut [f32],
+) -> Option<(f64, f64)> {
+    let (mut sp, mut sn) = (0.0f64, 0.0f64);
+    for (((&s, &p), &q), o) in s.iter().zip(wp).zip(wn).zip(out) {
+        *o = match (p > 0.0, q > 0.0) {
+            (true, true) => return None,
+            (true, false) => {
+                let e = exp_f32(ap.mul_add(s, cp) - mp);
+                sp += f64::from(p) * f64::from(e);
+                p * e
+            }
+            (false, true) => {
+                let e = exp_f32(an.mul_add(s, cn) - mn);
+                sn += f64::from(q) * f64::from(e);
+                q * e
+            }
+            (false, false) => 0.0,
+        };
+    }
+    Some((sp, sn))
+}
+
+/// `out_j *= fp` where `wp_j > 0`, `out_j *= fn_` elsewhere: the terms of
+/// [`split_exp_sums`] made into the two log-sum-exps' scaled softmax
+/// weights.
+pub(crate) fn scale_split(out: &mut [f32], wp: &[f32], (fp, fn_): (f32, f32)) {
+    for (o, &w) in out.iter_mut().zip(wp) {
+        *o *= if w > 0.0 { fp } else { fn_ };
+    }
+}
+
 /// Whether the eight-lane version runs (`std` caches the answer).
 #[cfg(target_arch = "x86_64")]
 fn simd() -> bool {
@@ -247,6 +310,68 @@ mod avx2 {
         // SAFETY: `lanes` holds four f64.
         unsafe { _mm256_storeu_pd(lanes.as_mut_ptr(), _mm256_add_pd(lo, hi)) };
         lanes.iter().sum::<f64>() + super::scalar_affine_sum(&s[full..], &w[full..], (a, c), max)
+    }
+
+    /// [`split_exp_sums`](super::split_exp_sums), eight entries at a time.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; `wp`, `wn` and `out` are at least as long as `s`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn split_exp_sums(
+        s: &[f32],
+        (wp, wn): (&[f32], &[f32]),
+        (ap, cp, mp): (f32, f32, f32),
+        (an, cn, mn): (f32, f32, f32),
+        out: &mut [f32],
+    ) -> Option<(f64, f64)> {
+        let (vap, vcp, vmp) = (_mm256_set1_ps(ap), _mm256_set1_ps(cp), _mm256_set1_ps(mp));
+        let (van, vcn, vmn) = (_mm256_set1_ps(an), _mm256_set1_ps(cn), _mm256_set1_ps(mn));
+        let zero = _mm256_setzero_ps();
+        let (mut plo, mut phi) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+        let (mut nlo, mut nhi) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+        let mut both = 0;
+        let full = s.len() / 8 * 8;
+        for i in (0..full).step_by(8) {
+            // SAFETY: `i + 8 ≤ s.len() ≤ wp.len(), wn.len(), out.len()`;
+            // AVX2 + FMA (the caller's contract).
+            unsafe {
+                let sv = _mm256_loadu_ps(s.as_ptr().add(i));
+                let pv = _mm256_loadu_ps(wp.as_ptr().add(i));
+                let nv = _mm256_loadu_ps(wn.as_ptr().add(i));
+                let kp = _mm256_cmp_ps::<_CMP_GT_OQ>(pv, zero);
+                let kn = _mm256_cmp_ps::<_CMP_GT_OQ>(nv, zero);
+                both |= _mm256_movemask_ps(_mm256_and_ps(kp, kn));
+                // the same shifted arguments as `affine_exp_sum`'s, per mask
+                let xp = _mm256_sub_ps(_mm256_fmadd_ps(vap, sv, vcp), vmp);
+                let xn = _mm256_sub_ps(_mm256_fmadd_ps(van, sv, vcn), vmn);
+                let e = exp8(_mm256_blendv_ps(xn, xp, kp));
+                let tp = _mm256_and_ps(_mm256_mul_ps(pv, e), kp);
+                let tn = _mm256_and_ps(_mm256_mul_ps(nv, e), kn);
+                plo = _mm256_add_pd(plo, _mm256_cvtps_pd(_mm256_castps256_ps128(tp)));
+                phi = _mm256_add_pd(phi, _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(tp)));
+                nlo = _mm256_add_pd(nlo, _mm256_cvtps_pd(_mm256_castps256_ps128(tn)));
+                nhi = _mm256_add_pd(nhi, _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(tn)));
+                _mm256_storeu_ps(out.as_mut_ptr().add(i), _mm256_or_ps(tp, tn));
+            }
+        }
+        if both != 0 {
+            return None;
+        }
+        let (mut p, mut q) = ([0.0f64; 4], [0.0f64; 4]);
+        // SAFETY: `p` and `q` hold four f64 each.
+        unsafe {
+            _mm256_storeu_pd(p.as_mut_ptr(), _mm256_add_pd(plo, phi));
+            _mm256_storeu_pd(q.as_mut_ptr(), _mm256_add_pd(nlo, nhi));
+        }
+        let (sp, sn) = super::scalar_split(
+            &s[full..],
+            (&wp[full..], &wn[full..]),
+            (ap, cp, mp),
+            (an, cn, mn),
+            &mut out[full..],
+        )?;
+        // `affine_exp_sum`'s order: the lanes, then the tail
+        Some((p.iter().sum::<f64>() + sp, q.iter().sum::<f64>() + sn))
     }
 
     /// [`add_weighted_exp`](super::add_weighted_exp), eight entries at a

@@ -158,10 +158,38 @@ pub trait BatchFormula: Copy + std::fmt::Debug + Send + Sync + 'static {
     /// ∂value/∂shared[k]` to `dshared[k]`.
     fn row_backward(&self, row: &Row, shared: &[f32], g: f32, ds: &mut [f32], dshared: &mut [f32]);
 
+    /// [`row`](Self::row) and, in the same call, `ds` set to `g ·
+    /// ∂value/∂s` (zeros when the row's count is 0), for a formula without
+    /// shared numbers (`shared = &[]`): what a fused pass that takes the
+    /// gradient while a row is in cache calls. The default runs the two
+    /// methods ([`row_and_grad_by_parts`]); a formula whose backward would
+    /// recompute what its forward found (multi-similarity's two
+    /// log-sum-exps) overrides it to compute that once.
+    fn row_with_grad(&self, row: &Row, g: f32, ds: &mut [f32]) -> RowValue {
+        row_and_grad_by_parts(self, row, g, ds)
+    }
+
     /// Adds `dshared · ∂shared/∂s_j` to `ds[j]` (only with [`Self::SHARED`]).
     fn shared_backward(&self, row: &Row, dshared: f32, ds: &mut [f32]) {
         let _ = (row, dshared, ds);
     }
+}
+
+/// [`BatchFormula::row_with_grad`] as [`BatchFormula::row`], then
+/// [`BatchFormula::row_backward`] on zeros when the row counts: the
+/// default, and the fallback of an override.
+pub(crate) fn row_and_grad_by_parts<F: BatchFormula + ?Sized>(
+    f: &F,
+    row: &Row,
+    g: f32,
+    ds: &mut [f32],
+) -> RowValue {
+    let v = f.row(row, &[]);
+    ds.fill(0.0);
+    if v.count > 0.0 {
+        f.row_backward(row, &[], g, ds, &mut []);
+    }
+    v
 }
 
 /// A number that must be finite and `> 0`.

@@ -3,7 +3,10 @@
 
 use super::rows::Lse;
 use super::tape::{Mat, TapeWeights, lse, softplus};
-use super::{BatchFormula, ListSizes, Row, RowValue, Score, Weighting, finite, positive};
+use super::{
+    BatchFormula, ListSizes, Row, RowValue, Score, Weighting, finite, positive,
+    row_and_grad_by_parts,
+};
 use crate::device::MetricDevice;
 use crate::error::MetricLossError;
 use crate::miners::MiningMargins;
@@ -80,10 +83,7 @@ impl BatchFormula for MultiSimilarity {
 
     fn row(&self, row: &Row, _: &[f32]) -> RowValue {
         let (p, n) = self.terms(row);
-        RowValue {
-            value: (p.value / f64::from(self.alpha) + n.value / f64::from(self.beta)) as f32,
-            count: 1.0,
-        }
+        self.value(p, n)
     }
 
     fn row_backward(&self, row: &Row, _: &[f32], g: f32, ds: &mut [f32], _: &mut [f32]) {
@@ -93,9 +93,29 @@ impl BatchFormula for MultiSimilarity {
         p.add_grads(row.s, row.pos, (-a, a * l), -g, ds);
         n.add_grads(row.s, row.neg, (b, -b * l), g, ds);
     }
+
+    /// Both log-sum-exps and their gradients in one sweep
+    /// ([`Lse::pair_with_grads`]; positive and negative pairs never share a
+    /// column, else the two methods run).
+    fn row_with_grad(&self, row: &Row, g: f32, ds: &mut [f32]) -> RowValue {
+        let (a, b, l) = (self.alpha, self.beta, self.base);
+        let affine = ((-a, a * l), (b, -b * l));
+        match Lse::pair_with_grads(row.s, (row.pos, row.neg), affine, (-g, g), ds) {
+            Some((p, n)) => self.value(p, n),
+            None => row_and_grad_by_parts(self, row, g, ds),
+        }
+    }
 }
 
 impl MultiSimilarity {
+    /// A row's value from its two terms.
+    fn value(&self, p: Lse, n: Lse) -> RowValue {
+        RowValue {
+            value: (p.value / f64::from(self.alpha) + n.value / f64::from(self.beta)) as f32,
+            count: 1.0,
+        }
+    }
+
     /// `ln(1 + Σ_P e^{α(λ − s)})` and `ln(1 + Σ_N e^{β(s − λ)})` of a row.
     fn terms(&self, row: &Row) -> (Lse, Lse) {
         let (a, b, l) = (self.alpha, self.beta, self.base);

@@ -93,6 +93,45 @@ impl Lse {
         })
     }
 
+    /// The two `ln(1 + Σ)` log-sum-exps of one row over disjoint masks —
+    /// [`of_affine`](Self::of_affine)`(s, wp, p, true)` and `(s, wn, n,
+    /// true)`, the same values bit for bit — with their gradient in the same
+    /// sweep: `ds_j` set to `scale_p · ∂p/∂xp_j + scale_n · ∂n/∂xn_j` (what
+    /// [`add_grads`](Self::add_grads) of each would add to zeros, up to
+    /// rounding). One exponential per entry instead of the five of the two
+    /// values, their recomputation and the two gradients: the terms of the
+    /// sums are kept in `ds`, then scaled by each softmax's `1/Σ`.
+    ///
+    /// `None` (and `ds` unspecified) when a column is in both masks.
+    pub fn pair_with_grads(
+        s: &[f32],
+        (wp, wn): (&[f32], &[f32]),
+        (p, n): ((f32, f32), (f32, f32)),
+        (scale_p, scale_n): (f32, f32),
+        ds: &mut [f32],
+    ) -> Option<(Lse, Lse)> {
+        use super::exp_sum::{affine_max, scale_split, split_exp_sums};
+        // as `of_affine` with `one`: the shift is at least 0 (the 1's exponent)
+        let mp = affine_max(s, wp, p).map_or(0.0, |m| m.max(0.0));
+        let mn = affine_max(s, wn, n).map_or(0.0, |m| m.max(0.0));
+        let (sp, sn) = split_exp_sums(s, (wp, wn), (p.0, p.1, mp), (n.0, n.1, mn), ds)?;
+        let (sp, sn) = (exp(-f64::from(mp)) + sp, exp(-f64::from(mn)) + sn);
+        // ∂(max + ln Σ)/∂x_j = term_j / Σ
+        let factors = (
+            (f64::from(scale_p) / sp) as f32,
+            (f64::from(scale_n) / sn) as f32,
+        );
+        scale_split(&mut ds[..s.len()], wp, factors);
+        Some((
+            Lse {
+                value: f64::from(mp) + sp.ln(),
+            },
+            Lse {
+                value: f64::from(mn) + sn.ln(),
+            },
+        ))
+    }
+
     /// `out_j += scale · ∂value/∂x_j` for every entry of a row at once,
     /// where `x_j = a·s_j + c` and `w` are the weights the value was taken
     /// over: the softmax weights eight at a time
@@ -325,6 +364,70 @@ mod tests {
         let big = Lse::of([(1e4f32, 1.0f32), (1e4, 1.0)].into_iter(), true).unwrap();
         assert!((big.value - (1e4 + 2f64.ln())).abs() < 1e-9);
         assert!((l.grad(-3.0, 2.0) - 2.0 * (-3f64).exp() / want.exp()).abs() < 1e-7);
+    }
+
+    #[test]
+    fn pair_with_grads_equals_two_lses_and_their_grads() {
+        use crate::formulas::exp_sum::tests::PORTABLE;
+        let (p, n) = ((-2.0f32, 1.0f32), (50.0f32, -25.0f32));
+        for len in [0usize, 1, 7, 8, 9, 64, 1021] {
+            let s: Vec<f32> = (0..len).map(|j| (j as f32 * 0.37).sin()).collect();
+            // disjoint masks, a few columns in neither; weights other than 1
+            let wp: Vec<f32> = (0..len).map(|j| [1.0, 0.0, 0.0, 2.0][j % 4]).collect();
+            let wn: Vec<f32> = (0..len).map(|j| [0.0, 1.0, 0.0, 0.0][j % 4]).collect();
+            for portable in [false, true] {
+                PORTABLE.set(portable);
+                let want_p = Lse::of_affine(&s, &wp, p, true).unwrap();
+                let want_n = Lse::of_affine(&s, &wn, n, true).unwrap();
+                let mut want = vec![0.0f32; len];
+                want_p.add_grads(&s, &wp, p, -0.7, &mut want);
+                want_n.add_grads(&s, &wn, n, 1.3, &mut want);
+                let mut ds = vec![f32::NAN; len];
+                let (gp, gn) =
+                    Lse::pair_with_grads(&s, (&wp, &wn), (p, n), (-0.7, 1.3), &mut ds).unwrap();
+                // the values bit for bit; the gradients as `add_grads`'s, and
+                // as the f64 softmax weights, up to f32 rounding (an argument
+                // near 25 is rounded to 2e-6, so are its exponential's digits)
+                assert_eq!(
+                    gp.value.to_bits(),
+                    want_p.value.to_bits(),
+                    "{len} {portable}"
+                );
+                assert_eq!(
+                    gn.value.to_bits(),
+                    want_n.value.to_bits(),
+                    "{len} {portable}"
+                );
+                let exact = |j: usize| {
+                    let s = f64::from(s[j]);
+                    let term = |w: f32, (a, c): (f32, f32), v: f64, g: f64| {
+                        g * f64::from(w) * (f64::from(a) * s + f64::from(c) - v).exp()
+                    };
+                    term(wp[j], p, want_p.value, -0.7) + term(wn[j], n, want_n.value, 1.3)
+                };
+                for (j, (&got, &want)) in ds.iter().zip(&want).enumerate() {
+                    for (what, v) in [("add_grads", f64::from(want)), ("f64", exact(j))] {
+                        assert!(
+                            (f64::from(got) - v).abs() <= 4e-6 * v.abs() + 1e-30,
+                            "{len} entries, portable {portable}, entry {j}: {got} vs {what} {v}"
+                        );
+                    }
+                    if wp[j] == 0.0 && wn[j] == 0.0 {
+                        assert_eq!(got, 0.0);
+                    }
+                }
+                // a column in both masks: no answer
+                if len > 0 {
+                    let mut both = wn.clone();
+                    both[0] = 1.0;
+                    assert!(
+                        Lse::pair_with_grads(&s, (&wp, &both), (p, n), (1.0, 1.0), &mut ds)
+                            .is_none()
+                    );
+                }
+                PORTABLE.set(false);
+            }
+        }
     }
 
     #[test]

@@ -133,6 +133,109 @@ fn row_pairs<F: BatchFormula>(
     out
 }
 
+/// The pairs of every row labelled `label` under [`Rule::All`], its own
+/// column aside: which columns share its label, and the positive and
+/// negative weights of each column (the triplet weighting's factors
+/// included). Rows of one label share them, so a block computes them when
+/// the label changes from one row to the next (once per class for a batch
+/// sorted by class), not per row.
+struct LabelPairs {
+    label: Option<usize>,
+    /// 1 where the column has the label (the own column included), else 0.
+    same: Vec<f32>,
+    pos: Vec<f32>,
+    neg: Vec<f32>,
+    /// Positive and negative pairs of a row (its own column not a pair).
+    counts: (usize, usize),
+}
+
+impl LabelPairs {
+    fn new(m: usize) -> Self {
+        Self {
+            label: None,
+            same: vec![0.0; m],
+            pos: vec![0.0; m],
+            neg: vec![0.0; m],
+            counts: (0, 0),
+        }
+    }
+
+    /// The pairs of a row labelled `label` (`columns` holds it at least once:
+    /// the row's own copy).
+    fn set<F: BatchFormula>(&mut self, label: usize, columns: &[usize]) {
+        if self.label == Some(label) {
+            return;
+        }
+        for (m, &l) in self.same.iter_mut().zip(columns) {
+            *m = f32::from(u8::from(l == label));
+        }
+        let same = columns.iter().filter(|&&l| l == label).count();
+        let (np, nn) = (same - 1, columns.len() - same);
+        // each pair weighs the triplets it is in (PML's convert_to_triplets)
+        let (wp, wn) = match F::WEIGHTING {
+            Weighting::Triplet => (nn as f32, np as f32),
+            _ => (1.0, 1.0),
+        };
+        for ((&m, p), q) in self.same.iter().zip(&mut self.pos).zip(&mut self.neg) {
+            *p = m * wp;
+            *q = (1.0 - m) * wn;
+        }
+        self.counts = (np, nn);
+        self.label = Some(label);
+    }
+}
+
+/// One sweep over a row `s` of every pair ([`Rule::All`]): the row's
+/// [`RowStats`] (every column, the own one included, as the mined path's
+/// statistics read the row) and its active pairs under `margins` (the own
+/// column not a pair), in the miner's units. `same` is
+/// [`LabelPairs::same`] of the row's label. Eight lanes of partial sums, so
+/// that the compiler keeps them in vector registers.
+fn row_sweep<F: BatchFormula>(
+    s: &[f32],
+    same: &[f32],
+    own: usize,
+    (pos_margin, margin): (f32, f32),
+) -> (RowStats, usize) {
+    const L: usize = 8;
+    let units = |v: f32| match F::SCORE {
+        Score::Cosine => (1.0 - v).clamp(0.0, 2.0),
+        Score::UnitEuclidean => v,
+    };
+    let mut sum = [0.0f64; L];
+    let mut far = [f32::NEG_INFINITY; L];
+    let mut near = [f32::INFINITY; L];
+    let mut active = [0u32; L];
+    let mut lanes = |sc: &[f32], mc: &[f32]| {
+        for l in 0..sc.len() {
+            let u = units(sc[l]);
+            let same = mc[l] > 0.0;
+            sum[l] += f64::from(u);
+            far[l] = if same && u > far[l] { u } else { far[l] };
+            near[l] = if !same && u < near[l] { u } else { near[l] };
+            let on = if same { u > pos_margin } else { u < margin };
+            active[l] += u32::from(on);
+        }
+    };
+    let (sc, mc) = (s.chunks_exact(L), same.chunks_exact(L));
+    let (st, mt) = (sc.remainder(), mc.remainder());
+    for (sc, mc) in sc.zip(mc) {
+        lanes(sc, mc);
+    }
+    lanes(st, mt);
+    let far = far.into_iter().fold(f32::NEG_INFINITY, f32::max);
+    let near = near.into_iter().fold(f32::INFINITY, f32::min);
+    // the own column is a positive of the statistics, not a pair
+    let own_active = usize::from(units(s[own]) > pos_margin);
+    let active = active.iter().map(|&a| a as usize).sum::<usize>() - own_active;
+    let stats = RowStats {
+        sum: sum.iter().sum(),
+        hardest: (near < f32::INFINITY).then_some((far, near)),
+        active: 0,
+    };
+    (stats, active)
+}
+
 /// One block's forward: its rows' values, counts, statistics and pairs,
 /// and (with a tape) `∂(Σ value)/∂X` of its rows.
 struct BlockForward {
@@ -241,7 +344,14 @@ where
             active: 0,
             dx: Vec::new(),
         };
-        let (mut pos, mut neg, mut host) = (vec![0.0f32; m], vec![0.0f32; m], vec![0.0f32; m]);
+        let (mut pos, mut neg, mut host) = match rule {
+            Rule::All => (Vec::new(), Vec::new(), Vec::new()),
+            Rule::MultiSimilarity { .. } => (vec![0.0f32; m], vec![0.0f32; m], vec![0.0f32; m]),
+        };
+        let mut every = match rule {
+            Rule::All => LabelPairs::new(m),
+            Rule::MultiSimilarity { .. } => LabelPairs::new(0),
+        };
         // ∂(Σ value)/∂G of the block's rows, and ∂/∂‖x_i‖² (distances)
         let mut dg = if grad_now {
             Scratch::with_len(rows * m, 0)
@@ -252,39 +362,60 @@ where
         for r in 0..rows {
             let i = i0 + r;
             let srow = &s[r * ld..r * ld + m];
-            let u = host_units::<F>(srow, &mut host);
-            out.stats
-                .push(RowStats::of(labels[i], u, columns, None, None));
             let own = memory.own_column(i);
-            let p = row_pairs::<F>(
-                rule, u, labels[i], columns, own, margins, &mut pos, &mut neg,
-            );
-            if F::WEIGHTING == Weighting::Triplet {
-                // each pair weighs the triplets it is in (PML's convert_to_triplets)
-                let (wp, wn) = (p.neg as f32, p.pos as f32);
-                pos.iter_mut().for_each(|w| *w *= wp);
-                neg.iter_mut().for_each(|w| *w *= wn);
-            }
+            let (p, own_weight) = match rule {
+                Rule::All => {
+                    every.set::<F>(labels[i], columns);
+                    let (stats, active) = row_sweep::<F>(srow, &every.same, own, margins);
+                    out.stats.push(stats);
+                    let (pos, neg) = every.counts;
+                    // the own column is no pair: out of the positives for this row
+                    let w = std::mem::replace(&mut every.pos[own], 0.0);
+                    (RowPairs { pos, neg, active }, Some(w))
+                }
+                Rule::MultiSimilarity { .. } => {
+                    let u = host_units::<F>(srow, &mut host);
+                    out.stats
+                        .push(RowStats::of(labels[i], u, columns, None, None));
+                    let p = row_pairs::<F>(
+                        rule, u, labels[i], columns, own, margins, &mut pos, &mut neg,
+                    );
+                    if F::WEIGHTING == Weighting::Triplet {
+                        // each pair weighs the triplets it is in (PML's convert_to_triplets)
+                        let (wp, wn) = (p.neg as f32, p.pos as f32);
+                        pos.iter_mut().for_each(|w| *w *= wp);
+                        neg.iter_mut().for_each(|w| *w *= wn);
+                    }
+                    (p, None)
+                }
+            };
             out.sizes.pos += p.pos;
             out.sizes.neg += p.neg;
             out.sizes.triplets += p.pos * p.neg;
             out.pairs += p.pos + p.neg;
             out.active += p.active;
+            let (wp, wn) = match rule {
+                Rule::All => (&every.pos, &every.neg),
+                Rule::MultiSimilarity { .. } => (&pos, &neg),
+            };
             let row = Row {
                 index: i,
                 s: srow,
-                pos: &pos,
-                neg: &neg,
+                pos: wp,
+                neg: wn,
             };
-            let v = f.row(&row, &[]);
+            let v = if grad_now {
+                f.row_with_grad(&row, 1.0, &mut dg[r * m..(r + 1) * m])
+            } else {
+                f.row(&row, &[])
+            };
+            if let Some(w) = own_weight {
+                every.pos[own] = w;
+            }
             out.sum += f64::from(v.value);
             out.counts.push(v.count);
             if grad_now {
                 let ds = &mut dg[r * m..(r + 1) * m];
-                ds.fill(0.0);
-                if v.count > 0.0 {
-                    f.row_backward(&row, &[], 1.0, ds, &mut []);
-                }
                 if F::SCORE == Score::UnitEuclidean {
                     // d = √(‖x_i‖² + ‖m_j‖² − 2G_ij): ∂d/∂G = −1/d, ∂d/∂‖x_i‖² = 1/(2d)
                     let mut row_sum = 0.0f32;
