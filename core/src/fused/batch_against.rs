@@ -189,51 +189,152 @@ impl LabelPairs {
 /// [`RowStats`] (every column, the own one included, as the mined path's
 /// statistics read the row) and its active pairs under `margins` (the own
 /// column not a pair), in the miner's units. `same` is
-/// [`LabelPairs::same`] of the row's label. Eight lanes of partial sums, so
-/// that the compiler keeps them in vector registers.
+/// [`LabelPairs::same`] of the row's label. Eight entries at a time with
+/// AVX2 when `simd` (the CPU has it: [`Panels::simd`]), in lanes of partial
+/// sums either way.
 fn row_sweep<F: BatchFormula>(
     s: &[f32],
     same: &[f32],
     own: usize,
-    (pos_margin, margin): (f32, f32),
+    margins: (f32, f32),
+    simd: bool,
 ) -> (RowStats, usize) {
-    const L: usize = 8;
-    let units = |v: f32| match F::SCORE {
-        Score::Cosine => (1.0 - v).clamp(0.0, 2.0),
-        Score::UnitEuclidean => v,
-    };
-    let mut sum = [0.0f64; L];
-    let mut far = [f32::NEG_INFINITY; L];
-    let mut near = [f32::INFINITY; L];
-    let mut active = [0u32; L];
-    let mut lanes = |sc: &[f32], mc: &[f32]| {
-        for l in 0..sc.len() {
-            let u = units(sc[l]);
-            let same = mc[l] > 0.0;
-            sum[l] += f64::from(u);
-            far[l] = if same && u > far[l] { u } else { far[l] };
-            near[l] = if !same && u < near[l] { u } else { near[l] };
-            let on = if same { u > pos_margin } else { u < margin };
-            active[l] += u32::from(on);
-        }
-    };
-    let (sc, mc) = (s.chunks_exact(L), same.chunks_exact(L));
-    let (st, mt) = (sc.remainder(), mc.remainder());
-    for (sc, mc) in sc.zip(mc) {
-        lanes(sc, mc);
+    assert!(same.len() >= s.len() && own < s.len());
+    let mut acc = Sweep::default();
+    let mut head = 0;
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        // SAFETY: the CPU has AVX2 (the caller's `simd`); `same` is at
+        // least as long as `s` (asserted).
+        head = unsafe { avx2::row_sweep(F::SCORE, s, same, margins, &mut acc) };
     }
-    lanes(st, mt);
-    let far = far.into_iter().fold(f32::NEG_INFINITY, f32::max);
-    let near = near.into_iter().fold(f32::INFINITY, f32::min);
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = simd;
+    for (&v, &m) in s[head..].iter().zip(&same[head..]) {
+        acc.add(units::<F>(v), m > 0.0, margins);
+    }
     // the own column is a positive of the statistics, not a pair
-    let own_active = usize::from(units(s[own]) > pos_margin);
-    let active = active.iter().map(|&a| a as usize).sum::<usize>() - own_active;
+    let own_active = usize::from(units::<F>(s[own]) > margins.0);
     let stats = RowStats {
-        sum: sum.iter().sum(),
-        hardest: (near < f32::INFINITY).then_some((far, near)),
+        sum: acc.sum,
+        hardest: (acc.near < f32::INFINITY).then_some((acc.far, acc.near)),
         active: 0,
     };
-    (stats, active)
+    (stats, acc.active - own_active)
+}
+
+/// A row's value in the miner's units (cosine distance `1 − s`, clamped as
+/// the generic miner's matrix is, or the distance itself).
+fn units<F: BatchFormula>(v: f32) -> f32 {
+    match F::SCORE {
+        Score::Cosine => (1.0 - v).clamp(0.0, 2.0),
+        Score::UnitEuclidean => v,
+    }
+}
+
+/// What [`row_sweep`] gathers.
+#[derive(Debug, Clone, Copy)]
+struct Sweep {
+    sum: f64,
+    /// The farthest same-label column.
+    far: f32,
+    /// The nearest other-label column.
+    near: f32,
+    active: usize,
+}
+
+impl Default for Sweep {
+    fn default() -> Self {
+        Self {
+            sum: 0.0,
+            far: f32::NEG_INFINITY,
+            near: f32::INFINITY,
+            active: 0,
+        }
+    }
+}
+
+impl Sweep {
+    fn add(&mut self, u: f32, same: bool, (pos_margin, margin): (f32, f32)) {
+        self.sum += f64::from(u);
+        if same {
+            self.far = self.far.max(u);
+        } else {
+            self.near = self.near.min(u);
+        }
+        self.active += usize::from(if same { u > pos_margin } else { u < margin });
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{Score, Sweep};
+    use std::arch::x86_64::*;
+
+    /// [`row_sweep`](super::row_sweep) over the whole groups of eight
+    /// entries of `s`, added to `acc`; returns where the tail starts.
+    ///
+    /// # Safety
+    /// The CPU has AVX2; `same` is at least as long as `s`.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn row_sweep(
+        score: Score,
+        s: &[f32],
+        same: &[f32],
+        (pos_margin, margin): (f32, f32),
+        acc: &mut Sweep,
+    ) -> usize {
+        let (zero, one, two) = (
+            _mm256_setzero_ps(),
+            _mm256_set1_ps(1.0),
+            _mm256_set1_ps(2.0),
+        );
+        let (inf, ninf) = (
+            _mm256_set1_ps(f32::INFINITY),
+            _mm256_set1_ps(f32::NEG_INFINITY),
+        );
+        let (pm, nm) = (_mm256_set1_ps(pos_margin), _mm256_set1_ps(margin));
+        let (mut lo, mut hi) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+        let (mut far, mut near) = (ninf, inf);
+        let mut active = _mm256_setzero_si256();
+        let full = s.len() / 8 * 8;
+        for i in (0..full).step_by(8) {
+            // SAFETY: `i + 8 ≤ s.len() ≤ same.len()`; AVX2 (the caller's contract).
+            unsafe {
+                let v = _mm256_loadu_ps(s.as_ptr().add(i));
+                let u = match score {
+                    Score::Cosine => _mm256_min_ps(_mm256_max_ps(_mm256_sub_ps(one, v), zero), two),
+                    Score::UnitEuclidean => v,
+                };
+                let k = _mm256_cmp_ps::<_CMP_GT_OQ>(_mm256_loadu_ps(same.as_ptr().add(i)), zero);
+                lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(u)));
+                hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(u)));
+                far = _mm256_max_ps(far, _mm256_blendv_ps(ninf, u, k));
+                near = _mm256_min_ps(near, _mm256_blendv_ps(u, inf, k));
+                let on = _mm256_blendv_ps(
+                    _mm256_cmp_ps::<_CMP_LT_OQ>(u, nm),
+                    _mm256_cmp_ps::<_CMP_GT_OQ>(u, pm),
+                    k,
+                );
+                // a true comparison is all ones: −1
+                active = _mm256_sub_epi32(active, _mm256_castps_si256(on));
+            }
+        }
+        let (mut sums, mut fars, mut nears, mut counts) =
+            ([0.0f64; 4], [0.0f32; 8], [0.0f32; 8], [0u32; 8]);
+        // SAFETY: each array holds one vector's lanes.
+        unsafe {
+            _mm256_storeu_pd(sums.as_mut_ptr(), _mm256_add_pd(lo, hi));
+            _mm256_storeu_ps(fars.as_mut_ptr(), far);
+            _mm256_storeu_ps(nears.as_mut_ptr(), near);
+            _mm256_storeu_si256(counts.as_mut_ptr().cast(), active);
+        }
+        acc.sum += sums.iter().sum::<f64>();
+        acc.far = fars.into_iter().fold(acc.far, f32::max);
+        acc.near = nears.into_iter().fold(acc.near, f32::min);
+        acc.active += counts.iter().map(|&c| c as usize).sum::<usize>();
+        full
+    }
 }
 
 /// One block's forward: its rows' values, counts, statistics and pairs,
@@ -366,7 +467,8 @@ where
             let (p, own_weight) = match rule {
                 Rule::All => {
                     every.set::<F>(labels[i], columns);
-                    let (stats, active) = row_sweep::<F>(srow, &every.same, own, margins);
+                    let (stats, active) =
+                        row_sweep::<F>(srow, &every.same, own, margins, panels.simd());
                     out.stats.push(stats);
                     let (pos, neg) = every.counts;
                     // the own column is no pair: out of the positives for this row
