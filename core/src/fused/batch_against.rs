@@ -6,12 +6,15 @@
 //! gradient into the memory.
 //!
 //! The rectangular case of the family's fused pass ([`super::batch_family`]),
-//! on the same pieces: `X' = [X; 0; M]` packed once into [`Panels`] (as a
-//! view of the matrix is), blocks of rows of `S = X·Mᵀ` from its tiles, each
-//! row's weights from the labels — for the multi-similarity miner after a
-//! first sweep over the row for its least similar positive and most similar
-//! negative — the formula's row form and its `∂L/∂s` while the block is in
-//! cache, and `dX_b = dS_b·M` with the project's GEMM. The memory's side of
+//! on the same pieces: blocks of rows of `S = X·Mᵀ` — for distances from
+//! the tiles of `X' = [X; 0; M]` packed once into [`Panels`] (as a view of
+//! the matrix is), for similarities from the project's GEMM on each block's
+//! thread — each row's weights from the labels (for every pair, computed
+//! once per label; for the multi-similarity miner after a first sweep over
+//! the row for its least similar positive and most similar negative), the
+//! formula's row form and its `∂L/∂s` in one call
+//! ([`BatchFormula::row_with_grad`]) while the block is in cache, and
+//! `dX_b = dS_b·M` with the GEMM. The memory's side of
 //! the product (`dMᵀ`) is never computed: the memory is a constant. Only
 //! per-row values, counts and statistics are kept; no `B × M` matrix, no
 //! pair list. Blocks own disjoint rows of `dX`, so the threads sharing them
@@ -399,15 +402,30 @@ where
     let dev = x.device().clone();
     let (x, mut tape) = x.try_contiguous().map_err(dev_err)?.split_tape();
 
-    // X' = [X; 0; M]: the memory's columns start on a panel boundary
-    let c0 = b.div_ceil(NR) * NR;
-    let mut packed = Scratch::with_len((c0 + m) * D, 0);
+    // Distances: Gram tiles of X' = [X; 0; M] packed once (the memory's
+    // columns start on a panel boundary), whose norms agree with the tiles
+    // bit for bit, so that a row and its own copy are at distance exactly 0.
+    // Similarities need no norms: each block's `S = X_b·Mᵀ` comes from the
+    // GEMM, which packs the memory on the block's own thread, in parallel,
+    // instead of the whole memory copied and packed twice before the blocks
+    // start; only the batch is packed (for its finiteness check).
+    let gram = F::SCORE == Score::UnitEuclidean;
+    let c0 = if gram { b.div_ceil(NR) * NR } else { b };
+    let n = if gram { c0 + m } else { b };
+    let mut packed = Scratch::with_len(n * D, 0);
     x.copy_into(&mut packed[..b * D]);
-    packed[b * D..c0 * D].fill(0.0);
-    packed[c0 * D..].copy_from_slice(memory.rows());
-    let panels = Panels::new(packed, c0 + m, D);
+    if gram {
+        packed[b * D..c0 * D].fill(0.0);
+        packed[c0 * D..].copy_from_slice(memory.rows());
+    }
+    let panels = Panels::new(packed, n, D);
     panels.check_finite(b, D)?;
-    let ld = panels.padded_cols() - c0;
+    let ld = if gram { panels.padded_cols() - c0 } else { m };
+    let mem = if gram {
+        &panels.rows()[c0 * D..(c0 + m) * D]
+    } else {
+        memory.rows()
+    };
     let margins = f.margins();
     let margins = (margins.pos_margin, margins.margin);
 
@@ -426,7 +444,13 @@ where
     let block = |i0: usize| -> BlockForward {
         let rows = per.min(b - i0);
         let mut s = Scratch::with_len(rows.div_ceil(MR) * MR * ld, 0);
-        panels.tile(i0, rows, c0, c0 + ld, &mut s, ld);
+        if gram {
+            panels.tile(i0, rows, c0, c0 + ld, &mut s, ld);
+        } else {
+            let xs = &panels.rows()[i0 * D..(i0 + rows) * D];
+            let (xs, ms) = (Operand::plain(xs, D), Operand::transposed(mem, D));
+            gemm(rows, m, D, 1.0, xs, ms, 0.0, &mut s, ld);
+        }
         let sq = panels.sq();
         if F::SCORE == Score::UnitEuclidean {
             for r in 0..rows {
@@ -533,7 +557,6 @@ where
         if grad_now {
             // dX_b = dG_b·M (the memory gets nothing), + 2·∂/∂‖x_i‖²·x_i
             let mut dx = vec![0.0f32; rows * D];
-            let mem = &panels.rows()[c0 * D..(c0 + m) * D];
             gemm(
                 rows,
                 D,
