@@ -204,15 +204,19 @@ fn row_sweep<F: BatchFormula>(
 ) -> (RowStats, usize) {
     assert!(same.len() >= s.len() && own < s.len());
     let mut acc = Sweep::default();
-    let mut head = 0;
     #[cfg(target_arch = "x86_64")]
-    if simd {
+    let head = if simd {
         // SAFETY: the CPU has AVX2 (the caller's `simd`); `same` is at
         // least as long as `s` (asserted).
-        head = unsafe { avx2::row_sweep(F::SCORE, s, same, margins, &mut acc) };
-    }
+        unsafe { avx2::row_sweep(F::SCORE, s, same, margins, &mut acc) }
+    } else {
+        0
+    };
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = simd;
+    let head = {
+        let _ = simd;
+        0
+    };
     for (&v, &m) in s[head..].iter().zip(&same[head..]) {
         acc.add(units::<F>(v), m > 0.0, margins);
     }
@@ -650,4 +654,60 @@ where
         loss: out.put_tape(tape),
         stats,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formulas::MultiSimilarity;
+
+    fn avx2() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return std::is_x86_feature_detected!("avx2");
+        #[cfg(not(target_arch = "x86_64"))]
+        return false;
+    }
+
+    /// The sweep of every pair agrees with the mined path's statistics and
+    /// with [`row_pairs`]' active pairs, eight lanes at a time and not.
+    #[test]
+    fn row_sweep_equals_the_row_stats_and_the_pairs() {
+        let margins = (0.3f32, 0.9f32);
+        for len in [1usize, 7, 8, 9, 64, 1021] {
+            let s: Vec<f32> = (0..len).map(|j| (j as f32 * 0.61).sin() * 1.2).collect();
+            let columns: Vec<usize> = (0..len).map(|j| (j * 7) % 3).collect();
+            let own = len / 2;
+            let label = columns[own];
+            let mut every = LabelPairs::new(len);
+            every.set::<MultiSimilarity>(label, &columns);
+            let mut host = vec![0.0f32; len];
+            let u = host_units::<MultiSimilarity>(&s, &mut host);
+            let want = RowStats::of(label, u, &columns, None, None);
+            let (mut pos, mut neg) = (vec![0.0f32; len], vec![0.0f32; len]);
+            let pairs = row_pairs::<MultiSimilarity>(
+                Rule::All,
+                u,
+                label,
+                &columns,
+                own,
+                margins,
+                &mut pos,
+                &mut neg,
+            );
+            assert_eq!(every.counts, (pairs.pos, pairs.neg), "{len}");
+            for simd in [false, avx2()] {
+                let (got, active) =
+                    row_sweep::<MultiSimilarity>(&s, &every.same, own, margins, simd);
+                assert_eq!(active, pairs.active, "{len} entries, simd {simd}");
+                assert_eq!(got.hardest, want.hardest, "{len} entries, simd {simd}");
+                assert_eq!(got.active, want.active);
+                assert!(
+                    (got.sum - want.sum).abs() <= 1e-12 * want.sum.abs(),
+                    "{len} entries, simd {simd}: {} vs {}",
+                    got.sum,
+                    want.sum
+                );
+            }
+        }
+    }
 }
