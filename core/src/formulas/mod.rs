@@ -178,7 +178,7 @@ pub trait BatchFormula: Copy + std::fmt::Debug + Send + Sync + 'static {
 /// [`BatchFormula::row_with_grad`] as [`BatchFormula::row`], then
 /// [`BatchFormula::row_backward`] on zeros when the row counts: the
 /// default, and the fallback of an override.
-pub(crate) fn row_and_grad_by_parts<F: BatchFormula + ?Sized>(
+pub(crate) fn row_and_grad_by_parts<F: BatchFormula>(
     f: &F,
     row: &Row,
     g: f32,
