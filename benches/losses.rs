@@ -156,7 +156,8 @@ fn train_step(c: &mut Criterion) {
 /// times after 20 to warm up, the best and the first quartile printed (on a
 /// machine shared with other work, what the code can do; criterion's
 /// median measures the neighbours too). `STEP_TABLE=FusedLinear` runs only
-/// the rows whose name holds that text. `benches/step_torch.py` prints the
+/// the rows whose name holds that text; `STEP_RUNS=<n>` times `n` steps
+/// instead of 300 (a profiler's run). `benches/step_torch.py` prints the
 /// same for PyTorch.
 fn step_table() {
     fn row<M: Encoder>(name: &str) {
@@ -166,7 +167,12 @@ fn step_table() {
             return;
         }
         let mut step = Step::<M>::new();
-        let mut ms: Vec<f64> = (0..320)
+        // STEP_RUNS=<n>: n timed steps instead of 300 (a profiler's run)
+        let runs: usize = std::env::var("STEP_RUNS")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(300);
+        let mut ms: Vec<f64> = (0..20 + runs.max(1))
             .map(|_| {
                 let start = std::time::Instant::now();
                 step.step();

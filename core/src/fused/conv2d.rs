@@ -18,10 +18,12 @@
 //! step for the reference MNIST CNN. When an image has more taps than
 //! output pixels (that CNN's second convolution: 288 against 121), the
 //! weight is the larger operand and each product would pack it again; then
-//! [`GROUP`] images' columns sit side by side (`taps × 4L`) and make one
-//! product each way, their outputs and upstream gradients copied between
-//! the per-image layout and the side-by-side one (`O·L` values an image,
-//! against the `O·taps` of a packed weight).
+//! the weight is packed once for the batch ([`PackedA`], and `Wᵀ` once for
+//! the backward), each image's `W·cols` is written straight into its output
+//! and each image's `∂cols = Wᵀ·g` straight from its upstream gradient
+//! (col2im then reads it from cache), and only `∂W` puts [`GROUP`] images
+//! side by side (`taps × 4L` columns against their upstream gradients
+//! copied to `O × 4L`), a longer `k` for one product.
 //!
 //! Groups of [`GROUP`] images are shared among rayon's threads; the
 //! backward sums `∂W` within a group, then the groups in order, so the
@@ -33,20 +35,21 @@
 //! are built again in the backward, so memory stays bounded whatever the
 //! batch and image size.
 
-use super::gemm::{Operand, gemm};
+use super::gemm::{Operand, PackedA, PackedB, gemm, gemm_packed};
 use super::{Scratch, with_upstream};
 use crate::nets::Window;
 use dfdx::prelude::*;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// At most this many column values (16 MiB) are kept from the forward for
 /// the backward; beyond, each image's columns are built again.
 const COLUMN_BUDGET: usize = 1 << 22;
 
-/// Images per product: their columns side by side make one GEMM each way
-/// (the weight packed once for them, a longer `k` for `∂W`), and the unit
-/// whose `∂W` is summed on one thread (a fixed size, so that the sums do
-/// not depend on scheduling).
+/// Images whose columns sit side by side when the weight is the larger
+/// operand (one `∂W` product with a longer `k`), and the unit whose `∂W` is
+/// summed on one thread (a fixed size, so that the sums do not depend on
+/// scheduling).
 const GROUP: usize = 4;
 
 /// The shape of one convolution, per image.
@@ -163,6 +166,16 @@ fn col2im(dcols: &[f32], geo: &Geometry, gx: &mut [f32], ld: usize) {
     }
 }
 
+/// `values` as the `f32`s they hold.
+///
+/// # Safety
+/// Every value of `values` is initialised.
+unsafe fn assume_init(values: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and the caller
+    // initialised every value.
+    unsafe { &mut *(values as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
 /// `conv2d(x, weight) + bias` on the CPU, on `x`'s tape, with a backward for
 /// `weight`, `bias` and — with `input_grad` — `x` (see the [module
 /// docs](self)). Without `input_grad`, `x` gets no gradient at all: no
@@ -207,17 +220,20 @@ pub(crate) fn conv2d_cpu<
     // at `t·GROUP·taps·L`, `taps × (images·L)`
     let mut kept = (T::OWNS_TAPE && taps * len > 0 && n * taps * len <= COLUMN_BUDGET)
         .then(|| Scratch::with_len(n * taps * len, 0));
-    let mut out = vec![0.0f32; n * out_image];
-    // Images per product: side by side when the weight (packed once per
-    // product) is larger than what side by side costs in copies (an
-    // image's output and its gradient, `O·L` each); one at a time
-    // otherwise, straight into the output (conv 1→32 on 28 × 28: 9 taps
+    // every value is written once below (no zeros first): the bias, or a
+    // product plus the bias
+    let mut out: Vec<f32> = Vec::with_capacity(n * out_image);
+    // Images side by side (the weight packed once for the batch, see the
+    // module docs) when the weight is the larger operand; one at a time
+    // otherwise, each product packing it (conv 1→32 on 28 × 28: 9 taps
     // against 676 pixels an image).
     let per = if taps > len { GROUP } else { 1 };
     // `images` consecutive images from `b0`: their columns side by side
-    // (`taps × (images·L)`), `W·cols` in one product, and each image's rows
-    // plus the bias into the output
-    let forward_images = |b0: usize, out: &mut [f32], cols: &mut [f32]| {
+    // (`taps × (images·L)`), then each image's `W·cols` plus the bias into
+    // its output
+    let packed_weight =
+        (per > 1 && out_image > 0).then(|| PackedA::new(Operand::plain(&ws, taps), O, taps));
+    let forward_images = |b0: usize, out: &mut [MaybeUninit<f32>], cols: &mut [f32]| {
         let images = out.len() / out_image;
         let ld = images * len;
         for i in 0..images {
@@ -226,8 +242,10 @@ pub(crate) fn conv2d_cpu<
         }
         if images == 1 {
             for (row, &bo) in out.chunks_exact_mut(len).zip(bs.iter()) {
-                row.fill(bo);
+                row.fill(MaybeUninit::new(bo));
             }
+            // SAFETY: every value of `out` was just written.
+            let out = unsafe { assume_init(out) };
             // out = W·cols + bias, O × L
             gemm(
                 O,
@@ -242,28 +260,24 @@ pub(crate) fn conv2d_cpu<
             );
             return;
         }
-        let mut y = Scratch::with_len(O * ld, 0);
-        // y = W·cols, O × (images·L)
-        gemm(
-            O,
-            ld,
-            taps,
-            1.0,
-            Operand::plain(&ws, taps),
-            Operand::plain(cols, ld),
-            0.0,
-            &mut y,
-            ld,
-        );
+        // the weight packed once for the batch; each image's own product
+        // straight into its output, then the bias added
+        let wp = packed_weight.as_ref().expect("packed when side by side");
         for (i, out) in out.chunks_exact_mut(out_image).enumerate() {
-            for (o, (row, &bo)) in out.chunks_exact_mut(len).zip(bs.iter()).enumerate() {
-                for (d, &v) in row.iter_mut().zip(&y[o * ld + i * len..][..len]) {
-                    *d = v + bo;
+            out.fill(MaybeUninit::new(0.0));
+            // SAFETY: every value of `out` was just written.
+            let out = unsafe { assume_init(out) };
+            let cols = PackedB::new(Operand::plain(&cols[i * len..], ld), taps, len);
+            // out = W·cols_i, O × L
+            gemm_packed(1.0, wp, 0..O, &cols, 0..len, 0.0, out, len);
+            for (row, &bo) in out.chunks_exact_mut(len).zip(bs.iter()) {
+                for v in row {
+                    *v += bo;
                 }
             }
         }
     };
-    let forward = |(t, (out, kept)): (usize, (&mut [f32], Option<&mut [f32]>))| {
+    let forward = |(t, (out, kept)): (usize, (&mut [MaybeUninit<f32>], Option<&mut [f32]>))| {
         let mut own = None;
         let cols = kept.unwrap_or_else(|| own.insert(Scratch::with_len(taps * len * GROUP, 0)));
         for (p, (out, cols)) in out
@@ -275,6 +289,7 @@ pub(crate) fn conv2d_cpu<
         }
     };
     if out_image > 0 {
+        let out = &mut out.spare_capacity_mut()[..n * out_image];
         match kept.as_mut() {
             Some(k) => out
                 .par_chunks_mut(out_image * GROUP)
@@ -288,6 +303,9 @@ pub(crate) fn conv2d_cpu<
                 .for_each(forward),
         }
     }
+    // SAFETY: the tasks above wrote all `n` images' `O·L` values (with
+    // `out_image = 0` there are none).
+    unsafe { out.set_len(n * out_image) };
     let out = dev.try_tensor_from_vec(out, (batch, Const::<O>, oh, ow))?;
     if T::OWNS_TAPE {
         let (w, b, out_ghost) = (weight.clone(), bias.clone(), out.clone());
@@ -298,6 +316,8 @@ pub(crate) fn conv2d_cpu<
                 } else {
                     None
                 };
+                let packed_weight_t = (per > 1 && input_grad)
+                    .then(|| PackedA::new(Operand::transposed(&ws, taps), taps, O));
                 // `images` consecutive images from `b0`, their upstream
                 // gradients side by side (`gg`, O × (images·L); the image's
                 // own for one): ∂W += gg·colsᵀ, ∂bias += gg·1, and with
@@ -350,20 +370,32 @@ pub(crate) fn conv2d_cpu<
                     let Some(gx) = gx else {
                         return;
                     };
-                    let mut dcols = Scratch::with_len(taps * ld, 0);
-                    gemm(
-                        taps,
-                        ld,
-                        O,
-                        1.0,
-                        Operand::transposed(&ws, taps),
-                        Operand::plain(gg, ld),
-                        0.0,
-                        &mut dcols,
-                        ld,
-                    );
+                    let mut dcols = Scratch::with_len(taps * len, 0);
+                    if images == 1 {
+                        // ∂cols = Wᵀ·g, taps × L
+                        gemm(
+                            taps,
+                            len,
+                            O,
+                            1.0,
+                            Operand::transposed(&ws, taps),
+                            Operand::plain(gg, len),
+                            0.0,
+                            &mut dcols,
+                            len,
+                        );
+                        col2im(&dcols, &geo, gx, len);
+                        return;
+                    }
+                    // side by side: each image's ∂cols from its own
+                    // upstream gradient and the weight packed once, col2im
+                    // while they are in cache
+                    let wt = packed_weight_t.as_ref().expect("packed when side by side");
                     for (i, gx) in gx.chunks_exact_mut(image).enumerate() {
-                        col2im(&dcols[i * len..], &geo, gx, ld);
+                        let gi = &g[(b0 + i) * out_image..][..out_image];
+                        let gi = PackedB::new(Operand::plain(gi, len), O, len);
+                        gemm_packed(1.0, wt, 0..taps, &gi, 0..len, 0.0, &mut dcols, len);
+                        col2im(&dcols, &geo, gx, len);
                     }
                 };
                 // one task: group `t` (GROUP images, `per` at a time, and
