@@ -8,8 +8,10 @@
 //! because trybuild builds its cases as a separate project whose
 //! dependencies are the test crate's (dev-)dependencies, compiled from
 //! scratch in `target/tests/trybuild`: here that is the macro and
-//! `metric-loss`, not also the examples' and benches' criterion, plotters,
-//! clap and indicatif.
+//! `metric-loss`, not also the examples' plotters, clap and indicatif. The
+//! macro's other dev-dependencies, proptest and trybuild itself, are listed
+//! under `cfg(not(trybuild))` in its Cargo.toml, so that project (built with
+//! `--cfg trybuild`) leaves them out too.
 //!
 //! Regenerate the expected messages with
 //! `TRYBUILD=overwrite cargo test -p metric-loss-macros --test ui`, then read
