@@ -16,6 +16,10 @@
 //! - `FAMILY_RSS=<loss> cargo bench --bench family` (`none` for the bare
 //!   process): one forward + backward at N = 4096, D = 128, for
 //!   `/usr/bin/time -v` to read the peak RSS of.
+//! - `FAMILY_PROFILE=<loss>:<N>[:<seconds>] cargo bench --bench family`:
+//!   that one loss, forward + backward, called over and over for the given
+//!   wall-clock seconds (default 10), then its mean and best time per call:
+//!   a steady process for a sampling profiler (`perf record`) to read.
 //!
 //! Set `RAYON_NUM_THREADS` / `OMP_NUM_THREADS` alike when comparing with
 //! the reference.
@@ -152,7 +156,31 @@ fn cpu_table() {
     }
 }
 
+/// The `FAMILY_PROFILE` loop.
+fn profile(spec: &str) {
+    let mut parts = spec.split(':');
+    let name = parts.next().expect("FAMILY_PROFILE=<loss>:<N>[:<seconds>]");
+    let n: usize = parts.next().map_or(1024, |v| v.parse().expect("N"));
+    let secs: f64 = parts.next().map_or(10.0, |v| v.parse().expect("seconds"));
+    let (x, labels) = batch(n);
+    step(name, &x, &labels);
+    let start = std::time::Instant::now();
+    let (mut calls, mut best) = (0usize, f64::INFINITY);
+    while start.elapsed().as_secs_f64() < secs {
+        let t = std::time::Instant::now();
+        std::hint::black_box(step(name, &x, &labels));
+        best = best.min(t.elapsed().as_secs_f64() * 1e3);
+        calls += 1;
+    }
+    let mean = start.elapsed().as_secs_f64() * 1e3 / calls as f64;
+    println!("{name} N={n}: {calls} calls, mean {mean:.3} ms, best {best:.3} ms");
+}
+
 fn main() {
+    if let Some(spec) = std::env::var_os("FAMILY_PROFILE") {
+        profile(&spec.to_string_lossy());
+        return;
+    }
     if std::env::var_os("FAMILY_CPU").is_some() {
         cpu_table();
         return;

@@ -7,6 +7,7 @@ use crate::device::MetricDevice;
 use crate::error::MetricLossError;
 use crate::miners::MiningMargins;
 use dfdx::prelude::*;
+use std::cell::RefCell;
 
 /// Circle loss: per anchor row `i`, on cosine similarities `s`, with
 /// `Δp = 1 − m`, `Δn = m` and the weights `αp = [1 + m − s]+`,
@@ -88,10 +89,10 @@ impl BatchFormula for Circle {
     }
 
     fn row(&self, row: &Row, _: &[f32]) -> RowValue {
-        let value = match self.terms(row) {
+        let value = LOGITS.with_borrow_mut(|z| match self.terms(row, z) {
             Some((p, n)) => softplus(p.value + n.value) as f32,
             None => 0.0,
-        };
+        });
         RowValue {
             value,
             count: f32::from(u8::from(value > 0.0)),
@@ -99,19 +100,39 @@ impl BatchFormula for Circle {
     }
 
     fn row_backward(&self, row: &Row, _: &[f32], g: f32, ds: &mut [f32], _: &mut [f32]) {
-        let Some((p, n)) = self.terms(row) else {
-            return;
-        };
-        let outer = f64::from(g) * sigmoid(p.value + n.value);
-        for (j, d) in ds.iter_mut().enumerate() {
-            let s = row.s[j];
-            let (zp, kp) = self.pos_z(s);
-            let (zn, kn) = self.neg_z(s);
-            let dz =
-                p.grad(zp, row.pos[j]) * f64::from(kp) + n.grad(zn, row.neg[j]) * f64::from(kn);
-            *d += (outer * dz) as f32;
-        }
+        LOGITS.with_borrow_mut(|z| {
+            let Some((p, n)) = self.terms(row, z) else {
+                return;
+            };
+            let outer = (f64::from(g) * sigmoid(p.value + n.value)) as f32;
+            // ∂z/∂s = k (the weights detached): each softmax weight times its
+            // slope, as a weight |k|·w ≥ 0 (kp ≤ 0 ≤ kn) and the sign in the scale
+            for (((wp, wn), &s), (&p, &q)) in
+                z.wp.iter_mut()
+                    .zip(z.wn.iter_mut())
+                    .zip(row.s)
+                    .zip(row.pos.iter().zip(row.neg))
+            {
+                *wp = -self.pos_z(s).1 * p;
+                *wn = self.neg_z(s).1 * q;
+            }
+            p.add_grads(&z.zp, &z.wp, (1.0, 0.0), -outer, ds);
+            n.add_grads(&z.zn, &z.wn, (1.0, 0.0), outer, ds);
+        })
     }
+}
+
+/// One row's logits and gradient weights, reused (no allocation per row).
+#[derive(Default)]
+struct Logits {
+    zp: Vec<f32>,
+    zn: Vec<f32>,
+    wp: Vec<f32>,
+    wn: Vec<f32>,
+}
+
+thread_local! {
+    static LOGITS: RefCell<Logits> = RefCell::new(Logits::default());
 }
 
 impl Circle {
@@ -127,22 +148,20 @@ impl Circle {
         (k * (s - self.m), k)
     }
 
-    /// Both log-sum-exps of a row, `None` unless it has both kinds of pairs.
-    fn terms(&self, row: &Row) -> Option<(Lse, Lse)> {
-        let p = Lse::of(
-            row.s
-                .iter()
-                .zip(row.pos)
-                .map(|(&s, &w)| (self.pos_z(s).0, w)),
-            false,
-        )?;
-        let n = Lse::of(
-            row.s
-                .iter()
-                .zip(row.neg)
-                .map(|(&s, &w)| (self.neg_z(s).0, w)),
-            false,
-        )?;
+    /// Both log-sum-exps of a row, `None` unless it has both kinds of
+    /// pairs: the logits of every entry into `z` (`zp`, `zn`; `wp`, `wn`
+    /// sized), then their sums eight entries at a time.
+    fn terms(&self, row: &Row, z: &mut Logits) -> Option<(Lse, Lse)> {
+        let c = row.s.len();
+        for v in [&mut z.zp, &mut z.zn, &mut z.wp, &mut z.wn] {
+            v.resize(c, 0.0);
+        }
+        for ((zp, zn), &s) in z.zp.iter_mut().zip(z.zn.iter_mut()).zip(row.s) {
+            *zp = self.pos_z(s).0;
+            *zn = self.neg_z(s).0;
+        }
+        let p = Lse::of_affine(&z.zp, row.pos, (1.0, 0.0), false)?;
+        let n = Lse::of_affine(&z.zn, row.neg, (1.0, 0.0), false)?;
         Some((p, n))
     }
 }

@@ -8,6 +8,7 @@ use crate::device::MetricDevice;
 use crate::error::MetricLossError;
 use crate::miners::MiningMargins;
 use dfdx::prelude::*;
+use std::cell::RefCell;
 
 /// SupCon: per anchor row `i`, with `x = s / τ` on cosine similarities,
 ///
@@ -76,7 +77,7 @@ impl BatchFormula for SupCon {
     }
 
     fn row(&self, row: &Row, _: &[f32]) -> RowValue {
-        let value = match self.denominator(row) {
+        let value = match with_any(row, |any| self.denominator(row, any)) {
             Some(d) => {
                 let (sum, size) = self.positives(row);
                 ((size * d.value - sum) / (size + f64::from(f32::MIN_POSITIVE))) as f32
@@ -90,43 +91,65 @@ impl BatchFormula for SupCon {
     }
 
     fn row_backward(&self, row: &Row, _: &[f32], g: f32, ds: &mut [f32], _: &mut [f32]) {
-        let Some(d) = self.denominator(row) else {
-            return;
-        };
-        let (_, size) = self.positives(row);
-        if size <= 0.0 {
-            return;
-        }
-        let t = self.temperature;
-        for (j, v) in ds.iter_mut().enumerate() {
-            let any = f32::from(u8::from(row.pos[j] > 0.0 || row.neg[j] > 0.0));
-            let dx = d.grad(row.s[j] / t, any) - f64::from(row.pos[j]) / size;
-            *v += (f64::from(g) * dx / f64::from(t)) as f32;
-        }
+        with_any(row, |any| {
+            let Some(d) = self.denominator(row, any) else {
+                return;
+            };
+            let (_, size) = self.positives(row);
+            if size <= 0.0 {
+                return;
+            }
+            // ∂L/∂x_j = any_j·softmax_j − pos_j/|P|, and ∂x/∂s = 1/τ
+            let inv = 1.0 / self.temperature;
+            d.add_grads(row.s, any, (inv, 0.0), g * inv, ds);
+            let c = (f64::from(g) * f64::from(inv) / size) as f32;
+            for (v, &p) in ds.iter_mut().zip(row.pos) {
+                if p > 0.0 {
+                    *v -= c * p;
+                }
+            }
+        })
     }
 }
 
+thread_local! {
+    /// One row's `[j ∈ P ∪ N]`, reused (no allocation per row).
+    static ANY: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `f([j ∈ P ∪ N] for each column j)` of a row: the weights of SupCon's
+/// denominator (each pair once).
+fn with_any<R>(row: &Row, f: impl FnOnce(&[f32]) -> R) -> R {
+    ANY.with_borrow_mut(|any| {
+        any.clear();
+        any.extend(
+            row.pos
+                .iter()
+                .zip(row.neg)
+                .map(|(&p, &q)| f32::from(u8::from(p > 0.0 || q > 0.0))),
+        );
+        f(any)
+    })
+}
+
 impl SupCon {
-    /// `ln Σ_{P ∪ N} e^{x}` of a row (each pair once), `None` for a row without pairs.
-    fn denominator(&self, row: &Row) -> Option<Lse> {
-        let t = self.temperature;
-        let xs = row.s.iter().zip(row.pos.iter().zip(row.neg));
-        Lse::of(
-            xs.map(move |(&s, (&p, &q))| (s / t, f32::from(u8::from(p > 0.0 || q > 0.0)))),
-            false,
-        )
+    /// `ln Σ_{P ∪ N} e^{x}` of a row (`any`: [`with_any`]'s weights), with
+    /// `x = s·(1/τ)`, eight entries at a time; `None` for a row without
+    /// pairs.
+    fn denominator(&self, row: &Row, any: &[f32]) -> Option<Lse> {
+        Lse::of_affine(row.s, any, (1.0 / self.temperature, 0.0), false)
     }
 
-    /// `(Σ_P x, |P|)` of a row, with `x = s / τ` rounded as the
+    /// `(Σ_P x, |P|)` of a row, with `x = s·(1/τ)` rounded as the
     /// log-sum-exp reads it (so that a row whose positive dominates gives
     /// exactly `ln Σ − x = 0`, not a rounding error of either sign).
     fn positives(&self, row: &Row) -> (f64, f64) {
-        let t = self.temperature;
+        let inv = 1.0 / self.temperature;
         row.s
             .iter()
             .zip(row.pos)
             .fold((0.0, 0.0), |(sum, n), (&s, &p)| {
-                (sum + f64::from(p) * f64::from(s / t), n + f64::from(p))
+                (sum + f64::from(p) * f64::from(inv * s), n + f64::from(p))
             })
     }
 }

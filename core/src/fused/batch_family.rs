@@ -1,24 +1,24 @@
 //! The ranking family fused on the CPU for every pair of the batch
-//! ([`AllPairs`](crate::miners::AllPairs), PML's no-miner call): the
-//! formula's matrix is never held. Blocks of [`BLOCK`] rows of the Gram
-//! matrix come from the tiles of [`Panels`] (the normalized rows packed
-//! once), become the formula's scores (cosine similarities, or Euclidean
-//! distances), and each row goes through the formula's row form with its
-//! weights filled from the labels; only per-row values, counts and
-//! statistics are kept. The backward recomputes each block, asks the row
-//! form for `∂L/∂s` of its rows, turns it into `∂L/∂G` and pushes it
-//! through `G = X·Xᵀ` with the project's GEMM (`dX += dG_b·X` for the
-//! block's rows, `dX += dG_bᵀ·X_b` for every row). Memory: `O(N·D)` plus a
-//! few `BLOCK × N` buffers per thread.
+//! ([`AllPairs`](crate::miners::AllPairs), PML's no-miner call). The
+//! formula's matrix is computed once from the Gram tiles of [`Panels`]
+//! (the normalized rows packed once): for the batch's own matrix only the
+//! tiles on and above the diagonal, in blocks of [`BLOCK`] rows, mirrored
+//! below it. Each row goes through the formula's row form with its weights
+//! filled from the labels; only per-row values, counts and statistics are
+//! kept, and, with a tape, `∂L/∂s` of each row overwrites that row of the
+//! matrix. `∂L/∂G` is then pushed through `G = X·Xᵀ` with one product of
+//! the project's GEMM, `∂L/∂X = (∂L/∂G + ∂L/∂Gᵀ)·X`. Memory: `O(N·D)` plus
+//! the one `N × N` matrix (64 MiB at N = 4096).
 //!
 //! A view of the matrix (N-pairs' anchors × positives) is the same pass on
-//! `X' = [A; B]` packed once, rows of `A` against columns of `B`, its
-//! gradient sent back to the rows it was gathered from; the statistics are
-//! then one more pass over the batch's own tiles (they cover every pair).
+//! `X' = [A; B]` packed once, rows of `A` against columns of `B` (every
+//! tile, no symmetry; two products for the gradient), its gradient sent
+//! back to the rows it was gathered from; the statistics then read the
+//! batch's own matrix (they cover every pair).
 
 use super::gemm::NR;
 use super::gemm::{Operand, cut_in, gemm};
-use super::gram::{BLOCK, Panels, distance};
+use super::gram::{BLOCK, MR, Panels, distance};
 use super::parallel::in_parallel;
 use super::{Scratch, upstream};
 use crate::MetricLossError;
@@ -27,11 +27,128 @@ use crate::formulas::{BatchFormula, ListSizes, PairWeights, Row, Score};
 use crate::miners::{MinerStats, RowStats, multi_similarity_keep_row};
 use dfdx::prelude::*;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// From this many rows on, the blocks are shared among rayon's threads:
 /// each row costs `N` exponentials or so, far more than the Gram tile, so
 /// this is lower than the mining passes' threshold.
 const PARALLEL_MIN_ROWS: usize = 128;
+
+/// A row-major matrix shared among threads that each read and write their
+/// own elements (see [`Shared::chunk`] and [`fold_lower`]).
+#[derive(Clone, Copy)]
+struct Shared {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: a `Shared` is only dereferenced on elements that one thread alone
+// touches during the parallel section (the callers' contracts).
+unsafe impl Send for Shared {}
+// SAFETY: as above.
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    fn of(m: &mut [f32]) -> Self {
+        Shared {
+            ptr: m.as_mut_ptr(),
+            len: m.len(),
+        }
+    }
+
+    /// A pointer to value `at` (inside the buffer).
+    fn at(&self, at: usize) -> *mut f32 {
+        debug_assert!(at < self.len);
+        self.ptr.wrapping_add(at)
+    }
+
+    /// Values `from..from + len` (clamped to the end) as a slice.
+    ///
+    /// # Safety
+    /// No other thread touches those values while the slice lives, and the
+    /// buffer outlives it.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn chunk(&self, from: usize, len: usize) -> &mut [f32] {
+        assert!(from <= self.len);
+        let len = len.min(self.len - from);
+        // SAFETY: inside the buffer (asserted); exclusive (the caller's contract).
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(from), len) }
+    }
+}
+
+/// The blocks' first rows over `n` rows.
+fn block_starts(n: usize) -> Vec<usize> {
+    (0..n).step_by(BLOCK).collect()
+}
+
+/// `f(block index)` for every block of `blocks`, claimed one by one by
+/// `parts` workers (the calling thread among them), the largest blocks
+/// (the last ones) first: for work that grows with the block's index and
+/// whose result does not depend on the worker.
+fn claim_blocks(blocks: usize, parts: usize, f: impl Fn(usize) + Sync) {
+    let next = AtomicUsize::new(0);
+    let work = |_: usize| {
+        loop {
+            let k = next.fetch_add(1, Ordering::Relaxed);
+            if k >= blocks {
+                return;
+            }
+            f(blocks - 1 - k);
+        }
+    };
+    if parts > 1 {
+        in_parallel(parts, work);
+    } else {
+        work(0);
+    }
+}
+
+/// The lower triangle of the `n × n` matrix `m` (row stride `ld`) from its
+/// upper one. With `sum`, `m` becomes `m + mᵀ` (the diagonal doubled):
+/// `∂L/∂G` of a symmetric product. Without, the entries below the diagonal
+/// blocks of [`BLOCK`] rows are copied from above them (the tiles computed
+/// only from each block's diagonal on).
+fn fold_lower(m: &mut [f32], ld: usize, n: usize, parts: usize, sum: bool) {
+    assert!(n == 0 || (n - 1) * ld + n <= m.len());
+    let blocks = block_starts(n);
+    let shared = Shared::of(m);
+    // Block `b` (rows i0..i1) touches entries (i, j) and (j, i) for i in
+    // i0..i1, j < i: every off-diagonal entry belongs to the block of the
+    // larger of its two indices, so the blocks touch disjoint entries.
+    claim_blocks(blocks.len(), parts, |b| {
+        let (i0, i1) = (blocks[b], (blocks[b] + BLOCK).min(n));
+        let at = |i: usize, j: usize| i * ld + j;
+        for j0 in (0..i1).step_by(BLOCK) {
+            for i in i0..i1 {
+                let j1 = if sum {
+                    (j0 + BLOCK).min(i)
+                } else {
+                    (j0 + BLOCK).min(i0)
+                };
+                for j in j0..j1 {
+                    // SAFETY: both entries are inside `m` (asserted above:
+                    // i, j < n) and belong to this block alone (see above).
+                    unsafe {
+                        let (lo, up) = (shared.at(at(i, j)), shared.at(at(j, i)));
+                        if sum {
+                            let v = *lo + *up;
+                            *lo = v;
+                            *up = v;
+                        } else {
+                            *lo = *up;
+                        }
+                    }
+                }
+            }
+        }
+        if sum {
+            for i in i0..i1 {
+                // SAFETY: the diagonal entry of a row of this block.
+                unsafe { *shared.at(at(i, i)) *= 2.0 };
+            }
+        }
+    });
+}
 
 /// What every block reads: rows `0..rows` of the packed matrix against
 /// its rows `c0..c0 + cols` (the same rows, `c0 = 0`, for the whole batch).
@@ -45,26 +162,31 @@ struct Pass<'a, F> {
     d: usize,
 }
 
-/// One thread's buffers: a block of scores, one row of each weight and,
+/// One thread's buffers: one row of each weight, one row of `∂L/∂s` and,
 /// for a fused miner, one row of the miner's similarities.
 struct Buffers {
-    s: Scratch,
     pos: Vec<f32>,
     neg: Vec<f32>,
+    ds: Vec<f32>,
     sim: Vec<f32>,
 }
 
 impl<F: BatchFormula> Pass<'_, F> {
-    /// Row stride of a block of scores.
+    /// Row stride of the matrix of scores.
     fn ld(&self) -> usize {
         self.panels.padded_cols() - self.c0
     }
 
+    /// Whether this is the batch's own (symmetric) matrix.
+    fn symmetric(&self) -> bool {
+        self.c0 == 0 && self.rows == self.cols
+    }
+
     fn buffers(&self) -> Buffers {
         Buffers {
-            s: Scratch::with_len(BLOCK * self.ld(), 0),
             pos: vec![0.0; self.cols],
             neg: vec![0.0; self.cols],
+            ds: vec![0.0; self.cols],
             sim: match self.w.multi_similarity_miner() {
                 Some(_) => vec![0.0; self.cols],
                 None => Vec::new(),
@@ -72,38 +194,51 @@ impl<F: BatchFormula> Pass<'_, F> {
         }
     }
 
-    /// The blocks' first rows.
-    fn blocks(&self) -> Vec<usize> {
-        (0..self.rows).step_by(BLOCK).collect()
-    }
-
-    /// Rows `i0..i0 + BLOCK` (at most) of the formula's matrix into `b.s`
-    /// (row stride [`ld`](Self::ld), columns `0..cols`); the number of rows.
-    fn scores(&self, i0: usize, b: &mut Buffers) -> usize {
-        let rows = BLOCK.min(self.rows - i0);
+    /// The formula's matrix, whole: row `i` at `i·ld` ([`ld`](Self::ld)),
+    /// columns `0..cols` (rows padded to a multiple of [`MR`]). The batch's
+    /// own matrix from the tiles on and above the diagonal, mirrored.
+    fn matrix(&self, parts: usize) -> Scratch {
         let ld = self.ld();
+        let rows_pad = self.rows.div_ceil(MR) * MR;
+        let mut s = Scratch::with_len(rows_pad * ld, 0);
+        let blocks = block_starts(self.rows);
+        let symmetric = self.symmetric();
+        let shared = Shared::of(&mut s);
         let end = self.panels.padded_cols();
-        self.panels.tile(i0, rows, self.c0, end, &mut b.s, ld);
-        if F::SCORE == Score::UnitEuclidean {
-            let sq = &self.panels.sq()[self.c0..self.c0 + self.cols];
-            for r in 0..rows {
-                let sq_i = self.panels.sq()[i0 + r];
-                for (v, &sq_j) in b.s[r * ld..r * ld + self.cols].iter_mut().zip(sq) {
-                    *v = distance(sq_i, sq_j, *v, false);
+        claim_blocks(blocks.len(), parts, |b| {
+            let i0 = blocks[b];
+            let rows = BLOCK.min(self.rows - i0);
+            // SAFETY: the block's own rows (padded): no other block's.
+            let chunk = unsafe { shared.chunk(i0 * ld, BLOCK * ld) };
+            // the batch's matrix: from the diagonal block on (i0 is a multiple of NR)
+            let j0 = if symmetric { i0 } else { 0 };
+            self.panels
+                .tile(i0, rows, self.c0 + j0, end, &mut chunk[j0..], ld);
+            if F::SCORE == Score::UnitEuclidean {
+                let sq = self.panels.sq();
+                for r in 0..rows {
+                    let sq_i = sq[i0 + r];
+                    let cols = &sq[self.c0 + j0..self.c0 + self.cols];
+                    let row = &mut chunk[r * ld + j0..r * ld + self.cols];
+                    for (v, &sq_j) in row.iter_mut().zip(cols) {
+                        *v = distance(sq_i, sq_j, *v, false);
+                    }
                 }
             }
+        });
+        if symmetric {
+            fold_lower(&mut s, ld, self.rows, parts, false);
         }
-        rows
+        s
     }
 
-    /// Row `r` of the block at `i0` as the formula reads it: with a fused
+    /// Row `r` of `s` (the matrix's rows from `i0` on) as the formula reads
+    /// it, its weights filled into `b`: with a fused
     /// [`MultiSimilarityMiner`](crate::miners::MultiSimilarityMiner), only
     /// the pairs its rule keeps weigh.
-    fn row<'b>(&self, i0: usize, r: usize, b: &'b mut Buffers) -> Row<'b> {
-        let i = i0 + r;
+    fn row<'b>(&self, i: usize, s: &'b [f32], b: &'b mut Buffers) -> Row<'b> {
         self.w.fill_row(i, &mut b.pos, &mut b.neg);
-        let ld = self.ld();
-        let s = &b.s[r * ld..r * ld + self.cols];
+        let s = &s[..self.cols];
         if let Some(eps) = self.w.multi_similarity_miner() {
             for (m, &v) in b.sim.iter_mut().zip(s) {
                 *m = miner_similarity::<F>(v);
@@ -118,103 +253,61 @@ impl<F: BatchFormula> Pass<'_, F> {
         }
     }
 
-    /// Length of a part's gradient accumulator: `∂L/∂X` (`n × D`), then,
-    /// for distances, `∂L/∂‖x_i‖²` (`n`).
-    fn grad_len(&self) -> usize {
-        let packed = self.c0 + self.cols;
-        let sq = if F::SCORE == Score::UnitEuclidean {
-            packed
+    /// Length of a part's accumulator of `∂L/∂‖x_i‖²` (distances only).
+    fn dsq_len(&self) -> usize {
+        if F::SCORE == Score::UnitEuclidean {
+            self.c0 + self.cols
         } else {
             0
-        };
-        packed * self.d + sq
-    }
-
-    /// For the block at `i0` (its scores in `b.s`): `row_grad(row, ds)`
-    /// writes `∂L/∂s` of each of its rows into `ds` (zeroed), which is
-    /// turned into `∂L/∂G` and pushed through `G = X·Xᵀ` into `acc`
-    /// ([`grad_len`](Self::grad_len) values): `dX_b += dG_b·X`,
-    /// `dX += dG_bᵀ·X_b`.
-    fn push_block(
-        &self,
-        i0: usize,
-        b: &mut Buffers,
-        acc: &mut [f32],
-        mut row_grad: impl FnMut(&Row, &mut [f32]),
-    ) {
-        let (c, c0, d) = (self.cols, self.c0, self.d);
-        let rows = BLOCK.min(self.rows - i0);
-        let mut dg = Scratch::with_len(rows * c, 0);
-        let (dx, dsq) = acc.split_at_mut((c0 + c) * d);
-        for r in 0..rows {
-            let i = i0 + r;
-            let ds = &mut dg[r * c..(r + 1) * c];
-            ds.fill(0.0);
-            let row = self.row(i0, r, b);
-            row_grad(&row, ds);
-            if F::SCORE == Score::UnitEuclidean {
-                // d = √(‖x_i‖² + ‖x_j‖² − 2G_ij): ∂d/∂G = −1/d, ∂d/∂‖x‖² = 1/(2d)
-                let mut row_sum = 0.0f32;
-                for (j, (v, &dist)) in ds.iter_mut().zip(row.s).enumerate() {
-                    let e = if dist > 0.0 { *v / dist } else { 0.0 };
-                    *v = -e;
-                    row_sum += e;
-                    dsq[c0 + j] += 0.5 * e;
-                }
-                dsq[i] += 0.5 * row_sum;
-            }
         }
-        let xs = self.panels.rows();
-        let (a_b, cols) = (&xs[i0 * d..(i0 + rows) * d], &xs[c0 * d..(c0 + c) * d]);
-        gemm(
-            rows,
-            d,
-            c,
-            1.0,
-            Operand::plain(&dg, c),
-            Operand::plain(cols, d),
-            1.0,
-            &mut dx[i0 * d..],
-            d,
-        );
-        gemm(
-            c,
-            d,
-            rows,
-            1.0,
-            Operand::transposed(&dg, c),
-            Operand::plain(a_b, d),
-            1.0,
-            &mut dx[c0 * d..],
-            d,
-        );
     }
 
-    /// `f(block start, buffers, accumulator)` for every block, in parts
-    /// shared among rayon's threads when `parallel` (part `p` takes blocks
+    /// `∂L/∂s` of row `i` in `ds` (as `row_grad` wrote it) turned into
+    /// `∂L/∂G` in place (for distances; `dist` the row's distances), its
+    /// `∂L/∂‖x‖²` added to `dsq`.
+    fn to_gram_grad(&self, i: usize, dist: &[f32], ds: &mut [f32], dsq: &mut [f32]) {
+        if F::SCORE != Score::UnitEuclidean {
+            return;
+        }
+        let c0 = self.c0;
+        // d = √(‖x_i‖² + ‖x_j‖² − 2G_ij): ∂d/∂G = −1/d, ∂d/∂‖x‖² = 1/(2d)
+        let mut row_sum = 0.0f32;
+        for (j, (v, &d)) in ds.iter_mut().zip(dist).enumerate() {
+            let e = if d > 0.0 { *v / d } else { 0.0 };
+            *v = -e;
+            row_sum += e;
+            dsq[c0 + j] += 0.5 * e;
+        }
+        dsq[i] += 0.5 * row_sum;
+    }
+
+    /// `f(first row, its rows of the matrix, buffers, accumulator)` for
+    /// every block of rows of `s` (the matrix of [`matrix`](Self::matrix)),
+    /// in `parts` parts shared among rayon's threads (part `p` takes blocks
     /// `p, p + parts, …`, whichever thread runs it, so the sums do not
     /// depend on the scheduling), each part with its own zeroed accumulator
     /// of `len` values. The results in block order, the accumulators in
     /// part order.
     fn sweep<R: Send>(
         &self,
-        parallel: bool,
+        s: &mut [f32],
+        parts: usize,
         len: usize,
-        f: impl Fn(usize, &mut Buffers, &mut [f32]) -> R + Sync,
+        f: impl Fn(usize, &mut [f32], &mut Buffers, &mut [f32]) -> R + Sync,
     ) -> (Vec<R>, Vec<Vec<f32>>) {
-        let blocks = self.blocks();
-        let parts = if parallel {
-            rayon::current_num_threads().min(blocks.len()).max(1)
-        } else {
-            1
-        };
+        let blocks = block_starts(self.rows);
+        let ld = self.ld();
+        let parts = parts.min(blocks.len()).max(1);
         let slots: Vec<Mutex<Option<R>>> = blocks.iter().map(|_| Mutex::new(None)).collect();
         let accs: Vec<Mutex<Vec<f32>>> = (0..parts).map(|_| Mutex::new(Vec::new())).collect();
+        let shared = Shared::of(s);
         let run = |p: usize| {
             let mut acc = vec![0.0f32; len];
             let mut b = self.buffers();
             for k in (p..blocks.len()).step_by(parts) {
-                let r = f(blocks[k], &mut b, &mut acc);
+                // SAFETY: the block's own rows: each block is run once.
+                let chunk = unsafe { shared.chunk(blocks[k] * ld, BLOCK * ld) };
+                let r = f(blocks[k], chunk, &mut b, &mut acc);
                 *slots[k].lock().expect("a block's slot") = Some(r);
             }
             *accs[p].lock().expect("a part's accumulator") = acc;
@@ -239,27 +332,62 @@ impl<F: BatchFormula> Pass<'_, F> {
         (results, accs)
     }
 
-    /// `scale ·` the sum of the parts' gradient accumulators, as `∂L/∂X'`
-    /// of the packed rows (adding `∂L/∂‖x_i‖² · 2x_i` for distances).
-    fn finish(&self, parts: &[Vec<f32>], scale: f32) -> Vec<f32> {
-        let (packed, d) = (self.c0 + self.cols, self.d);
+    /// `∂L/∂X'` of the packed rows for `∂L/∂G` in `dg` (the matrix's
+    /// rows, overwritten: symmetrized for the batch's own matrix) and the
+    /// parts' `∂L/∂‖x_i‖²` (adding `2·∂L/∂‖x_i‖² · x_i`), times `scale`.
+    fn finish(&self, dg: &mut [f32], dsq: &[Vec<f32>], parts: usize, scale: f32) -> Vec<f32> {
+        let (packed, d, ld) = (self.c0 + self.cols, self.d, self.ld());
+        let (rows, cols, c0) = (self.rows, self.cols, self.c0);
         let xs = self.panels.rows();
         let mut dx = vec![0.0f32; packed * d];
-        for part in parts {
-            for (a, b) in dx.iter_mut().zip(&part[..packed * d]) {
-                *a += b;
-            }
-            for (i, &s) in part[packed * d..].iter().enumerate() {
+        if self.symmetric() {
+            fold_lower(dg, ld, rows, parts, true);
+            gemm(
+                rows,
+                d,
+                rows,
+                scale,
+                Operand::plain(dg, ld),
+                Operand::plain(&xs[..rows * d], d),
+                0.0,
+                &mut dx,
+                d,
+            );
+        } else {
+            // dX_A = dG·X_B, dX_B = dGᵀ·X_A
+            let (a, b) = (&xs[..rows * d], &xs[c0 * d..(c0 + cols) * d]);
+            gemm(
+                rows,
+                d,
+                cols,
+                scale,
+                Operand::plain(dg, ld),
+                Operand::plain(b, d),
+                0.0,
+                &mut dx,
+                d,
+            );
+            gemm(
+                cols,
+                d,
+                rows,
+                scale,
+                Operand::transposed(dg, ld),
+                Operand::plain(a, d),
+                0.0,
+                &mut dx[c0 * d..],
+                d,
+            );
+        }
+        for part in dsq {
+            for (i, &s) in part.iter().enumerate() {
                 if s != 0.0 {
                     let (out, x) = (&mut dx[i * d..(i + 1) * d], &xs[i * d..(i + 1) * d]);
                     for (o, &v) in out.iter_mut().zip(x) {
-                        *o += 2.0 * s * v;
+                        *o += 2.0 * scale * s * v;
                     }
                 }
             }
-        }
-        for v in dx.iter_mut() {
-            *v *= scale;
         }
         dx
     }
@@ -308,18 +436,123 @@ pub(super) fn host_units<'a, F: BatchFormula>(s: &'a [f32], host: &'a mut [f32])
     }
 }
 
+/// [`RowStats::of`] for the anchor row `own` of the batch's own matrix
+/// (`d[j]`: its distance to row `j`, labelled `labels[j]`), column `own`
+/// skipped: the same statistics, summed in eight lanes (the sum of
+/// distances in `f64` in another order), which the compiler can vectorize.
+fn row_stats(own: usize, d: &[f32], labels: &[usize], margins: Option<(f32, f32)>) -> RowStats {
+    let label = labels[own];
+    let mut lanes = Lanes::new(margins);
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        unsafe {
+            lanes.add_avx2(label, &d[..own], &labels[..own]);
+            lanes.add_avx2(label, &d[own + 1..], &labels[own + 1..]);
+        }
+        return lanes.stats();
+    }
+    lanes.add(label, &d[..own], &labels[..own]);
+    lanes.add(label, &d[own + 1..], &labels[own + 1..]);
+    lanes.stats()
+}
+
+/// [`row_stats`]' eight running sums, maxima, minima and counts.
+struct Lanes {
+    sum: [f64; 8],
+    pos: [f32; 8],
+    neg: [f32; 8],
+    n_pos: [u32; 8],
+    n_neg: [u32; 8],
+    active: [u32; 8],
+    /// The margins, or ones no distance passes.
+    margins: (f32, f32),
+}
+
+impl Lanes {
+    fn new(margins: Option<(f32, f32)>) -> Self {
+        Lanes {
+            sum: [0.0; 8],
+            pos: [f32::NEG_INFINITY; 8],
+            neg: [f32::INFINITY; 8],
+            n_pos: [0; 8],
+            n_neg: [0; 8],
+            active: [0; 8],
+            margins: margins.unwrap_or((f32::INFINITY, f32::NEG_INFINITY)),
+        }
+    }
+
+    /// # Safety
+    /// The CPU has AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn add_avx2(&mut self, label: usize, d: &[f32], labels: &[usize]) {
+        self.add(label, d, labels)
+    }
+
+    #[inline(always)]
+    fn add(&mut self, label: usize, d: &[f32], labels: &[usize]) {
+        let (pm, nm) = self.margins;
+        let (dc, lc) = (d.chunks_exact(8), labels[..d.len()].chunks_exact(8));
+        let (dr, lr) = (dc.remainder(), lc.remainder());
+        for (d, l) in dc.zip(lc) {
+            for k in 0..8 {
+                let (v, same) = (d[k], l[k] == label);
+                self.sum[k] += f64::from(v);
+                self.pos[k] = if same {
+                    self.pos[k].max(v)
+                } else {
+                    self.pos[k]
+                };
+                self.neg[k] = if same {
+                    self.neg[k]
+                } else {
+                    self.neg[k].min(v)
+                };
+                self.n_pos[k] += u32::from(same);
+                self.n_neg[k] += u32::from(!same);
+                self.active[k] += u32::from((same && v > pm) || (!same && v < nm));
+            }
+        }
+        for (k, (&v, &l)) in dr.iter().zip(lr).enumerate() {
+            let same = l == label;
+            self.sum[k] += f64::from(v);
+            if same {
+                self.pos[k] = self.pos[k].max(v);
+            } else {
+                self.neg[k] = self.neg[k].min(v);
+            }
+            self.n_pos[k] += u32::from(same);
+            self.n_neg[k] += u32::from(!same);
+            self.active[k] += u32::from((same && v > pm) || (!same && v < nm));
+        }
+    }
+
+    fn stats(&self) -> RowStats {
+        let pos = (self.n_pos.iter().sum::<u32>() > 0)
+            .then(|| self.pos.iter().copied().fold(f32::NEG_INFINITY, f32::max));
+        let neg = (self.n_neg.iter().sum::<u32>() > 0)
+            .then(|| self.neg.iter().copied().fold(f32::INFINITY, f32::min));
+        RowStats {
+            sum: self.sum.iter().sum(),
+            hardest: pos.zip(neg),
+            active: self.active.iter().map(|&a| a as usize).sum(),
+        }
+    }
+}
+
 /// The loss of formula `f` over every pair of a batch of normalized rows
 /// `x` (`w`: the weights of [`Tuples::All`](crate::miners::Tuples::All)
-/// for `labels`), and the statistics of every pair, in blocks of rows of
-/// Gram tiles. `Unavailable` for a batch PML scores as exactly 0 (the
-/// generic path gives that zero its gradient).
+/// for `labels`), and the statistics of every pair, from the formula's
+/// matrix computed once. `Unavailable` for a batch PML scores as exactly 0
+/// (the generic path gives that zero its gradient).
 ///
 /// The gradient is linear in the upstream gradient `u`: `∂L/∂X = u/Σcount
 /// · Σ_i [count_i > 0] ∂value_i/∂X`. So with a tape the forward computes
-/// that sum (`u = 1`) while each block is in cache, and the backward only
-/// scales it: one pass over the Gram tiles in all (three for lifted
-/// structure, whose rows need every row's shared number first, and whose
-/// gradient needs every row's derivative with respect to them).
+/// that sum (`u = 1`) while each row is in cache, and the backward only
+/// scales it (lifted structure, whose rows need every row's shared number
+/// first, and whose gradient needs every row's derivative with respect to
+/// them, keeps the matrix for its backward instead).
 pub(crate) fn batch_formula_fused_cpu<F, N, const D: usize, T>(
     x: Tensor<(N, Const<D>), f32, Cpu, T>,
     labels: &[usize],
@@ -348,7 +581,11 @@ where
     let (x, mut tape) = x.try_contiguous().map_err(dev_err)?.split_tape();
     let panels = Panels::new(Scratch::copy_of(&x), n, D);
     panels.check_finite(n, D)?;
-    let parallel = n >= PARALLEL_MIN_ROWS && rayon::current_num_threads() > 1;
+    let parts = if n >= PARALLEL_MIN_ROWS {
+        rayon::current_num_threads().max(1)
+    } else {
+        1
+    };
     let whole = Pass {
         f,
         w,
@@ -391,13 +628,15 @@ where
             d: D,
         },
     };
+    let ld = pass.ld();
+    let mut s = pass.matrix(parts);
 
     // Lifted structure: every row's shared number first.
     let shared: Vec<f32> = if F::SHARED {
-        pass.sweep(parallel, 0, |i0, b, _| {
-            let rows = pass.scores(i0, b);
+        pass.sweep(&mut s, parts, 0, |i0, m, b, _| {
+            let rows = BLOCK.min(pass.rows - i0);
             (0..rows)
-                .map(|r| f.shared(&pass.row(i0, r, b)))
+                .map(|r| f.shared(&pass.row(i0 + r, &m[r * ld..], b)))
                 .collect::<Vec<f32>>()
         })
         .0
@@ -407,9 +646,9 @@ where
     };
 
     let grad_now = T::OWNS_TAPE && !F::SHARED;
-    let len = if grad_now { pass.grad_len() } else { 0 };
-    let (blocks, mut parts) = pass.sweep(parallel, len, |i0, b, acc| {
-        let rows = pass.scores(i0, b);
+    let dsq_len = if grad_now { pass.dsq_len() } else { 0 };
+    let (blocks, dsq) = pass.sweep(&mut s, parts, dsq_len, |i0, m, b, dsq| {
+        let rows = BLOCK.min(pass.rows - i0);
         let mut out = BlockForward {
             sum: 0.0,
             counts: Vec::with_capacity(rows),
@@ -417,21 +656,17 @@ where
             mined: Mined::default(),
         };
         let mut host = vec![0.0f32; pass.cols];
+        let mut ds = std::mem::take(&mut b.ds);
         for r in 0..rows {
-            let row = pass.row(i0, r, b);
+            let i = i0 + r;
+            let row = pass.row(i, &m[r * ld..], b);
             let v = f.row(&row, &shared);
             out.sum += f64::from(v.value);
             out.counts.push(v.count);
             if square {
                 let d = host_units::<F>(row.s, &mut host);
                 let every_pair = if mining { None } else { margins };
-                out.stats.push(RowStats::of(
-                    labels[i0 + r],
-                    d,
-                    labels,
-                    Some(i0 + r),
-                    every_pair,
-                ));
+                out.stats.push(row_stats(i, d, labels, every_pair));
                 if let (true, Some((pm, nm))) = (mining, margins) {
                     // the miner's pairs: counted, and active as the listed path counts them
                     let (mut kp, mut kn) = (0, 0);
@@ -449,15 +684,17 @@ where
                     (m.pos, m.neg, m.triplets) = (m.pos + kp, m.neg + kn, m.triplets + kp * kn);
                 }
             }
-        }
-        if grad_now {
-            let counts = &out.counts;
-            pass.push_block(i0, b, acc, |row, ds| {
-                if counts[row.index - i0] > 0.0 {
-                    f.row_backward(row, &[], 1.0, ds, &mut []);
+            if grad_now {
+                // this row of the matrix becomes its row of ∂L/∂G
+                ds.fill(0.0);
+                if v.count > 0.0 {
+                    f.row_backward(&row, &[], 1.0, &mut ds, &mut []);
+                    pass.to_gram_grad(i, row.s, &mut ds, dsq);
                 }
-            });
+                m[r * ld..r * ld + pass.cols].copy_from_slice(&ds);
+            }
         }
+        b.ds = ds;
         out
     });
     let mut sum = 0.0f64;
@@ -479,15 +716,16 @@ where
         return Ok(FusedFormula::Unavailable(x.put_tape(tape)));
     }
     if !square {
-        // the statistics cover every pair of the batch: one more pass
-        let (per_block, _) = whole.sweep(parallel, 0, |i0, b, _| {
-            let rows = whole.scores(i0, b);
+        // the statistics cover every pair of the batch: its own matrix
+        let mut whole_s = whole.matrix(parts);
+        let (per_block, _) = whole.sweep(&mut whole_s, parts, 0, |i0, m, _, _| {
+            let rows = BLOCK.min(n - i0);
             let mut host = vec![0.0f32; n];
             let ld = whole.ld();
             (0..rows)
                 .map(|r| {
-                    let d = host_units::<F>(&b.s[r * ld..r * ld + n], &mut host);
-                    RowStats::of(labels[i0 + r], d, labels, Some(i0 + r), margins)
+                    let d = host_units::<F>(&m[r * ld..r * ld + n], &mut host);
+                    row_stats(i0 + r, d, labels, margins)
                 })
                 .collect::<Vec<_>>()
         });
@@ -525,8 +763,15 @@ where
     );
 
     let out = dev.try_tensor_from_vec(vec![loss], ()).map_err(dev_err)?;
-    let (rows_of_pass, cols_of_pass, c0) = (pass.rows, pass.cols, pass.c0);
     if T::OWNS_TAPE {
+        // the gradient for u = 1 now (the matrix is dropped), or, with shared
+        // numbers, the matrix kept for the backward
+        let (dx_now, keep) = if grad_now {
+            (Some(pass.finish(&mut s, &dsq, parts, 1.0)), None)
+        } else {
+            (None, Some(s))
+        };
+        let (rows_of_pass, cols_of_pass, c0) = (pass.rows, pass.cols, pass.c0);
         let (out_ghost, w, f) = (out.clone(), w.clone(), *f);
         tape.add_backward_op(move |grads| {
             let g = upstream(grads, &out_ghost)?[0];
@@ -534,6 +779,7 @@ where
             if total <= 0.0 || g == 0.0 {
                 return Ok(());
             }
+            let scale = (f64::from(g) / total) as f32;
             let (packed, rows, cols) = match &view {
                 None => (&panels, None, None),
                 Some((p, rows, cols, _)) => (p, Some(rows), Some(cols)),
@@ -547,10 +793,17 @@ where
                 c0,
                 d: D,
             };
-            if F::SHARED {
-                parts = shared_gradient(&pass, parallel, &shared, &counts);
-            }
-            let dx = pass.finish(&parts, (f64::from(g) / total) as f32);
+            let dx = match (dx_now, keep) {
+                (Some(mut dx), _) => {
+                    dx.iter_mut().for_each(|v| *v *= scale);
+                    dx
+                }
+                (None, Some(mut s)) => {
+                    let dsq = shared_gradient(&pass, &mut s, parts, &shared, &counts);
+                    pass.finish(&mut s, &dsq, parts, scale)
+                }
+                (None, None) => unreachable!("the gradient or the matrix is kept"),
+            };
             match (rows, cols) {
                 (Some(rows), Some(cols)) => {
                     let back = rows
@@ -581,22 +834,24 @@ where
     })
 }
 
-/// The gradient accumulators of a formula with shared numbers (lifted
-/// structure), for `u = 1`: a pass for what every row's value sends to the
+/// `∂L/∂G` of a formula with shared numbers (lifted structure), for
+/// `u = 1`, over the rows of its matrix `s` (overwritten, row by row), and
+/// the parts' `∂L/∂‖x_i‖²`: a pass for what every row's value sends to the
 /// shared numbers, then one for `∂L/∂s`.
 fn shared_gradient<F: BatchFormula>(
     pass: &Pass<F>,
-    parallel: bool,
+    s: &mut [f32],
+    parts: usize,
     shared: &[f32],
     counts: &[f32],
 ) -> Vec<Vec<f32>> {
-    let (n, f) = (pass.rows, pass.f);
+    let (n, f, ld) = (pass.rows, pass.f, pass.ld());
     let g = |i: usize| if counts[i] > 0.0 { 1.0 } else { 0.0 };
-    let (_, per_part) = pass.sweep(parallel, n, |i0, b, acc| {
-        let rows = pass.scores(i0, b);
+    let (_, per_part) = pass.sweep(s, parts, n, |i0, m, b, acc| {
+        let rows = BLOCK.min(n - i0);
         let mut ds = vec![0.0f32; n];
         for r in 0..rows {
-            let row = pass.row(i0, r, b);
+            let row = pass.row(i0 + r, &m[r * ld..], b);
             f.row_backward(&row, shared, g(i0 + r), &mut ds, acc);
         }
     });
@@ -606,14 +861,91 @@ fn shared_gradient<F: BatchFormula>(
             *o += v;
         }
     }
-    pass.sweep(parallel, pass.grad_len(), |i0, b, acc| {
-        pass.scores(i0, b);
+    pass.sweep(s, parts, pass.dsq_len(), |i0, m, b, dsq| {
+        let rows = BLOCK.min(n - i0);
         // what the rows send to the shared numbers again: not needed here
         let mut sink = vec![0.0f32; n];
-        pass.push_block(i0, b, acc, |row, ds| {
-            f.row_backward(row, shared, g(row.index), ds, &mut sink);
-            f.shared_backward(row, dshared[row.index], ds);
-        });
+        let mut ds = std::mem::take(&mut b.ds);
+        for r in 0..rows {
+            let i = i0 + r;
+            ds.fill(0.0);
+            let row = pass.row(i, &m[r * ld..], b);
+            f.row_backward(&row, shared, g(i), &mut ds, &mut sink);
+            f.shared_backward(&row, dshared[i], &mut ds);
+            pass.to_gram_grad(i, row.s, &mut ds, dsq);
+            m[r * ld..r * ld + pass.cols].copy_from_slice(&ds);
+        }
+        b.ds = ds;
     })
     .1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matrix(n: usize, ld: usize) -> Vec<f32> {
+        (0..n * ld)
+            .map(|k| ((k * 7919) % 101) as f32 / 13.0 - 3.0)
+            .collect()
+    }
+
+    #[test]
+    fn fold_lower_mirrors_and_symmetrizes() {
+        // one block, a partial last block, several blocks; one part and two
+        for (n, ld) in [(1, 16), (5, 16), (48, 48), (100, 112), (150, 160)] {
+            for parts in [1, 2] {
+                let m = matrix(n, ld);
+                let mut mirrored = m.clone();
+                fold_lower(&mut mirrored, ld, n, parts, false);
+                let mut summed = m.clone();
+                fold_lower(&mut summed, ld, n, parts, true);
+                for i in 0..n {
+                    let block = i / BLOCK * BLOCK;
+                    for j in 0..n {
+                        let (got, want) = (
+                            mirrored[i * ld + j],
+                            if j < block {
+                                m[j * ld + i]
+                            } else {
+                                m[i * ld + j]
+                            },
+                        );
+                        assert_eq!(got, want, "mirror n={n} parts={parts} ({i}, {j})");
+                        let want = m[i * ld + j] + m[j * ld + i];
+                        assert_eq!(
+                            summed[i * ld + j],
+                            want,
+                            "sum n={n} parts={parts} ({i}, {j})"
+                        );
+                    }
+                    // the padding past n is not touched
+                    for j in n..ld {
+                        assert_eq!(summed[i * ld + j], m[i * ld + j]);
+                        assert_eq!(mirrored[i * ld + j], m[i * ld + j]);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn row_stats_equal_the_miners_statistics() {
+        for n in [1usize, 2, 7, 8, 9, 17, 64, 101] {
+            let labels: Vec<usize> = (0..n).map(|j| (j * 5) % 3).collect();
+            let d: Vec<f32> = (0..n).map(|j| ((j * 37) % 19) as f32 / 9.0).collect();
+            for own in [0, n / 2, n - 1] {
+                for margins in [None, Some((0.5, 1.2)), Some((0.0, 2.0))] {
+                    let got = row_stats(own, &d, &labels, margins);
+                    let want = RowStats::of(labels[own], &d, &labels, Some(own), margins);
+                    assert!((got.sum - want.sum).abs() <= 1e-12 * want.sum.max(1.0));
+                    assert_eq!(got.hardest, want.hardest, "n={n} own={own}");
+                    assert_eq!(got.active, want.active, "n={n} own={own} {margins:?}");
+                }
+            }
+        }
+        // a single class: no negative, so no hardest pair
+        let d = [0.0f32, 0.5, 0.25];
+        assert_eq!(row_stats(1, &d, &[4, 4, 4], None).hardest, None);
+    }
 }
