@@ -642,8 +642,9 @@ fn the_fused_pass_equals_the_row_form_on_large_batches() {
 }
 
 /// Every loss of the family at N = 4096, D = 128, forward + backward with
-/// every pair of the batch: the fused pass, which holds no `N × N` matrix
-/// (its peak RSS is measured with `FAMILY_RSS=<loss>` on
+/// every pair of the batch: the fused pass, which holds one `N × N` `f32`
+/// matrix and no `N × N × D` buffer (its peak RSS is measured with
+/// `FAMILY_RSS=<loss>` on
 /// `benches/family.rs`; see docs/performance.md). Finite values and
 /// gradients, statistics over every pair.
 #[test]

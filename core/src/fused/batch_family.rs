@@ -56,12 +56,6 @@ impl Shared {
         }
     }
 
-    /// A pointer to value `at` (inside the buffer).
-    fn at(&self, at: usize) -> *mut f32 {
-        debug_assert!(at < self.len);
-        self.ptr.wrapping_add(at)
-    }
-
     /// Values `from..from + len` (clamped to the end) as a slice.
     ///
     /// # Safety
@@ -113,38 +107,50 @@ fn fold_lower(m: &mut [f32], ld: usize, n: usize, parts: usize, sum: bool) {
     let blocks = block_starts(n);
     let shared = Shared::of(m);
     // Block `b` (rows i0..i1) touches entries (i, j) and (j, i) for i in
-    // i0..i1, j < i: every off-diagonal entry belongs to the block of the
-    // larger of its two indices, so the blocks touch disjoint entries.
+    // i0..i1, j < i1: every entry belongs to the block of the larger of its
+    // two indices, so the blocks touch disjoint entries.
     claim_blocks(blocks.len(), parts, |b| {
         let (i0, i1) = (blocks[b], (blocks[b] + BLOCK).min(n));
-        let at = |i: usize, j: usize| i * ld + j;
-        for j0 in (0..i1).step_by(BLOCK) {
-            for i in i0..i1 {
-                let j1 = if sum {
-                    (j0 + BLOCK).min(i)
-                } else {
-                    (j0 + BLOCK).min(i0)
-                };
-                for j in j0..j1 {
-                    // SAFETY: both entries are inside `m` (asserted above:
-                    // i, j < n) and belong to this block alone (see above).
-                    unsafe {
-                        let (lo, up) = (shared.at(at(i, j)), shared.at(at(j, i)));
-                        if sum {
-                            let v = *lo + *up;
-                            *lo = v;
-                            *up = v;
-                        } else {
-                            *lo = *up;
-                        }
+        let h = i1 - i0;
+        // SAFETY: (see above) values (r, c0..c0 + len) this block alone touches.
+        let row = |r: usize, c0: usize, len: usize| unsafe { shared.chunk(r * ld + c0, len) };
+        // the tile above the diagonal (rows j0.., columns i0..i1), transposed
+        // through this L1-sized copy: `t[jj·BLOCK + ii] = m[j0 + jj][i0 + ii]`
+        let mut t = [0.0f32; BLOCK * BLOCK];
+        for j0 in (0..=i0).step_by(BLOCK) {
+            let diagonal = j0 == i0;
+            if diagonal && !sum {
+                break; // the diagonal tile was computed whole
+            }
+            let w = if diagonal { h } else { BLOCK };
+            for jj in 0..w {
+                t[jj * BLOCK..jj * BLOCK + h].copy_from_slice(row(j0 + jj, i0, h));
+            }
+            if diagonal {
+                for ii in 0..h {
+                    let out = row(i0 + ii, i0, h);
+                    for (jj, o) in out.iter_mut().enumerate() {
+                        *o = t[ii * BLOCK + jj] + t[jj * BLOCK + ii];
+                    }
+                }
+                continue;
+            }
+            for ii in 0..h {
+                let lo = row(i0 + ii, j0, w);
+                for (jj, l) in lo.iter_mut().enumerate() {
+                    let up = &mut t[jj * BLOCK + ii];
+                    if sum {
+                        *l += *up;
+                        *up = *l;
+                    } else {
+                        *l = *up;
                     }
                 }
             }
-        }
-        if sum {
-            for i in i0..i1 {
-                // SAFETY: the diagonal entry of a row of this block.
-                unsafe { *shared.at(at(i, i)) *= 2.0 };
+            if sum {
+                for jj in 0..w {
+                    row(j0 + jj, i0, h).copy_from_slice(&t[jj * BLOCK..jj * BLOCK + h]);
+                }
             }
         }
     });
@@ -173,8 +179,14 @@ struct Buffers {
 
 impl<F: BatchFormula> Pass<'_, F> {
     /// Row stride of the matrix of scores.
+    ///
+    /// An odd number of cache lines ([`NR`] values): at a power-of-two
+    /// stride (N = 1024: 4 KiB) the rows of a column would all fall in one
+    /// set of the L1 cache, and the transposes of [`fold_lower`] and the
+    /// GEMM's packing of `∂L/∂G` would thrash it.
     fn ld(&self) -> usize {
-        self.panels.padded_cols() - self.c0
+        let ld = self.panels.padded_cols() - self.c0;
+        if (ld / NR) % 2 == 0 { ld + NR } else { ld }
     }
 
     /// Whether this is the batch's own (symmetric) matrix.
@@ -437,106 +449,146 @@ pub(super) fn host_units<'a, F: BatchFormula>(s: &'a [f32], host: &'a mut [f32])
 }
 
 /// [`RowStats::of`] for the anchor row `own` of the batch's own matrix
-/// (`d[j]`: its distance to row `j`, labelled `labels[j]`), column `own`
-/// skipped: the same statistics, summed in eight lanes (the sum of
-/// distances in `f64` in another order), which the compiler can vectorize.
-fn row_stats(own: usize, d: &[f32], labels: &[usize], margins: Option<(f32, f32)>) -> RowStats {
-    let label = labels[own];
-    let mut lanes = Lanes::new(margins);
+/// (`d[j]`: its distance to row `j`, labelled `labels[j]`; `ids`: the
+/// labels as `u32` when they all fit), column `own` skipped: the same
+/// statistics, eight columns at a time where the CPU has AVX2 (the sum of
+/// distances in `f64` in another order).
+fn row_stats(
+    own: usize,
+    d: &[f32],
+    labels: &[usize],
+    ids: Option<&[u32]>,
+    margins: Option<(f32, f32)>,
+) -> RowStats {
+    let mut t = Totals::new(margins);
+    let parts = [(0, own), (own + 1, d.len())];
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked just above).
-        unsafe {
-            lanes.add_avx2(label, &d[..own], &labels[..own]);
-            lanes.add_avx2(label, &d[own + 1..], &labels[own + 1..]);
+    if let Some(ids) = ids.filter(|_| std::is_x86_feature_detected!("avx2")) {
+        for (from, to) in parts {
+            // SAFETY: the CPU has AVX2 (checked just above).
+            unsafe { t.add_avx2(ids[own], &d[from..to], &ids[from..to]) };
         }
-        return lanes.stats();
+        return t.stats();
     }
-    lanes.add(label, &d[..own], &labels[..own]);
-    lanes.add(label, &d[own + 1..], &labels[own + 1..]);
-    lanes.stats()
+    let _ = ids;
+    for (from, to) in parts {
+        t.add(labels[own], &d[from..to], &labels[from..to]);
+    }
+    t.stats()
 }
 
-/// [`row_stats`]' eight running sums, maxima, minima and counts.
-struct Lanes {
-    sum: [f64; 8],
-    pos: [f32; 8],
-    neg: [f32; 8],
-    n_pos: [u32; 8],
-    n_neg: [u32; 8],
-    active: [u32; 8],
+/// [`row_stats`]' running sum, maximum, minimum and counts.
+struct Totals {
+    sum: f64,
+    pos: f32,
+    neg: f32,
+    n_pos: usize,
+    n_neg: usize,
+    active: usize,
     /// The margins, or ones no distance passes.
     margins: (f32, f32),
 }
 
-impl Lanes {
+impl Totals {
     fn new(margins: Option<(f32, f32)>) -> Self {
-        Lanes {
-            sum: [0.0; 8],
-            pos: [f32::NEG_INFINITY; 8],
-            neg: [f32::INFINITY; 8],
-            n_pos: [0; 8],
-            n_neg: [0; 8],
-            active: [0; 8],
+        Totals {
+            sum: 0.0,
+            pos: f32::NEG_INFINITY,
+            neg: f32::INFINITY,
+            n_pos: 0,
+            n_neg: 0,
+            active: 0,
             margins: margins.unwrap_or((f32::INFINITY, f32::NEG_INFINITY)),
         }
     }
 
-    /// # Safety
-    /// The CPU has AVX2.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn add_avx2(&mut self, label: usize, d: &[f32], labels: &[usize]) {
-        self.add(label, d, labels)
+    fn add<L: PartialEq + Copy>(&mut self, label: L, d: &[f32], labels: &[L]) {
+        let (pm, nm) = self.margins;
+        for (&v, &l) in d.iter().zip(labels) {
+            let same = l == label;
+            self.sum += f64::from(v);
+            if same {
+                self.pos = self.pos.max(v);
+                self.n_pos += 1;
+            } else {
+                self.neg = self.neg.min(v);
+                self.n_neg += 1;
+            }
+            self.active += usize::from((same && v > pm) || (!same && v < nm));
+        }
     }
 
-    #[inline(always)]
-    fn add(&mut self, label: usize, d: &[f32], labels: &[usize]) {
+    /// [`add`](Self::add), eight columns at a time, the tail in scalar code.
+    ///
+    /// # Safety
+    /// The CPU has AVX2; `ids` is at least as long as `d`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn add_avx2(&mut self, label: u32, d: &[f32], ids: &[u32]) {
+        use std::arch::x86_64::*;
+        assert!(ids.len() >= d.len());
         let (pm, nm) = self.margins;
-        let (dc, lc) = (d.chunks_exact(8), labels[..d.len()].chunks_exact(8));
-        let (dr, lr) = (dc.remainder(), lc.remainder());
-        for (d, l) in dc.zip(lc) {
-            for k in 0..8 {
-                let (v, same) = (d[k], l[k] == label);
-                self.sum[k] += f64::from(v);
-                self.pos[k] = if same {
-                    self.pos[k].max(v)
-                } else {
-                    self.pos[k]
-                };
-                self.neg[k] = if same {
-                    self.neg[k]
-                } else {
-                    self.neg[k].min(v)
-                };
-                self.n_pos[k] += u32::from(same);
-                self.n_neg[k] += u32::from(!same);
-                self.active[k] += u32::from((same && v > pm) || (!same && v < nm));
-            }
+        let lab = _mm256_set1_epi32(label as i32);
+        let (vpm, vnm) = (_mm256_set1_ps(pm), _mm256_set1_ps(nm));
+        let (lo_inf, hi_inf) = (
+            _mm256_set1_ps(f32::NEG_INFINITY),
+            _mm256_set1_ps(f32::INFINITY),
+        );
+        let (mut s_lo, mut s_hi) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+        let (mut pos, mut neg) = (lo_inf, hi_inf);
+        let (mut n_pos, mut act) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+        let full = d.len() / 8 * 8;
+        for i in (0..full).step_by(8) {
+            // SAFETY: `i + 8 ≤ d.len() ≤ ids.len()`.
+            let (v, l) = unsafe {
+                (
+                    _mm256_loadu_ps(d.as_ptr().add(i)),
+                    _mm256_loadu_si256(ids.as_ptr().add(i).cast()),
+                )
+            };
+            let same = _mm256_castsi256_ps(_mm256_cmpeq_epi32(l, lab));
+            s_lo = _mm256_add_pd(s_lo, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+            s_hi = _mm256_add_pd(s_hi, _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v)));
+            pos = _mm256_max_ps(pos, _mm256_blendv_ps(lo_inf, v, same));
+            neg = _mm256_min_ps(neg, _mm256_blendv_ps(v, hi_inf, same));
+            // a mask's lanes are −1: subtracting counts them
+            n_pos = _mm256_sub_epi32(n_pos, _mm256_castps_si256(same));
+            let a = _mm256_or_ps(
+                _mm256_and_ps(same, _mm256_cmp_ps::<_CMP_GT_OQ>(v, vpm)),
+                _mm256_andnot_ps(same, _mm256_cmp_ps::<_CMP_LT_OQ>(v, vnm)),
+            );
+            act = _mm256_sub_epi32(act, _mm256_castps_si256(a));
         }
-        for (k, (&v, &l)) in dr.iter().zip(lr).enumerate() {
-            let same = l == label;
-            self.sum[k] += f64::from(v);
-            if same {
-                self.pos[k] = self.pos[k].max(v);
-            } else {
-                self.neg[k] = self.neg[k].min(v);
-            }
-            self.n_pos[k] += u32::from(same);
-            self.n_neg[k] += u32::from(!same);
-            self.active[k] += u32::from((same && v > pm) || (!same && v < nm));
+        let mut f = [0.0f32; 8];
+        let mut g = [0.0f32; 8];
+        let mut c = [0u32; 8];
+        let mut e = [0u32; 8];
+        let mut s = [0.0f64; 4];
+        // SAFETY: each buffer holds one register's lanes.
+        unsafe {
+            _mm256_storeu_ps(f.as_mut_ptr(), pos);
+            _mm256_storeu_ps(g.as_mut_ptr(), neg);
+            _mm256_storeu_si256(c.as_mut_ptr().cast(), n_pos);
+            _mm256_storeu_si256(e.as_mut_ptr().cast(), act);
+            _mm256_storeu_pd(s.as_mut_ptr(), _mm256_add_pd(s_lo, s_hi));
         }
+        let n_pos = c.iter().map(|&k| k as usize).sum::<usize>();
+        self.sum += s.iter().sum::<f64>();
+        self.pos = f.iter().copied().fold(self.pos, f32::max);
+        self.neg = g.iter().copied().fold(self.neg, f32::min);
+        self.n_pos += n_pos;
+        self.n_neg += full - n_pos;
+        self.active += e.iter().map(|&k| k as usize).sum::<usize>();
+        self.add(label, &d[full..], &ids[full..d.len()]);
     }
 
     fn stats(&self) -> RowStats {
-        let pos = (self.n_pos.iter().sum::<u32>() > 0)
-            .then(|| self.pos.iter().copied().fold(f32::NEG_INFINITY, f32::max));
-        let neg = (self.n_neg.iter().sum::<u32>() > 0)
-            .then(|| self.neg.iter().copied().fold(f32::INFINITY, f32::min));
+        let pos = (self.n_pos > 0).then_some(self.pos);
+        let neg = (self.n_neg > 0).then_some(self.neg);
         RowStats {
-            sum: self.sum.iter().sum(),
+            sum: self.sum,
             hardest: pos.zip(neg),
-            active: self.active.iter().map(|&a| a as usize).sum(),
+            active: self.active,
         }
     }
 }
@@ -597,6 +649,8 @@ where
     };
     let margins = f.margins();
     let margins = Some((margins.pos_margin, margins.margin));
+    // the labels as u32 for the statistics' eight lanes, when they all fit
+    let ids: Option<Vec<u32>> = labels.iter().map(|&l| u32::try_from(l).ok()).collect();
     // A view: its rows and columns packed as X' = [A; 0; B].
     let view = w.view().map(|(rows, cols)| {
         let c0 = rows.len().div_ceil(NR) * NR;
@@ -666,7 +720,8 @@ where
             if square {
                 let d = host_units::<F>(row.s, &mut host);
                 let every_pair = if mining { None } else { margins };
-                out.stats.push(row_stats(i, d, labels, every_pair));
+                out.stats
+                    .push(row_stats(i, d, labels, ids.as_deref(), every_pair));
                 if let (true, Some((pm, nm))) = (mining, margins) {
                     // the miner's pairs: counted, and active as the listed path counts them
                     let (mut kp, mut kn) = (0, 0);
@@ -725,7 +780,7 @@ where
             (0..rows)
                 .map(|r| {
                     let d = host_units::<F>(&m[r * ld..r * ld + n], &mut host);
-                    row_stats(i0 + r, d, labels, margins)
+                    row_stats(i0 + r, d, labels, ids.as_deref(), margins)
                 })
                 .collect::<Vec<_>>()
         });
@@ -936,16 +991,23 @@ mod tests {
             let d: Vec<f32> = (0..n).map(|j| ((j * 37) % 19) as f32 / 9.0).collect();
             for own in [0, n / 2, n - 1] {
                 for margins in [None, Some((0.5, 1.2)), Some((0.0, 2.0))] {
-                    let got = row_stats(own, &d, &labels, margins);
                     let want = RowStats::of(labels[own], &d, &labels, Some(own), margins);
-                    assert!((got.sum - want.sum).abs() <= 1e-12 * want.sum.max(1.0));
-                    assert_eq!(got.hardest, want.hardest, "n={n} own={own}");
-                    assert_eq!(got.active, want.active, "n={n} own={own} {margins:?}");
+                    let ids: Vec<u32> = labels.iter().map(|&l| l as u32).collect();
+                    for ids in [None, Some(&ids[..])] {
+                        let got = row_stats(own, &d, &labels, ids, margins);
+                        assert!((got.sum - want.sum).abs() <= 1e-12 * want.sum.max(1.0));
+                        assert_eq!(got.hardest, want.hardest, "n={n} own={own}");
+                        assert_eq!(got.active, want.active, "n={n} own={own} {margins:?}");
+                    }
                 }
             }
         }
         // a single class: no negative, so no hardest pair
         let d = [0.0f32, 0.5, 0.25];
-        assert_eq!(row_stats(1, &d, &[4, 4, 4], None).hardest, None);
+        assert_eq!(row_stats(1, &d, &[4, 4, 4], None, None).hardest, None);
+        assert_eq!(
+            row_stats(1, &d, &[4, 4, 4], Some(&[4, 4, 4]), None).hardest,
+            None
+        );
     }
 }
