@@ -714,7 +714,12 @@ where
         for r in 0..rows {
             let i = i0 + r;
             let row = pass.row(i, &m[r * ld..], b);
-            let v = f.row(&row, &shared);
+            // with a tape, ∂value/∂s of the row in the same call (u = 1)
+            let v = if grad_now {
+                f.row_with_grad(&row, 1.0, &mut ds)
+            } else {
+                f.row(&row, &shared)
+            };
             out.sum += f64::from(v.value);
             out.counts.push(v.count);
             if square {
@@ -741,9 +746,7 @@ where
             }
             if grad_now {
                 // this row of the matrix becomes its row of ∂L/∂G
-                ds.fill(0.0);
                 if v.count > 0.0 {
-                    f.row_backward(&row, &[], 1.0, &mut ds, &mut []);
                     pass.to_gram_grad(i, row.s, &mut ds, dsq);
                 }
                 m[r * ld..r * ld + pass.cols].copy_from_slice(&ds);
