@@ -28,7 +28,7 @@ use super::{Scratch, upstream};
 use crate::MetricLossError;
 use crate::device::FusedFormula;
 use crate::formulas::{BatchFormula, ListSizes, Row, Score, Weighting};
-use crate::miners::{Fusable, MinerStats, RowStats, keeps_negative, keeps_positive};
+use crate::miners::{Fusable, MinerStats, RowStats, keeps_negative, keeps_positive, label_ids};
 use crate::xbm::MemoryColumns;
 use dfdx::prelude::*;
 use std::sync::Mutex;
@@ -188,160 +188,24 @@ impl LabelPairs {
     }
 }
 
-/// One sweep over a row `s` of every pair ([`Rule::All`]): the row's
-/// [`RowStats`] (every column, the own one included, as the mined path's
-/// statistics read the row) and its active pairs under `margins` (the own
-/// column not a pair), in the miner's units. `same` is
-/// [`LabelPairs::same`] of the row's label. Eight entries at a time with
-/// AVX2 when `simd` (the CPU has it: [`Panels::simd`]), in lanes of partial
-/// sums either way.
-fn row_sweep<F: BatchFormula>(
-    s: &[f32],
-    same: &[f32],
+/// A row of every pair ([`Rule::All`]) in the miner's units `u`, labelled
+/// `label` against `columns` (`ids`: the same as `u32`, see
+/// [`label_ids`]): its [`RowStats`] over every column, the own one
+/// included, as the mined path's statistics read the row, and its active
+/// pairs under `margins`, the own column `own` not a pair.
+fn every_pair_stats(
+    label: usize,
+    u: &[f32],
+    columns: &[usize],
+    ids: Option<&[u32]>,
     own: usize,
     margins: (f32, f32),
-    simd: bool,
 ) -> (RowStats, usize) {
-    assert!(same.len() >= s.len() && own < s.len());
-    let mut acc = Sweep::default();
-    #[cfg(target_arch = "x86_64")]
-    let head = if simd {
-        // SAFETY: the CPU has AVX2 (the caller's `simd`); `same` is at
-        // least as long as `s` (asserted).
-        unsafe { avx2::row_sweep(F::SCORE, s, same, margins, &mut acc) }
-    } else {
-        0
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let head = {
-        let _ = simd;
-        0
-    };
-    for (&v, &m) in s[head..].iter().zip(&same[head..]) {
-        acc.add(units::<F>(v), m > 0.0, margins);
-    }
+    let mut stats = RowStats::of(label, u, columns, ids, None, Some(margins));
     // the own column is a positive of the statistics, not a pair
-    let own_active = usize::from(units::<F>(s[own]) > margins.0);
-    let stats = RowStats {
-        sum: acc.sum,
-        hardest: (acc.near < f32::INFINITY).then_some((acc.far, acc.near)),
-        active: 0,
-    };
-    (stats, acc.active - own_active)
-}
-
-/// A row's value in the miner's units (cosine distance `1 − s`, clamped as
-/// the generic miner's matrix is, or the distance itself).
-fn units<F: BatchFormula>(v: f32) -> f32 {
-    match F::SCORE {
-        Score::Cosine => (1.0 - v).clamp(0.0, 2.0),
-        Score::UnitEuclidean => v,
-    }
-}
-
-/// What [`row_sweep`] gathers.
-#[derive(Debug, Clone, Copy)]
-struct Sweep {
-    sum: f64,
-    /// The farthest same-label column.
-    far: f32,
-    /// The nearest other-label column.
-    near: f32,
-    active: usize,
-}
-
-impl Default for Sweep {
-    fn default() -> Self {
-        Self {
-            sum: 0.0,
-            far: f32::NEG_INFINITY,
-            near: f32::INFINITY,
-            active: 0,
-        }
-    }
-}
-
-impl Sweep {
-    fn add(&mut self, u: f32, same: bool, (pos_margin, margin): (f32, f32)) {
-        self.sum += f64::from(u);
-        if same {
-            self.far = self.far.max(u);
-        } else {
-            self.near = self.near.min(u);
-        }
-        self.active += usize::from(if same { u > pos_margin } else { u < margin });
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use super::{Score, Sweep};
-    use std::arch::x86_64::*;
-
-    /// [`row_sweep`](super::row_sweep) over the whole groups of eight
-    /// entries of `s`, added to `acc`; returns where the tail starts.
-    ///
-    /// # Safety
-    /// The CPU has AVX2; `same` is at least as long as `s`.
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn row_sweep(
-        score: Score,
-        s: &[f32],
-        same: &[f32],
-        (pos_margin, margin): (f32, f32),
-        acc: &mut Sweep,
-    ) -> usize {
-        let (zero, one, two) = (
-            _mm256_setzero_ps(),
-            _mm256_set1_ps(1.0),
-            _mm256_set1_ps(2.0),
-        );
-        let (inf, ninf) = (
-            _mm256_set1_ps(f32::INFINITY),
-            _mm256_set1_ps(f32::NEG_INFINITY),
-        );
-        let (pm, nm) = (_mm256_set1_ps(pos_margin), _mm256_set1_ps(margin));
-        let (mut lo, mut hi) = (_mm256_setzero_pd(), _mm256_setzero_pd());
-        let (mut far, mut near) = (ninf, inf);
-        let mut active = _mm256_setzero_si256();
-        let full = s.len() / 8 * 8;
-        for i in (0..full).step_by(8) {
-            // SAFETY: `i + 8 ≤ s.len() ≤ same.len()`; AVX2 (the caller's contract).
-            unsafe {
-                let v = _mm256_loadu_ps(s.as_ptr().add(i));
-                let u = match score {
-                    Score::Cosine => _mm256_min_ps(_mm256_max_ps(_mm256_sub_ps(one, v), zero), two),
-                    Score::UnitEuclidean => v,
-                };
-                let k = _mm256_cmp_ps::<_CMP_GT_OQ>(_mm256_loadu_ps(same.as_ptr().add(i)), zero);
-                lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(u)));
-                hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(u)));
-                far = _mm256_max_ps(far, _mm256_blendv_ps(ninf, u, k));
-                near = _mm256_min_ps(near, _mm256_blendv_ps(u, inf, k));
-                let on = _mm256_blendv_ps(
-                    _mm256_cmp_ps::<_CMP_LT_OQ>(u, nm),
-                    _mm256_cmp_ps::<_CMP_GT_OQ>(u, pm),
-                    k,
-                );
-                // a true comparison is all ones: −1
-                active = _mm256_sub_epi32(active, _mm256_castps_si256(on));
-            }
-        }
-        let (mut sums, mut fars, mut nears, mut counts) =
-            ([0.0f64; 4], [0.0f32; 8], [0.0f32; 8], [0u32; 8]);
-        // SAFETY: each array holds one vector's lanes.
-        unsafe {
-            _mm256_storeu_pd(sums.as_mut_ptr(), _mm256_add_pd(lo, hi));
-            _mm256_storeu_ps(fars.as_mut_ptr(), far);
-            _mm256_storeu_ps(nears.as_mut_ptr(), near);
-            _mm256_storeu_si256(counts.as_mut_ptr().cast(), active);
-        }
-        acc.sum += sums.iter().sum::<f64>();
-        acc.far = fars.into_iter().fold(acc.far, f32::max);
-        acc.near = nears.into_iter().fold(acc.near, f32::min);
-        acc.active += counts.iter().map(|&c| c as usize).sum::<usize>();
-        full
-    }
+    let active = stats.active - usize::from(u[own] > margins.0);
+    stats.active = 0;
+    (stats, active)
 }
 
 /// One block's forward: its rows' values, counts, statistics and pairs,
@@ -386,6 +250,7 @@ where
     };
     let (b, m) = (x.shape().0.size(), memory.len());
     let columns = memory.labels();
+    let ids = label_ids(columns);
     let single_class = labels.iter().chain(columns).all(|&l| l == labels[0]);
     if F::SHARED
         || F::WEIGHTING == Weighting::NPairs
@@ -474,7 +339,7 @@ where
             dx: Vec::new(),
         };
         let (mut pos, mut neg, mut host) = match rule {
-            Rule::All => (Vec::new(), Vec::new(), Vec::new()),
+            Rule::All => (Vec::new(), Vec::new(), vec![0.0f32; m]),
             Rule::MultiSimilarity { .. } => (vec![0.0f32; m], vec![0.0f32; m], vec![0.0f32; m]),
         };
         let mut every = match rule {
@@ -495,8 +360,9 @@ where
             let (p, own_weight) = match rule {
                 Rule::All => {
                     every.set::<F>(labels[i], columns);
+                    let u = host_units::<F>(srow, &mut host);
                     let (stats, active) =
-                        row_sweep::<F>(srow, &every.same, own, margins, panels.simd());
+                        every_pair_stats(labels[i], u, columns, ids.as_deref(), own, margins);
                     out.stats.push(stats);
                     let (pos, neg) = every.counts;
                     // the own column is no pair: out of the positives for this row
@@ -505,8 +371,14 @@ where
                 }
                 Rule::MultiSimilarity { .. } => {
                     let u = host_units::<F>(srow, &mut host);
-                    out.stats
-                        .push(RowStats::of(labels[i], u, columns, None, None));
+                    out.stats.push(RowStats::of(
+                        labels[i],
+                        u,
+                        columns,
+                        ids.as_deref(),
+                        None,
+                        None,
+                    ));
                     let p = row_pairs::<F>(
                         rule, u, labels[i], columns, own, margins, &mut pos, &mut neg,
                     );
@@ -661,17 +533,11 @@ mod tests {
     use super::*;
     use crate::formulas::MultiSimilarity;
 
-    fn avx2() -> bool {
-        #[cfg(target_arch = "x86_64")]
-        return std::is_x86_feature_detected!("avx2");
-        #[cfg(not(target_arch = "x86_64"))]
-        return false;
-    }
-
-    /// The sweep of every pair agrees with the mined path's statistics and
-    /// with [`row_pairs`]' active pairs, eight lanes at a time and not.
+    /// A row of every pair: the label's pair counts and the active pairs
+    /// agree with [`row_pairs`], and the statistics with the mined path's
+    /// (every column, the own one included), eight lanes at a time and not.
     #[test]
-    fn row_sweep_equals_the_row_stats_and_the_pairs() {
+    fn every_pair_stats_equal_the_row_pairs_and_the_row_stats() {
         let margins = (0.3f32, 0.9f32);
         for len in [1usize, 7, 8, 9, 64, 1021] {
             let s: Vec<f32> = (0..len).map(|j| (j as f32 * 0.61).sin() * 1.2).collect();
@@ -682,7 +548,7 @@ mod tests {
             every.set::<MultiSimilarity>(label, &columns);
             let mut host = vec![0.0f32; len];
             let u = host_units::<MultiSimilarity>(&s, &mut host);
-            let want = RowStats::of(label, u, &columns, None, None);
+            let want = RowStats::of(label, u, &columns, None, None, None);
             let (mut pos, mut neg) = (vec![0.0f32; len], vec![0.0f32; len]);
             let pairs = row_pairs::<MultiSimilarity>(
                 Rule::All,
@@ -695,15 +561,15 @@ mod tests {
                 &mut neg,
             );
             assert_eq!(every.counts, (pairs.pos, pairs.neg), "{len}");
-            for simd in [false, avx2()] {
-                let (got, active) =
-                    row_sweep::<MultiSimilarity>(&s, &every.same, own, margins, simd);
-                assert_eq!(active, pairs.active, "{len} entries, simd {simd}");
-                assert_eq!(got.hardest, want.hardest, "{len} entries, simd {simd}");
-                assert_eq!(got.active, want.active);
+            let ids = label_ids(&columns);
+            for ids in [None, ids.as_deref()] {
+                let (got, active) = every_pair_stats(label, u, &columns, ids, own, margins);
+                assert_eq!(active, pairs.active, "{len} entries, ids {}", ids.is_some());
+                assert_eq!(got.hardest, want.hardest, "{len} entries");
+                assert_eq!(got.active, 0);
                 assert!(
                     (got.sum - want.sum).abs() <= 1e-12 * want.sum.abs(),
-                    "{len} entries, simd {simd}: {} vs {}",
+                    "{len} entries: {} vs {}",
                     got.sum,
                     want.sum
                 );

@@ -24,7 +24,7 @@ use super::{Scratch, upstream};
 use crate::MetricLossError;
 use crate::device::FusedFormula;
 use crate::formulas::{BatchFormula, ListSizes, PairWeights, Row, Score};
-use crate::miners::{MinerStats, RowStats, multi_similarity_keep_row};
+use crate::miners::{MinerStats, RowStats, label_ids, multi_similarity_keep_row};
 use dfdx::prelude::*;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -448,151 +448,6 @@ pub(super) fn host_units<'a, F: BatchFormula>(s: &'a [f32], host: &'a mut [f32])
     }
 }
 
-/// [`RowStats::of`] for the anchor row `own` of the batch's own matrix
-/// (`d[j]`: its distance to row `j`, labelled `labels[j]`; `ids`: the
-/// labels as `u32` when they all fit), column `own` skipped: the same
-/// statistics, eight columns at a time where the CPU has AVX2 (the sum of
-/// distances in `f64` in another order).
-fn row_stats(
-    own: usize,
-    d: &[f32],
-    labels: &[usize],
-    ids: Option<&[u32]>,
-    margins: Option<(f32, f32)>,
-) -> RowStats {
-    let mut t = Totals::new(margins);
-    let parts = [(0, own), (own + 1, d.len())];
-    #[cfg(target_arch = "x86_64")]
-    if let Some(ids) = ids.filter(|_| std::is_x86_feature_detected!("avx2")) {
-        for (from, to) in parts {
-            // SAFETY: the CPU has AVX2 (checked just above).
-            unsafe { t.add_avx2(ids[own], &d[from..to], &ids[from..to]) };
-        }
-        return t.stats();
-    }
-    let _ = ids;
-    for (from, to) in parts {
-        t.add(labels[own], &d[from..to], &labels[from..to]);
-    }
-    t.stats()
-}
-
-/// [`row_stats`]' running sum, maximum, minimum and counts.
-struct Totals {
-    sum: f64,
-    pos: f32,
-    neg: f32,
-    n_pos: usize,
-    n_neg: usize,
-    active: usize,
-    /// The margins, or ones no distance passes.
-    margins: (f32, f32),
-}
-
-impl Totals {
-    fn new(margins: Option<(f32, f32)>) -> Self {
-        Totals {
-            sum: 0.0,
-            pos: f32::NEG_INFINITY,
-            neg: f32::INFINITY,
-            n_pos: 0,
-            n_neg: 0,
-            active: 0,
-            margins: margins.unwrap_or((f32::INFINITY, f32::NEG_INFINITY)),
-        }
-    }
-
-    fn add<L: PartialEq + Copy>(&mut self, label: L, d: &[f32], labels: &[L]) {
-        let (pm, nm) = self.margins;
-        for (&v, &l) in d.iter().zip(labels) {
-            let same = l == label;
-            self.sum += f64::from(v);
-            if same {
-                self.pos = self.pos.max(v);
-                self.n_pos += 1;
-            } else {
-                self.neg = self.neg.min(v);
-                self.n_neg += 1;
-            }
-            self.active += usize::from((same && v > pm) || (!same && v < nm));
-        }
-    }
-
-    /// [`add`](Self::add), eight columns at a time, the tail in scalar code.
-    ///
-    /// # Safety
-    /// The CPU has AVX2; `ids` is at least as long as `d`.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn add_avx2(&mut self, label: u32, d: &[f32], ids: &[u32]) {
-        use std::arch::x86_64::*;
-        assert!(ids.len() >= d.len());
-        let (pm, nm) = self.margins;
-        let lab = _mm256_set1_epi32(label as i32);
-        let (vpm, vnm) = (_mm256_set1_ps(pm), _mm256_set1_ps(nm));
-        let (lo_inf, hi_inf) = (
-            _mm256_set1_ps(f32::NEG_INFINITY),
-            _mm256_set1_ps(f32::INFINITY),
-        );
-        let (mut s_lo, mut s_hi) = (_mm256_setzero_pd(), _mm256_setzero_pd());
-        let (mut pos, mut neg) = (lo_inf, hi_inf);
-        let (mut n_pos, mut act) = (_mm256_setzero_si256(), _mm256_setzero_si256());
-        let full = d.len() / 8 * 8;
-        for i in (0..full).step_by(8) {
-            // SAFETY: `i + 8 ≤ d.len() ≤ ids.len()`.
-            let (v, l) = unsafe {
-                (
-                    _mm256_loadu_ps(d.as_ptr().add(i)),
-                    _mm256_loadu_si256(ids.as_ptr().add(i).cast()),
-                )
-            };
-            let same = _mm256_castsi256_ps(_mm256_cmpeq_epi32(l, lab));
-            s_lo = _mm256_add_pd(s_lo, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
-            s_hi = _mm256_add_pd(s_hi, _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v)));
-            pos = _mm256_max_ps(pos, _mm256_blendv_ps(lo_inf, v, same));
-            neg = _mm256_min_ps(neg, _mm256_blendv_ps(v, hi_inf, same));
-            // a mask's lanes are −1: subtracting counts them
-            n_pos = _mm256_sub_epi32(n_pos, _mm256_castps_si256(same));
-            let a = _mm256_or_ps(
-                _mm256_and_ps(same, _mm256_cmp_ps::<_CMP_GT_OQ>(v, vpm)),
-                _mm256_andnot_ps(same, _mm256_cmp_ps::<_CMP_LT_OQ>(v, vnm)),
-            );
-            act = _mm256_sub_epi32(act, _mm256_castps_si256(a));
-        }
-        let mut f = [0.0f32; 8];
-        let mut g = [0.0f32; 8];
-        let mut c = [0u32; 8];
-        let mut e = [0u32; 8];
-        let mut s = [0.0f64; 4];
-        // SAFETY: each buffer holds one register's lanes.
-        unsafe {
-            _mm256_storeu_ps(f.as_mut_ptr(), pos);
-            _mm256_storeu_ps(g.as_mut_ptr(), neg);
-            _mm256_storeu_si256(c.as_mut_ptr().cast(), n_pos);
-            _mm256_storeu_si256(e.as_mut_ptr().cast(), act);
-            _mm256_storeu_pd(s.as_mut_ptr(), _mm256_add_pd(s_lo, s_hi));
-        }
-        let n_pos = c.iter().map(|&k| k as usize).sum::<usize>();
-        self.sum += s.iter().sum::<f64>();
-        self.pos = f.iter().copied().fold(self.pos, f32::max);
-        self.neg = g.iter().copied().fold(self.neg, f32::min);
-        self.n_pos += n_pos;
-        self.n_neg += full - n_pos;
-        self.active += e.iter().map(|&k| k as usize).sum::<usize>();
-        self.add(label, &d[full..], &ids[full..d.len()]);
-    }
-
-    fn stats(&self) -> RowStats {
-        let pos = (self.n_pos > 0).then_some(self.pos);
-        let neg = (self.n_neg > 0).then_some(self.neg);
-        RowStats {
-            sum: self.sum,
-            hardest: pos.zip(neg),
-            active: self.active,
-        }
-    }
-}
-
 /// The loss of formula `f` over every pair of a batch of normalized rows
 /// `x` (`w`: the weights of [`Tuples::All`](crate::miners::Tuples::All)
 /// for `labels`), and the statistics of every pair, from the formula's
@@ -650,7 +505,7 @@ where
     let margins = f.margins();
     let margins = Some((margins.pos_margin, margins.margin));
     // the labels as u32 for the statistics' eight lanes, when they all fit
-    let ids: Option<Vec<u32>> = labels.iter().map(|&l| u32::try_from(l).ok()).collect();
+    let ids = label_ids(labels);
     // A view: its rows and columns packed as X' = [A; 0; B].
     let view = w.view().map(|(rows, cols)| {
         let c0 = rows.len().div_ceil(NR) * NR;
@@ -725,8 +580,14 @@ where
             if square {
                 let d = host_units::<F>(row.s, &mut host);
                 let every_pair = if mining { None } else { margins };
-                out.stats
-                    .push(row_stats(i, d, labels, ids.as_deref(), every_pair));
+                out.stats.push(RowStats::of(
+                    labels[i],
+                    d,
+                    labels,
+                    ids.as_deref(),
+                    Some(i),
+                    every_pair,
+                ));
                 if let (true, Some((pm, nm))) = (mining, margins) {
                     // the miner's pairs: counted, and active as the listed path counts them
                     let (mut kp, mut kn) = (0, 0);
@@ -783,7 +644,14 @@ where
             (0..rows)
                 .map(|r| {
                     let d = host_units::<F>(&m[r * ld..r * ld + n], &mut host);
-                    row_stats(i0 + r, d, labels, ids.as_deref(), margins)
+                    RowStats::of(
+                        labels[i0 + r],
+                        d,
+                        labels,
+                        ids.as_deref(),
+                        Some(i0 + r),
+                        margins,
+                    )
                 })
                 .collect::<Vec<_>>()
         });
@@ -985,32 +853,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn row_stats_equal_the_miners_statistics() {
-        for n in [1usize, 2, 7, 8, 9, 17, 64, 101] {
-            let labels: Vec<usize> = (0..n).map(|j| (j * 5) % 3).collect();
-            let d: Vec<f32> = (0..n).map(|j| ((j * 37) % 19) as f32 / 9.0).collect();
-            for own in [0, n / 2, n - 1] {
-                for margins in [None, Some((0.5, 1.2)), Some((0.0, 2.0))] {
-                    let want = RowStats::of(labels[own], &d, &labels, Some(own), margins);
-                    let ids: Vec<u32> = labels.iter().map(|&l| l as u32).collect();
-                    for ids in [None, Some(&ids[..])] {
-                        let got = row_stats(own, &d, &labels, ids, margins);
-                        assert!((got.sum - want.sum).abs() <= 1e-12 * want.sum.max(1.0));
-                        assert_eq!(got.hardest, want.hardest, "n={n} own={own}");
-                        assert_eq!(got.active, want.active, "n={n} own={own} {margins:?}");
-                    }
-                }
-            }
-        }
-        // a single class: no negative, so no hardest pair
-        let d = [0.0f32, 0.5, 0.25];
-        assert_eq!(row_stats(1, &d, &[4, 4, 4], None, None).hardest, None);
-        assert_eq!(
-            row_stats(1, &d, &[4, 4, 4], Some(&[4, 4, 4]), None).hardest,
-            None
-        );
     }
 }

@@ -60,6 +60,7 @@ mod batch_hard;
 mod distance_weighted;
 mod multi_similarity;
 mod pairs;
+mod row_stats;
 mod semi_hard;
 mod stats;
 
@@ -70,9 +71,9 @@ pub use multi_similarity::MultiSimilarityMiner;
 pub(crate) use multi_similarity::keep_row as multi_similarity_keep_row;
 pub(crate) use multi_similarity::{keeps_negative, keeps_positive};
 pub use pairs::{AllPairs, HardPairs};
+pub(crate) use row_stats::{RowStats, label_ids};
 pub use semi_hard::{SemiHard, SemiHardFallback};
 pub use stats::MinerStats;
-pub(crate) use stats::RowStats;
 
 /// A detached, row-major `N x N` matrix of distances between the rows of one
 /// batch, in the loss's own units (squared distances if the loss uses squared

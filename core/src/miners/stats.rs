@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::{DistanceMatrix, IndexPair, Triplet, Tuples, check_batch};
+use super::{DistanceMatrix, IndexPair, RowStats, Triplet, Tuples, check_batch};
 use crate::error::{MetricLossError, unwrap_or_panic};
 
 /// What a miner found in one batch, and whether training looks collapsed.
@@ -253,8 +253,8 @@ impl MinerStats {
         let cols = dist.column_labels(labels);
         // against a reference set (a cross-batch memory) no column is the row itself
         let own = !dist.is_reference();
-        let rows =
-            (0..n).map(|a| RowStats::of(labels[a], dist.row(a), cols, own.then_some(a), None));
+        let rows = (0..n)
+            .map(|a| RowStats::of(labels[a], dist.row(a), cols, None, own.then_some(a), None));
         // the number of entries summed: all but the diagonal of a batch's own matrix
         let entries = if own {
             n * n.saturating_sub(1)
@@ -307,61 +307,6 @@ impl MinerStats {
             mean_hardest_negative: mean(sum_neg),
             spread,
             collapsed: entries > 0 && spread < Self::collapse_threshold(margin),
-        }
-    }
-}
-
-/// One anchor row's part of [`MinerStats`]: the sum of its off-diagonal
-/// distances, its farthest positive and closest negative (when it has
-/// both), and how many of its pairs are active.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub(crate) struct RowStats {
-    /// `Σ_{j ≠ a} d_aj`.
-    pub sum: f64,
-    /// `(max d over positives, min d over negatives)`.
-    pub hardest: Option<(f32, f32)>,
-    /// With margins `(pos_margin, neg_margin)`: the row's positive pairs
-    /// with `d > pos_margin` and negative pairs with `d < neg_margin`.
-    pub active: usize,
-}
-
-impl RowStats {
-    /// The row of an anchor labelled `label` in a distance matrix
-    /// (`row[j] = d(anchor, j)`, column `j` labelled `columns[j]`), column
-    /// `own` (the anchor itself, on a batch's own matrix) skipped; `margins`
-    /// counts the active pairs of every pair of the row.
-    pub(crate) fn of(
-        label: usize,
-        row: &[f32],
-        columns: &[usize],
-        own: Option<usize>,
-        margins: Option<(f32, f32)>,
-    ) -> Self {
-        let mut sum = 0.0f64;
-        let mut pos: Option<f32> = None;
-        let mut neg: Option<f32> = None;
-        let mut active = 0usize;
-        for (j, (&d, &l)) in row.iter().zip(columns).enumerate() {
-            if own == Some(j) {
-                continue;
-            }
-            sum += f64::from(d);
-            let similar = l == label;
-            if similar {
-                pos = Some(pos.map_or(d, |p| p.max(d)));
-            } else {
-                neg = Some(neg.map_or(d, |q| q.min(d)));
-            }
-            if let Some((pm, nm)) = margins {
-                if (similar && d > pm) || (!similar && d < nm) {
-                    active += 1;
-                }
-            }
-        }
-        RowStats {
-            sum,
-            hardest: pos.zip(neg),
-            active,
         }
     }
 }
