@@ -324,20 +324,21 @@ pub fn parse_family(entries: Vec<Entry>) -> Result<FamilySpec, syn::Error> {
             .map(|g| g.1)
             .or_else(|| def.keys.iter().find(|k| k.name == n).map(|k| k.default))
     };
-    if let (Some(pm), Some(nm)) = (value("pos_margin"), value("neg_margin")) {
-        if def.keys.iter().any(|k| k.name == "neg_margin") && pm >= nm {
-            let span = given
-                .iter()
-                .find(|g| g.0 == "pos_margin")
-                .or_else(|| given.iter().find(|g| g.0 == "neg_margin"))
-                .map_or_else(Span::call_site, |g| g.2);
-            errs.spanned(
+    if let (Some(pm), Some(nm)) = (value("pos_margin"), value("neg_margin"))
+        && def.keys.iter().any(|k| k.name == "neg_margin")
+        && pm >= nm
+    {
+        let span = given
+            .iter()
+            .find(|g| g.0 == "pos_margin")
+            .or_else(|| given.iter().find(|g| g.0 == "neg_margin"))
+            .map_or_else(Span::call_site, |g| g.2);
+        errs.spanned(
                 span,
                 format!(
                     "`pos_margin` ({pm}) must be smaller than `neg_margin` ({nm}): positive pairs would be allowed farther apart than negative ones must be"
                 ),
             );
-        }
     }
     if let Some(e) = errs.0 {
         return Err(e);

@@ -348,14 +348,12 @@ fn classic(entries: Vec<Entry>) -> Result<Spec, syn::Error> {
             errs.spanned(span, msg);
             continue;
         }
-        if is_flag {
-            if let Some(v) = &value {
-                errs.push(syn::Error::new_spanned(
-                    v,
-                    format!("`{name}` is a flag and takes no value: write `{name}` alone"),
-                ));
-                continue;
-            }
+        if is_flag && let Some(v) = &value {
+            errs.push(syn::Error::new_spanned(
+                v,
+                format!("`{name}` is a flag and takes no value: write `{name}` alone"),
+            ));
+            continue;
         }
         match (name.as_str(), value) {
             ("pair" | "triplet", None) => {
@@ -470,13 +468,13 @@ fn classic(entries: Vec<Entry>) -> Result<Spec, syn::Error> {
                 }
             }
         }
-        if arity == Arity::Triplet {
-            if let Some((_, s)) = pos_margin {
-                errs.spanned(
-                    s,
-                    "`pos_margin` applies to pair losses only, not to a `triplet` loss",
-                );
-            }
+        if arity == Arity::Triplet
+            && let Some((_, s)) = pos_margin
+        {
+            errs.spanned(
+                s,
+                "`pos_margin` applies to pair losses only, not to a `triplet` loss",
+            );
         }
         let margin_required = !(arity == Arity::Triplet && has("soft").is_some());
         if margin_required && margin.is_none() && !attempted.contains(&"margin") {
@@ -490,13 +488,13 @@ fn classic(entries: Vec<Entry>) -> Result<Spec, syn::Error> {
                 },
             );
         }
-        if let (Arity::Pair, Some((pm, s)), Some((m, _))) = (arity, pos_margin, margin) {
-            if pm >= m {
-                errs.spanned(
+        if let (Arity::Pair, Some((pm, s)), Some((m, _))) = (arity, pos_margin, margin)
+            && pm >= m
+        {
+            errs.spanned(
                     s,
                     format!("`pos_margin` ({pm}) must be smaller than `margin` ({m}): similar pairs would be allowed farther apart than dissimilar ones must be"),
                 );
-            }
         }
     }
     if let (Distance::Dot, Some(s)) = (&distance, has("squared")) {

@@ -291,7 +291,7 @@ fn check_set(
     if emb.is_empty() || labels.is_empty() {
         return Err(EvalError::Empty { what });
     }
-    if emb.len() % dim != 0 {
+    if !emb.len().is_multiple_of(dim) {
         return Err(EvalError::NotMultipleOfDim {
             what,
             len: emb.len(),

@@ -186,7 +186,11 @@ impl<F: BatchFormula> Pass<'_, F> {
     /// GEMM's packing of `∂L/∂G` would thrash it.
     fn ld(&self) -> usize {
         let ld = self.panels.padded_cols() - self.c0;
-        if (ld / NR) % 2 == 0 { ld + NR } else { ld }
+        if (ld / NR).is_multiple_of(2) {
+            ld + NR
+        } else {
+            ld
+        }
     }
 
     /// Whether this is the batch's own (symmetric) matrix.

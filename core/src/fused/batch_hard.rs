@@ -387,7 +387,7 @@ mod avx2 {
     ) {
         unsafe {
             let end = valid.div_ceil(8) * 8;
-            assert!(rows % 8 == 0 && w >= end && buf.len() >= (rows - 1) * w + end);
+            assert!(rows.is_multiple_of(8) && w >= end && buf.len() >= (rows - 1) * w + end);
             assert!(labels.len() >= end && val.iter().all(|v| v.len() >= end));
             assert!(at.iter().all(|v| v.len() >= end));
             let [pos_v, neg_v] = val;

@@ -439,7 +439,7 @@ impl<const W: usize> Packed<W> {
     /// The packed values of block `pc` of `k` (`kc` steps), from panel
     /// `first / W` on (`first` a multiple of `W`).
     fn block(&self, pc: usize, kc: usize, first: usize) -> &[f32] {
-        debug_assert!(first % W == 0);
+        debug_assert!(first.is_multiple_of(W));
         &self.data[pc * self.len_r() + first * kc..]
     }
 }
@@ -481,11 +481,11 @@ pub(crate) fn gemm_packed(
         "gemm_packed: packed for different kernels"
     );
     assert!(
-        rows.start % MR == 0 && rows.end <= a.len,
+        rows.start.is_multiple_of(MR) && rows.end <= a.len,
         "gemm_packed: rows"
     );
     assert!(
-        cols.start % NR == 0 && cols.end <= b.len,
+        cols.start.is_multiple_of(NR) && cols.end <= b.len,
         "gemm_packed: columns"
     );
     let (m, n, k) = (rows.len(), cols.len(), a.k);

@@ -177,9 +177,9 @@ impl Panels {
     ) {
         let d = self.d;
         let row_tiles = rows.div_ceil(MR);
-        assert!(j0 % NR == 0 && j1 % NR == 0 && j0 <= j1 && j1 <= self.cols);
+        assert!(j0.is_multiple_of(NR) && j1.is_multiple_of(NR) && j0 <= j1 && j1 <= self.cols);
         assert!(
-            i0 % MR == 0 && i0 + row_tiles * MR <= self.row_pad,
+            i0.is_multiple_of(MR) && i0 + row_tiles * MR <= self.row_pad,
             "tile rows out of range"
         );
         if row_tiles == 0 || j0 == j1 {

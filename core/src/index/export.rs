@@ -52,7 +52,7 @@ pub fn write_embeddings_npy(
     if width == 0 {
         return Err(IndexError::ZeroWidth);
     }
-    if rows.len() % width != 0 {
+    if !rows.len().is_multiple_of(width) {
         return Err(IndexError::WidthMismatch {
             what: "rows",
             values: rows.len(),

@@ -419,7 +419,7 @@ impl EmbeddingIndex {
     /// ```
     pub fn try_search(&self, queries: &[f32], k: usize) -> Result<SearchResult, IndexError> {
         let dim = self.dim;
-        if queries.len() % dim != 0 {
+        if !queries.len().is_multiple_of(dim) {
             return Err(IndexError::WidthMismatch {
                 what: "queries",
                 values: queries.len(),

@@ -331,7 +331,7 @@ impl DistanceMatrix {
                 "embedding dimension must be at least 1".into(),
             ));
         }
-        if embeddings.len() % dim != 0 {
+        if !embeddings.len().is_multiple_of(dim) {
             return Err(MetricLossError::InvalidConfig(format!(
                 "{} embedding values are not a whole number of rows of dimension {dim}",
                 embeddings.len()

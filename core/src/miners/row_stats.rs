@@ -41,15 +41,16 @@ impl RowStats {
             None => [(0, n), (n, n)],
         };
         #[cfg(target_arch = "x86_64")]
-        if let (Some(ids), Ok(label)) = (ids, u32::try_from(label)) {
-            if ids.len() >= n && std::is_x86_feature_detected!("avx2") {
-                for (from, to) in parts {
-                    // SAFETY: the CPU has AVX2 (checked just above), and
-                    // `ids` is at least as long as the row.
-                    unsafe { t.add_avx2(label, &row[from..to], &ids[from..to]) };
-                }
-                return t.stats();
+        if let (Some(ids), Ok(label)) = (ids, u32::try_from(label))
+            && ids.len() >= n
+            && std::is_x86_feature_detected!("avx2")
+        {
+            for (from, to) in parts {
+                // SAFETY: the CPU has AVX2 (checked just above), and
+                // `ids` is at least as long as the row.
+                unsafe { t.add_avx2(label, &row[from..to], &ids[from..to]) };
             }
+            return t.stats();
         }
         let _ = ids;
         for (from, to) in parts {

@@ -561,7 +561,7 @@ impl<M, A> SharedEncoder<M, A> {
     where
         M: Module<Rows<usize, IN, D, NoneTape>, Output = Rows<usize, OUT, D, NoneTape>>,
     {
-        if IN == 0 || rows.len() % IN != 0 {
+        if IN == 0 || !rows.len().is_multiple_of(IN) {
             return Err(MetricLossError::InvalidConfig(format!(
                 "embed_rows: {} values are not rows of width {IN}",
                 rows.len()
