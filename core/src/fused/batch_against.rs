@@ -137,15 +137,12 @@ fn row_pairs<F: BatchFormula>(
 }
 
 /// The pairs of every row labelled `label` under [`Rule::All`], its own
-/// column aside: which columns share its label, and the positive and
-/// negative weights of each column (the triplet weighting's factors
-/// included). Rows of one label share them, so a block computes them when
+/// column aside: the positive and negative weights of each column (the
+/// triplet weighting's factors included) and the row's pair counts. Rows of one label share them, so a block computes them when
 /// the label changes from one row to the next (once per class for a batch
 /// sorted by class), not per row.
 struct LabelPairs {
     label: Option<usize>,
-    /// 1 where the column has the label (the own column included), else 0.
-    same: Vec<f32>,
     pos: Vec<f32>,
     neg: Vec<f32>,
     /// Positive and negative pairs of a row (its own column not a pair).
@@ -156,7 +153,6 @@ impl LabelPairs {
     fn new(m: usize) -> Self {
         Self {
             label: None,
-            same: vec![0.0; m],
             pos: vec![0.0; m],
             neg: vec![0.0; m],
             counts: (0, 0),
@@ -169,9 +165,6 @@ impl LabelPairs {
         if self.label == Some(label) {
             return;
         }
-        for (m, &l) in self.same.iter_mut().zip(columns) {
-            *m = f32::from(u8::from(l == label));
-        }
         let same = columns.iter().filter(|&&l| l == label).count();
         let (np, nn) = (same - 1, columns.len() - same);
         // each pair weighs the triplets it is in (PML's convert_to_triplets)
@@ -179,9 +172,8 @@ impl LabelPairs {
             Weighting::Triplet => (nn as f32, np as f32),
             _ => (1.0, 1.0),
         };
-        for ((&m, p), q) in self.same.iter().zip(&mut self.pos).zip(&mut self.neg) {
-            *p = m * wp;
-            *q = (1.0 - m) * wn;
+        for ((&l, p), q) in columns.iter().zip(&mut self.pos).zip(&mut self.neg) {
+            (*p, *q) = if l == label { (wp, 0.0) } else { (0.0, wn) };
         }
         self.counts = (np, nn);
         self.label = Some(label);
