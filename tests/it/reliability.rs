@@ -838,7 +838,7 @@ fn train_and_embed(mnist: &Mnist, seed: u64) -> (Vec<f32>, Vec<f32>) {
         &dev,
         mnist,
         &mut net,
-        &common::TripletStep(loss, BatchHard),
+        &common::WithinBatch(loss, BatchHard),
     )
     .unwrap();
     let idx: Vec<usize> = (common::TRAIN..common::TRAIN + 40).collect();

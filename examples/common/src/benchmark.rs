@@ -199,72 +199,32 @@ where
         BenchLoss::SupConShifted => {
             let (px, steps) = SHIFTED_RECIPE;
             let shifted = args.augmented_or(px, steps);
-            let step = memory_or(&shifted, SharpSupCon, AllPairs, batch)?;
+            let step = within_or_memory(shifted.memory, SharpSupCon, AllPairs)?;
             let training = train::<128, _, _>(&shifted, &dev, mnist, net_, &DynStep(&*step))?;
             return finish(args, &dev, mnist, &net, loss, training);
         }
-        BenchLoss::Contrastive => memory_or(args, ContrastiveLoss, AllPairs, pair)?,
-        BenchLoss::MultiSimilarity => memory_or(
-            args,
+        BenchLoss::Contrastive => within_or_memory(args.memory, ContrastiveLoss, AllPairs)?,
+        BenchLoss::MultiSimilarity => within_or_memory(
+            args.memory,
             MultiSimilarityLoss,
             MultiSimilarityMiner::default(),
-            batch,
         )?,
-        BenchLoss::NtXent => memory_or(args, NtXentLoss, AllPairs, batch)?,
-        BenchLoss::SupCon => memory_or(args, SupConLoss, AllPairs, batch)?,
-        BenchLoss::SupConTuned => memory_or(args, SharpSupCon, AllPairs, batch)?,
-        BenchLoss::Circle => memory_or(args, CircleLoss, AllPairs, batch)?,
-        BenchLoss::LiftedStructure => memory_or(args, LiftedStructureLoss, AllPairs, batch)?,
+        BenchLoss::NtXent => within_or_memory(args.memory, NtXentLoss, AllPairs)?,
+        BenchLoss::SupCon => within_or_memory(args.memory, SupConLoss, AllPairs)?,
+        BenchLoss::SupConTuned => within_or_memory(args.memory, SharpSupCon, AllPairs)?,
+        BenchLoss::Circle => within_or_memory(args.memory, CircleLoss, AllPairs)?,
+        BenchLoss::LiftedStructure => within_or_memory(args.memory, LiftedStructureLoss, AllPairs)?,
         BenchLoss::GeneralizedLiftedStructure => {
-            memory_or(args, GeneralizedLiftedStructureLoss, AllPairs, batch)?
+            within_or_memory(args.memory, GeneralizedLiftedStructureLoss, AllPairs)?
         }
-        BenchLoss::NPairs => memory_or(args, NPairsLoss, AllPairs, batch)?,
+        BenchLoss::NPairs => within_or_memory(args.memory, NPairsLoss, AllPairs)?,
         BenchLoss::Margin => {
             let miner = DistanceWeightedMiner::default().with_seed(args.seed);
-            memory_or(args, MarginLoss, miner, batch)?
+            within_or_memory(args.memory, MarginLoss, miner)?
         }
     };
     let training = train::<128, _, _>(args, &dev, mnist, net_, &DynStep(&*step))?;
     finish(args, &dev, mnist, &net, loss, training)
-}
-
-/// A loss of the ranking family mined within the batch.
-fn batch<L: BatchCriterion + 'static, M: PairMiner + 'static>(
-    l: L,
-    m: M,
-) -> Box<dyn StepLoss<128>> {
-    Box::new(BatchStep(l, m))
-}
-
-/// A pair loss mined within the batch.
-fn pair<L, M>(l: L, m: M) -> Box<dyn StepLoss<128>>
-where
-    L: PairCriterion<Output<usize> = ()> + 'static,
-    M: PairMiner + 'static,
-{
-    Box::new(PairStep(l, m))
-}
-
-/// `loss` mined by `miner` within the batch (`within`), or with `--memory
-/// M` against a cross-batch memory of `M` embeddings as well. The memory
-/// refuses, with a typed error at the first step, a loss or miner that
-/// does not read a batch against a reference set (lifted structure,
-/// N-pairs, the distance-weighted miner of the margin loss).
-fn memory_or<L, M>(
-    args: &Args,
-    loss: L,
-    miner: M,
-    within: impl FnOnce(L, M) -> Box<dyn StepLoss<128>>,
-) -> Result<Box<dyn StepLoss<128>>>
-where
-    L: MetricLoss + 'static,
-    L::Family: Family<L, Output = ()>,
-    M: Miner<<L::Family as Family<L>>::Tuples> + 'static,
-{
-    Ok(match args.memory {
-        Some(m) => Box::new(MemoryStep::<L, M, 128>::new(loss, miner, m)?),
-        None => within(loss, miner),
-    })
 }
 
 /// The row of a trained encoder: its retrieval figures on raw and

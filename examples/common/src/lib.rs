@@ -28,7 +28,7 @@ use metric_loss::eval::{
     roc_auc,
 };
 use metric_loss::loss::Family;
-use metric_loss::miners::{Miner, MinerStats, PairMiner, TripletMiner};
+use metric_loss::miners::{Miner, MinerStats};
 use metric_loss::prelude::*;
 use metric_loss::sampler::PkSampler;
 use rand::rngs::StdRng;

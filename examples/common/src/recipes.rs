@@ -69,7 +69,7 @@ pub fn train_triplet<N: Embedder<128>>(
             // the warm-up stays within the batch; batch-hard reads the memory
             mined_step(args, loss, hard, |then| {
                 run(&Phased {
-                    first: TripletStep(loss, all),
+                    first: WithinBatch(loss, all),
                     then: DynStep(then),
                     warmup: args.warmup(),
                     taken: std::cell::Cell::new(0),
@@ -104,13 +104,11 @@ pub fn mined_step<L, M>(
     train: impl FnOnce(&dyn StepLoss<128>) -> Result<Training>,
 ) -> Result<Training>
 where
-    L: TripletCriterion<Output<usize> = ()>,
-    M: TripletMiner,
+    L: MetricLoss + 'static,
+    L::Family: Family<L, Output = ()>,
+    M: Miner<<L::Family as Family<L>>::Tuples> + 'static,
 {
-    match args.memory {
-        Some(m) => train(&MemoryStep::<L, M, 128>::new(loss, miner, m)?),
-        None => train(&TripletStep(loss, miner)),
-    }
+    train(&*within_or_memory(args.memory, loss, miner)?)
 }
 
 /// What `triplet_mnist` and `search_mnist` start from: the digits, the
@@ -226,7 +224,7 @@ where
             &dev,
             &mnist,
             net,
-            &PairStep(loss, metric_loss::miners::AllPairs),
+            &WithinBatch(loss, metric_loss::miners::AllPairs),
         )
     })?;
     let e = embed_all::<128, _>(&dev, &mnist, net.encoder());
@@ -286,7 +284,7 @@ where
                 &dev,
                 &mnist,
                 net,
-                &TripletStep(loss, metric_loss::miners::SemiHard::default()),
+                &WithinBatch(loss, metric_loss::miners::SemiHard::default()),
             )
         },
     )?;
@@ -334,7 +332,7 @@ where
                 &dev,
                 &mnist,
                 net,
-                &PairStep(loss, metric_loss::miners::AllPairs),
+                &WithinBatch(loss, metric_loss::miners::AllPairs),
             )
         },
     )?;

@@ -79,58 +79,48 @@ pub trait StepLoss<const D: usize> {
     ) -> (Tensor<(), f32, Cpu, OwnedTape<f32, Cpu>>, MinerStats);
 }
 
-/// A triplet loss with a triplet miner.
-pub struct TripletStep<L, M>(pub L, pub M);
-/// A pair loss with a pair miner.
-pub struct PairStep<L, M>(pub L, pub M);
+/// Any declared loss mined within the batch by a miner of its family
+/// (triplet miners for triplet losses, pair miners for pair losses and the
+/// ranking family; `AllPairs` is PML's no-miner call): one step for every
+/// family, through the library's one mined path.
+pub struct WithinBatch<L, M>(pub L, pub M);
 
-impl<const D: usize, L, M> StepLoss<D> for TripletStep<L, M>
+impl<const D: usize, L, M> StepLoss<D> for WithinBatch<L, M>
 where
-    L: TripletCriterion<Output<usize> = ()>,
-    M: TripletMiner,
+    L: MetricLoss,
+    L::Family: Family<L, Output = ()>,
+    M: Miner<<L::Family as Family<L>>::Tuples>,
 {
     fn step(
         &self,
         e: Tensor<(usize, Const<D>), f32, Cpu, OwnedTape<f32, Cpu>>,
         labels: &[usize],
     ) -> (Tensor<(), f32, Cpu, OwnedTape<f32, Cpu>>, MinerStats) {
-        let mined = self.0.mined(&self.1, e, labels);
+        let mined = metric_loss::loss::try_mined(&self.0, &self.1, e, labels);
+        let mined = metric_loss::error::unwrap_or_panic(mined);
         (mined.loss, mined.stats)
     }
 }
 
-impl<const D: usize, L, M> StepLoss<D> for PairStep<L, M>
+/// `loss` mined by `miner` within the batch, or with `memory: Some(M)`
+/// against a cross-batch memory of `M` embeddings as well. The memory
+/// refuses, with a typed error, a loss or miner that does not read a batch
+/// against a reference set (lifted structure, N-pairs, the
+/// distance-weighted miner of the margin loss).
+pub fn within_or_memory<L, M>(
+    memory: Option<usize>,
+    loss: L,
+    miner: M,
+) -> Result<Box<dyn StepLoss<128>>>
 where
-    L: PairCriterion<Output<usize> = ()>,
-    M: PairMiner,
+    L: MetricLoss + 'static,
+    L::Family: Family<L, Output = ()>,
+    M: Miner<<L::Family as Family<L>>::Tuples> + 'static,
 {
-    fn step(
-        &self,
-        e: Tensor<(usize, Const<D>), f32, Cpu, OwnedTape<f32, Cpu>>,
-        labels: &[usize],
-    ) -> (Tensor<(), f32, Cpu, OwnedTape<f32, Cpu>>, MinerStats) {
-        let mined = self.0.mined(&self.1, e, labels);
-        (mined.loss, mined.stats)
-    }
-}
-
-/// A loss of the ranking family (multi-similarity, SupCon, ...) with a
-/// pair miner (`AllPairs`: PML's no-miner call).
-pub struct BatchStep<L, M>(pub L, pub M);
-
-impl<const D: usize, L, M> StepLoss<D> for BatchStep<L, M>
-where
-    L: BatchCriterion,
-    M: PairMiner,
-{
-    fn step(
-        &self,
-        e: Tensor<(usize, Const<D>), f32, Cpu, OwnedTape<f32, Cpu>>,
-        labels: &[usize],
-    ) -> (Tensor<(), f32, Cpu, OwnedTape<f32, Cpu>>, MinerStats) {
-        let mined = self.0.mined(&self.1, e, labels);
-        (mined.loss, mined.stats)
-    }
+    Ok(match memory {
+        Some(m) => Box::new(MemoryStep::<L, M, 128>::new(loss, miner, m)?),
+        None => Box::new(WithinBatch(loss, miner)),
+    })
 }
 
 /// Any mined loss through a cross-batch memory (`--memory M`): each batch
