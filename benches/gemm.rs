@@ -8,7 +8,8 @@
 //! small products serially and cut for 2 threads (`cut_in`), whatever their size: where
 //! the cut starts to pay is the GEMM's `PARALLEL_MIN_MADDS`.
 //!
-//! `GEMM_TABLE=1 cargo bench --bench gemm` prints a markdown table instead:
+//! `GEMM_TABLE=1 cargo bench --bench gemm` prints a markdown table instead
+//! (`GEMM_TABLE=conv2`: only the shapes whose name holds `conv2`):
 //! the best of 15 rounds of each shape, ours and the crate's interleaved —
 //! on a machine shared with other work the best round is what the code can
 //! do, where criterion's median measures the neighbours too.
@@ -27,6 +28,8 @@ struct Shape {
     ta: bool,
     /// `B` stored `n × k` (`…·Bᵀ`).
     tb: bool,
+    /// `B`'s row stride when wider than it (0: as wide as it is).
+    ldb: usize,
 }
 
 const fn shape(name: &'static str, m: usize, n: usize, k: usize, ta: bool, tb: bool) -> Shape {
@@ -37,7 +40,14 @@ const fn shape(name: &'static str, m: usize, n: usize, k: usize, ta: bool, tb: b
         k,
         ta,
         tb,
+        ldb: 0,
     }
+}
+
+/// `shape` with `B` a block of a wider matrix (row stride `ldb`).
+const fn strided(mut s: Shape, ldb: usize) -> Shape {
+    s.ldb = ldb;
+    s
 }
 
 /// The products of the MLP step at batch 80, the CNN of the image-encoder
@@ -63,11 +73,23 @@ const SHAPES: &[Shape] = &[
     shape("conv2_img_fwd", 64, 11 * 11, 288, false, false),
     shape("conv2_img_wgrad", 64, 288, 11 * 11, false, true),
     shape("conv2_img_igrad", 288, 11 * 11, 64, true, false),
-    // the CNN's linear 1600 → 128
+    // as the CNN's conv2 runs them: four images side by side (columns
+    // `288 × 484`), the weight gradient over the four, each image's
+    // forward from its columns inside the group's
+    shape("conv2_grp_wgrad", 64, 288, 4 * 11 * 11, false, true),
+    strided(
+        shape("conv2_grp_fwd", 64, 11 * 11, 288, false, false),
+        4 * 11 * 11,
+    ),
+    // the CNN's linear 1600 → 128: x·Wᵀ, gᵀ·x, g·W
     shape("linear_1600", 80, 128, 1600, false, true),
+    shape("linear_1600_wgrad", 128, 1600, 80, true, false),
+    shape("linear_1600_igrad", 80, 1600, 128, false, false),
     // exact search, 2000 queries against 8000 references
     shape("search", 2000, 8000, 128, false, true),
     // the loss family's Gram matrix and its backward S·X
+    shape("gram_256", 256, 256, 128, false, true),
+    shape("sx_256", 256, 128, 256, false, false),
     shape("gram_1024", 1024, 1024, 128, false, true),
     shape("sx_1024", 1024, 128, 1024, false, false),
 ];
@@ -87,8 +109,9 @@ fn values(len: usize, seed: u32) -> Vec<f32> {
 /// The operands of `s`, stored as its caller stores them.
 fn operands(s: &Shape) -> (Vec<f32>, usize, Vec<f32>, usize) {
     let lda = if s.ta { s.m } else { s.k };
-    let ldb = if s.tb { s.k } else { s.n };
-    (values(s.m * s.k, 1), lda, values(s.k * s.n, 2), ldb)
+    let ldb = (if s.tb { s.k } else { s.n }).max(s.ldb);
+    let stored_b = if s.tb { s.n } else { s.k };
+    (values(s.m * s.k, 1), lda, values(stored_b * ldb, 2), ldb)
 }
 
 fn op(data: &[f32], ld: usize, trans: bool) -> Operand<'_> {
@@ -112,6 +135,7 @@ fn gemm_crate(s: &Shape, a: &[f32], lda: usize, b: &[f32], ldb: usize, c: &mut [
         (ldb as isize, 1)
     };
     assert!(a.len() >= s.m * s.k && b.len() >= s.k * s.n && c.len() >= s.m * s.n);
+    assert!(s.ldb == 0 || !s.tb, "a strided B is stored k × ldb");
     // SAFETY: the buffers hold the operands with these strides (asserted).
     unsafe {
         gemm::gemm(
@@ -202,11 +226,15 @@ fn cut(c: &mut Criterion) {
 }
 
 /// The best of 15 rounds per shape, ours and the `gemm` crate's
-/// interleaved, as a markdown table of GFLOP/s.
-fn table() {
+/// interleaved, as a markdown table of GFLOP/s: every shape for
+/// `GEMM_TABLE=1`, else the shapes whose name holds its text.
+fn table(only: &str) {
     println!("| shape | m × n × k | ours (µs) | ours GFLOP/s | `gemm` crate GFLOP/s | threads |");
     println!("|---|---|---:|---:|---:|---:|");
-    for s in SHAPES {
+    for s in SHAPES
+        .iter()
+        .filter(|s| only == "1" || s.name.contains(only))
+    {
         let (a, lda, b, ldb) = operands(s);
         let mut out = vec![0.0f32; s.m * s.n];
         let flop = 2.0 * (s.m * s.n * s.k) as f64;
@@ -242,8 +270,8 @@ fn table() {
 criterion_group!(benches, shapes, cut);
 
 fn main() {
-    if std::env::var_os("GEMM_TABLE").is_some() {
-        table();
+    if let Ok(only) = std::env::var("GEMM_TABLE") {
+        table(&only);
         return;
     }
     benches();

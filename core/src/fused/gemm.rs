@@ -32,7 +32,7 @@
 mod kernel;
 mod pack;
 
-pub(crate) use kernel::{Kernel, MR, NR, Store};
+pub(crate) use kernel::{Kernel, MR, NR, Sliver, Store};
 pub(crate) use pack::pack;
 
 #[cfg(test)]
@@ -41,14 +41,29 @@ pub(crate) use kernel::tests::portable;
 use super::Scratch;
 use super::parallel::in_parallel;
 
-/// Steps of `k` per packed block: a sliver of `A` (`MR·KC`, 6 KiB) and a
-/// panel of `B` (`KC·NR`, 16 KiB) share the 32 KiB L1 of the cores this was
-/// tuned on (AMD Zen 3).
-pub(crate) const KC: usize = 256;
+/// Steps of `k` per packed block: a sliver of `A` (`MR·KC`, 7.5 KiB) and a
+/// panel of `B` (`KC·NR`, 20 KiB) share the 32 KiB L1 of the cores this was
+/// tuned on (AMD Zen 3). 320 rather than 256 keeps a convolution's 288
+/// (32 channels × 3 × 3) in one block: each tile of `C` stored once, not
+/// stored and read back (3–6 % on its products, measured). Only where the
+/// caller's `α ≠ 1` or `β ∉ {0, 1}` do the blocks change bits (each later
+/// block adds `α·Σ` to `C` instead of continuing one sum), so `k` up to
+/// 256 (the ranking family's `N = 256`, `1024 = 4 × 256`) cut as before.
+pub(crate) const KC: usize = 320;
 /// Rows of `op(A)` per packed block (`MC·KC`, 144 KiB, stays in L2).
 const MC: usize = 144;
-/// Columns of `op(B)` per packed block (`KC·NC`, 4 MiB, in L3).
+/// Columns of `op(B)` per packed block (`KC·NC`, 5 MiB, in L3).
 const NC: usize = 4080;
+
+/// Up to this many columns of `C`, a plain `op(A)` is read where it is
+/// stored (each step broadcasts from `MR` rows, [`Sliver::rows`]) instead of
+/// packed by a transposing copy. Wider, each block of `A` is read once per
+/// panel of `B` and a packed, contiguous block streams better (the search's
+/// `2000 × 8000 × 128` and a `1024 × 1024 × 128` Gram matrix lost 10–25 %
+/// read in place); narrower, the copy costs more than it saves (a
+/// convolution's weight gradient `64 × 288 × 484`, the family's `N × 128`
+/// backward, the conv1 forward; measured, `benches/gemm.rs`).
+const IN_PLACE_MAX_N: usize = 512;
 
 /// From this many multiply-adds (`m·n·k`) on, a product is cut in parts
 /// for rayon's threads. Below it, handing a part to a second thread costs
@@ -187,6 +202,11 @@ struct How {
     split: Option<Split>,
     /// Whether `Cᵀ` is computed, instead of [`transposes`]'s choice.
     transpose: Option<bool>,
+    /// Steps of `k` per block at most ([`KC`]; the tests vary it).
+    kc: usize,
+    /// Whether a plain `op(A)` is read in place, instead of the choice of
+    /// [`IN_PLACE_MAX_N`].
+    in_place: Option<bool>,
 }
 
 impl Default for How {
@@ -197,6 +217,8 @@ impl Default for How {
             cut_small: false,
             split: None,
             transpose: None,
+            kc: KC,
+            in_place: None,
         }
     }
 }
@@ -291,7 +313,6 @@ fn gemm_with(
     } else {
         (m, n, a, b, ldc, 1)
     };
-    let kernel = how.kernel;
     let split = how.split.unwrap_or_else(|| {
         if how.cut_small {
             cut(m, n, k, how.threads)
@@ -306,14 +327,14 @@ fn gemm_with(
     // `c` (the asserted extent, in either orientation); the parts write
     // disjoint rows, disjoint columns, or (`Depth`) only part 0 writes `c`.
     match split {
-        Split::Serial => unsafe { serial(kernel, m, n, k, alpha, a, b, beta, c.0, to) },
+        Split::Serial => unsafe { serial(how, m, n, k, alpha, a, b, beta, c.0, to) },
         Split::Rows(parts) => {
             let rows = m.div_ceil(MR).div_ceil(parts) * MR;
             in_parallel(m.div_ceil(rows), |p| {
                 let r0 = p * rows;
                 let mp = rows.min(m - r0);
                 let cp = c.at(r0 * rs);
-                unsafe { serial(kernel, mp, n, k, alpha, a.skip_rows(r0), b, beta, cp, to) }
+                unsafe { serial(how, mp, n, k, alpha, a.skip_rows(r0), b, beta, cp, to) }
             });
         }
         Split::Cols(parts) => {
@@ -322,7 +343,7 @@ fn gemm_with(
                 let c0 = p * cols;
                 let np = cols.min(n - c0);
                 let cp = c.at(c0 * cs);
-                unsafe { serial(kernel, m, np, k, alpha, a, b.skip_cols(c0), beta, cp, to) }
+                unsafe { serial(how, m, np, k, alpha, a, b.skip_cols(c0), beta, cp, to) }
             });
         }
         Split::Depth(parts) => {
@@ -340,11 +361,11 @@ fn gemm_with(
                 let kp = depth.min(k - k0);
                 let (a, b) = (a.skip_cols(k0), b.skip_rows(k0));
                 if p == 0 {
-                    unsafe { serial(kernel, m, n, kp, alpha, a, b, beta, c.at(0), to) }
+                    unsafe { serial(how, m, n, kp, alpha, a, b, beta, c.at(0), to) }
                 } else {
                     let buf = buffers[p - 1].at(0);
                     let own = Strides { rs: n, cs: 1 };
-                    unsafe { serial(kernel, m, n, kp, alpha, a, b, 0.0, buf, own) }
+                    unsafe { serial(how, m, n, kp, alpha, a, b, 0.0, buf, own) }
                 }
             });
             for part in &partial {
@@ -524,7 +545,7 @@ pub(crate) fn gemm_packed(
                     block(
                         a.kernel,
                         (mc, nc, kc),
-                        ap,
+                        Slivers::Packed(ap),
                         bp,
                         c.as_mut_ptr().add(ic * ldc + jc),
                         to,
@@ -579,7 +600,8 @@ fn store(i: usize, alpha: f32, beta: f32) -> Store {
     }
 }
 
-/// The BLIS loops on one thread, for `k ≥ 1`, `m, n ≥ 1`.
+/// The BLIS loops on one thread, for `k ≥ 1`, `m, n ≥ 1`, with `how`'s
+/// kernel and blocks of `k` (its split and orientation are the caller's).
 ///
 /// # Safety
 /// The operands fit `m × k` and `k × n`; `c` reaches element `(m − 1,
@@ -587,7 +609,7 @@ fn store(i: usize, alpha: f32, beta: f32) -> Store {
 /// the call.
 #[allow(clippy::too_many_arguments)]
 unsafe fn serial(
-    kernel: Kernel,
+    how: How,
     m: usize,
     n: usize,
     k: usize,
@@ -598,11 +620,14 @@ unsafe fn serial(
     c: *mut f32,
     to: Strides,
 ) {
-    let kcb = block_len(k, KC, 1);
+    let kernel = how.kernel;
+    let kcb = block_len(k, how.kc, 1);
     let ncb = block_len(n, NC, NR);
     let mcb = block_len(m, MC, MR);
     let mut bp = Scratch::with_len(kcb * ncb, 0);
     let mut ap = Scratch::with_len(mcb * kcb, 0);
+    // a plain A read where it is stored (no transposing copy)
+    let in_place = !a.trans && how.in_place.unwrap_or(n <= IN_PLACE_MAX_N);
     for jc in (0..n).step_by(ncb) {
         let nc = ncb.min(n - jc);
         for (i, pc) in (0..k).step_by(kcb).enumerate() {
@@ -611,7 +636,19 @@ unsafe fn serial(
             pack::<NR>(kernel, b, pc, kc, jc, nc, &mut bp);
             for ic in (0..m).step_by(mcb) {
                 let mc = mcb.min(m - ic);
-                pack::<MR>(kernel, a.t(), pc, kc, ic, mc, &mut ap);
+                let slivers = if in_place {
+                    // only a last, partial sliver is packed
+                    let whole = mc / MR * MR;
+                    pack::<MR>(kernel, a.t(), pc, kc, ic + whole, mc - whole, &mut ap);
+                    Slivers::Rows {
+                        data: &a.data[ic * a.ld + pc..],
+                        ld: a.ld,
+                        last: &ap,
+                    }
+                } else {
+                    pack::<MR>(kernel, a.t(), pc, kc, ic, mc, &mut ap);
+                    Slivers::Packed(&ap)
+                };
                 // SAFETY: the block (ic.., jc..) of C, mc × nc, is inside
                 // the caller's m × n; the packs hold mc and nc rounded up to
                 // whole slivers and panels of kc steps.
@@ -619,7 +656,7 @@ unsafe fn serial(
                     block(
                         kernel,
                         (mc, nc, kc),
-                        &ap,
+                        slivers,
                         &bp,
                         c.add(ic * to.rs + jc * to.cs),
                         to,
@@ -629,6 +666,20 @@ unsafe fn serial(
             }
         }
     }
+}
+
+/// The slivers of one block of `op(A)` (`mc × kc`) for [`block`].
+#[derive(Clone, Copy)]
+enum Slivers<'a> {
+    /// Packed: sliver `s` at `s·kc·MR`.
+    Packed(&'a [f32]),
+    /// In place: the block's row `r` at `data[r·ld..][..kc]` (a plain
+    /// `op(A)`), but a last sliver of fewer than `MR` rows packed in `last`.
+    Rows {
+        data: &'a [f32],
+        ld: usize,
+        last: &'a [f32],
+    },
 }
 
 /// Every tile of one packed block: `mc × nc` of `C` from `kc` steps. With
@@ -642,13 +693,28 @@ unsafe fn serial(
 unsafe fn block(
     kernel: Kernel,
     (mc, nc, kc): (usize, usize, usize),
-    ap: &[f32],
+    ap: Slivers<'_>,
     bp: &[f32],
     c: *mut f32,
     to: Strides,
     store: Store,
 ) {
-    assert!(ap.len() >= mc.div_ceil(MR) * MR * kc && bp.len() >= nc.div_ceil(NR) * NR * kc);
+    let whole = mc / MR;
+    match ap {
+        Slivers::Packed(ap) => assert!(ap.len() >= mc.div_ceil(MR) * MR * kc),
+        Slivers::Rows { data, ld, last } => assert!(
+            (whole == 0 || data.len() >= (whole * MR - 1) * ld + kc)
+                && (whole * MR == mc || last.len() >= MR * kc)
+        ),
+    }
+    assert!(bp.len() >= nc.div_ceil(NR) * NR * kc);
+    let sliver = |s: usize| match ap {
+        Slivers::Packed(ap) => Sliver::packed(ap[s * kc * MR..].as_ptr()),
+        Slivers::Rows { data, ld, .. } if s < whole => {
+            Sliver::rows(data[s * MR * ld..].as_ptr(), ld)
+        }
+        Slivers::Rows { last, .. } => Sliver::packed(last.as_ptr()),
+    };
     // the edge tiles' local tile, set up once
     let mut tile = [0.0f32; MR * NR];
     for q in 0..nc.div_ceil(NR) {
@@ -656,13 +722,13 @@ unsafe fn block(
         let b = bp[q * kc * NR..].as_ptr();
         for s in 0..mc.div_ceil(MR) {
             let rows = MR.min(mc - s * MR);
-            let a = ap[s * kc * MR..].as_ptr();
+            let a = sliver(s);
             // SAFETY: tile (s, q) lies inside the block; the sliver and the
             // panel hold kc steps (asserted above).
             unsafe {
                 let cp = c.add(s * MR * to.rs + q * NR * to.cs);
                 if rows == MR && cols == NR && to.cs == 1 {
-                    kernel.full(kc, a, b, cp, to.rs, store);
+                    kernel.full_a(kc, a, b, cp, to.rs, store);
                 } else {
                     let at = (to.rs, to.cs);
                     kernel.edge(kc, a, b, cp, at, (rows, cols), store, &mut tile);
@@ -780,6 +846,14 @@ mod tests {
                         for pad in [0, 3] {
                             check(how(kernel, Split::Serial, transpose), size, ta, tb, pad);
                         }
+                        // A read in place and packed, whatever C's width
+                        for in_place in [false, true] {
+                            let how = How {
+                                in_place: Some(in_place),
+                                ..how(kernel, Split::Serial, transpose)
+                            };
+                            check(how, size, ta, tb, 3);
+                        }
                         for split in [
                             Split::Rows(2),
                             Split::Cols(2),
@@ -790,6 +864,61 @@ mod tests {
                             check(how(kernel, split, transpose), size, ta, tb, 1);
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// Reading `A` in place and blocks of `k` of up to [`KC`] rather than 256
+    /// steps change no bit of the products the CNN and the ranking family
+    /// run (`α = 1`, `β ∈ {0, 1}`; the family's `α·Σ` with `k` a multiple
+    /// of 256): each entry is the same chain of fused multiply-adds.
+    #[test]
+    fn in_place_a_and_longer_blocks_change_no_bits() {
+        // (m, n, k, ta, tb, ldb, α): the CNN's conv2 products on one image or
+        // a group of four, its linear layer, the family's backward
+        let shapes = [
+            (64, 121, 288, false, false, 484, 1.0f32),
+            (64, 288, 484, false, true, 484, 1.0),
+            (288, 121, 64, true, false, 121, 1.0),
+            (64, 121, 288, false, false, 121, 1.0),
+            (32, 676, 9, false, false, 676, 1.0),
+            (80, 128, 1600, false, true, 1600, 1.0),
+            (80, 1600, 128, false, false, 1600, 1.0),
+            (256, 128, 256, false, false, 128, 0.37),
+            (512, 128, 512, false, false, 128, -1.5),
+        ];
+        for kernel in [Kernel::detect(), portable(Kernel::detect)] {
+            for &(m, n, k, ta, tb, ldb, alpha) in &shapes {
+                let lda = if ta { m } else { k };
+                let av = values(m * k, 1);
+                let bv = values(if tb { n } else { k } * ldb, 2);
+                let a = Operand {
+                    data: &av,
+                    ld: lda,
+                    trans: ta,
+                };
+                let b = Operand {
+                    data: &bv,
+                    ld: ldb,
+                    trans: tb,
+                };
+                for beta in [0.0f32, 1.0] {
+                    let before = How {
+                        kc: 256,
+                        in_place: Some(false),
+                        ..how(kernel, Split::Serial, false)
+                    };
+                    let after = How {
+                        in_place: None,
+                        ..how(kernel, Split::Serial, false)
+                    };
+                    let runs = [before, after].map(|how| {
+                        let mut c = values(m * n, 3);
+                        gemm_with(how, m, n, k, alpha, a, b, beta, &mut c, n);
+                        c.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                    });
+                    assert!(runs[0] == runs[1], "{kernel:?} {m}x{n}x{k} β={beta}");
                 }
             }
         }

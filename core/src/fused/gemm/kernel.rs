@@ -30,6 +30,31 @@ pub(crate) enum Store {
     Scale(f32, f32),
 }
 
+/// Where a micro-tile's `MR` rows of `A` are read: packed (`ld = 0`:
+/// value `(k, r)` at `ptr[k·MR + r]`, as [`super::pack`] writes it), or
+/// in place in a row-major `op(A)` (value `(k, r)` at `ptr[r·ld + k]`), so
+/// that a plain `A` needs no transposing copy: each step broadcasts one
+/// value from each of the `MR` rows, which are read front to back.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sliver {
+    pub(crate) ptr: *const f32,
+    pub(crate) ld: usize,
+}
+
+impl Sliver {
+    /// A packed sliver: `kc·MR` values from `ptr`.
+    pub(crate) fn packed(ptr: *const f32) -> Self {
+        Sliver { ptr, ld: 0 }
+    }
+
+    /// `MR` rows in place, `ld` apart (`ld ≥ 1`), `kc` values each from
+    /// `ptr`.
+    pub(crate) fn rows(ptr: *const f32, ld: usize) -> Self {
+        debug_assert!(ld > 0);
+        Sliver { ptr, ld }
+    }
+}
+
 /// Which micro-kernel runs: decided once per call (or per packing of a Gram
 /// matrix) and handed to every thread, so that all tiles of one result, and
 /// the norms that go with them, are summed alike.
@@ -76,11 +101,36 @@ impl Kernel {
         ldc: usize,
         store: Store,
     ) {
+        // SAFETY: a packed sliver, as documented.
+        unsafe { self.full_a(kc, Sliver::packed(a), b, c, ldc, store) }
+    }
+
+    /// [`full`](Self::full) with the sliver of `A` packed or read where it
+    /// is stored ([`Sliver`]).
+    ///
+    /// # Safety
+    /// As [`full`](Self::full), with `a` reaching what [`Sliver`] says.
+    #[inline]
+    pub(crate) unsafe fn full_a(
+        self,
+        kc: usize,
+        a: Sliver,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        store: Store,
+    ) {
         #[cfg(target_arch = "x86_64")]
         if self.simd {
             // SAFETY: AVX2 and FMA are present (`simd` is only set when
             // detected); the pointers are the caller's, as documented.
-            unsafe { avx2::micro(kc, a, b, c, ldc, store) };
+            unsafe {
+                if a.ld == 0 {
+                    avx2::micro::<false>(kc, a.ptr, 0, b, c, ldc, store)
+                } else {
+                    avx2::micro::<true>(kc, a.ptr, a.ld, b, c, ldc, store)
+                }
+            };
             return;
         }
         // SAFETY: as documented for the caller.
@@ -93,13 +143,13 @@ impl Kernel {
     /// `l < cols`, is read and written.
     ///
     /// # Safety
-    /// As [`full`](Self::full), with `c` reaching `(rows − 1)·rs +
+    /// As [`full_a`](Self::full_a), with `c` reaching `(rows − 1)·rs +
     /// (cols − 1)·cs + 1` values.
     #[allow(clippy::too_many_arguments)]
     pub(crate) unsafe fn edge(
         self,
         kc: usize,
-        a: *const f32,
+        a: Sliver,
         b: *const f32,
         c: *mut f32,
         (rs, cs): (usize, usize),
@@ -122,7 +172,7 @@ impl Kernel {
             }
         }
         // SAFETY: `tile` holds MR·NR values; `a` and `b` are the caller's.
-        unsafe { self.full(kc, a, b, tile.as_mut_ptr(), NR, store) };
+        unsafe { self.full_a(kc, a, b, tile.as_mut_ptr(), NR, store) };
         for r in 0..rows {
             for (l, &v) in tile[r * NR..r * NR + cols].iter().enumerate() {
                 // SAFETY: as above.
@@ -151,23 +201,30 @@ impl Kernel {
     }
 }
 
-/// The portable micro-kernel, the contract of [`Kernel::full`].
+/// The portable micro-kernel, the contract of [`Kernel::full_a`].
 ///
 /// # Safety
-/// As [`Kernel::full`].
+/// As [`Kernel::full_a`].
 unsafe fn micro_portable(
     kc: usize,
-    a: *const f32,
+    a: Sliver,
     b: *const f32,
     c: *mut f32,
     ldc: usize,
     store: Store,
 ) {
-    // SAFETY: the caller's pointers reach kc·MR, kc·NR and (MR−1)·ldc + NR
-    // values.
+    // value (k, r) of the sliver
+    let (a_k, a_r) = if a.ld == 0 { (MR, 1) } else { (1, a.ld) };
+    let a_len = if kc == 0 {
+        0
+    } else {
+        (kc - 1) * a_k + (MR - 1) * a_r + 1
+    };
+    // SAFETY: the caller's pointers reach what `Sliver` says, kc·NR and
+    // (MR−1)·ldc + NR values.
     let (a, b) = unsafe {
         (
-            std::slice::from_raw_parts(a, kc * MR),
+            std::slice::from_raw_parts(a.ptr, a_len),
             std::slice::from_raw_parts(b, kc * NR),
         )
     };
@@ -178,8 +235,9 @@ unsafe fn micro_portable(
             acc.copy_from_slice(unsafe { std::slice::from_raw_parts(c.add(r * ldc), NR) });
         }
     }
-    for (a, b) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
-        for (acc, &av) in acc.iter_mut().zip(a) {
+    for (k, b) in b.chunks_exact(NR).enumerate() {
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let av = a[k * a_k + r * a_r];
             for (s, &bv) in acc.iter_mut().zip(b) {
                 *s += av * bv;
             }
@@ -209,22 +267,25 @@ mod avx2 {
     use super::{MR, NR, Store};
     use std::arch::x86_64::*;
 
-    /// The AVX2 + FMA micro-kernel, the contract of `Kernel::full`.
+    /// The AVX2 + FMA micro-kernel, the contract of `Kernel::full_a`: the
+    /// sliver packed (`ROWS = false`, `lda` unused) or `MR` rows `lda`
+    /// apart (`ROWS`), the same chain of operations for every entry.
     ///
     /// # Safety
-    /// The CPU has AVX2 and FMA; the pointers as for `Kernel::full`.
+    /// The CPU has AVX2 and FMA; the pointers as for `Kernel::full_a`.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn micro(
+    pub(super) unsafe fn micro<const ROWS: bool>(
         kc: usize,
         a: *const f32,
+        lda: usize,
         b: *const f32,
         c: *mut f32,
         ldc: usize,
         store: Store,
     ) {
-        // SAFETY (whole body): `a` holds kc·MR values, `b` kc·NR, and `c`
-        // reaches (MR − 1)·ldc + NR (the caller's contract); every access
-        // below stays inside those.
+        // SAFETY (whole body): `a` holds the sliver's kc steps, `b` kc·NR
+        // values, and `c` reaches (MR − 1)·ldc + NR (the caller's
+        // contract); every access below stays inside those.
         unsafe {
             let mut acc = [[_mm256_setzero_ps(); 2]; MR];
             if store == Store::Add {
@@ -238,11 +299,12 @@ mod avx2 {
                 let b0 = _mm256_loadu_ps(b);
                 let b1 = _mm256_loadu_ps(b.add(8));
                 for (r, acc) in acc.iter_mut().enumerate() {
-                    let av = _mm256_broadcast_ss(&*a.add(r));
+                    let at = if ROWS { r * lda } else { r };
+                    let av = _mm256_broadcast_ss(&*a.add(at));
                     acc[0] = _mm256_fmadd_ps(av, b0, acc[0]);
                     acc[1] = _mm256_fmadd_ps(av, b1, acc[1]);
                 }
-                a = a.add(MR);
+                a = a.add(if ROWS { 1 } else { MR });
                 b = b.add(NR);
             }
             match store {
@@ -345,7 +407,7 @@ pub(crate) mod tests {
                         } else {
                             kernel.edge(
                                 kc,
-                                a.as_ptr(),
+                                Sliver::packed(a.as_ptr()),
                                 b.as_ptr(),
                                 c.as_mut_ptr(),
                                 (ldc, 1),
