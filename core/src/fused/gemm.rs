@@ -55,15 +55,16 @@ const MC: usize = 144;
 /// Columns of `op(B)` per packed block (`KC·NC`, 5 MiB, in L3).
 const NC: usize = 4080;
 
-/// Up to this many columns of `C`, a plain `op(A)` is read where it is
-/// stored (each step broadcasts from `MR` rows, [`Sliver::rows`]) instead of
-/// packed by a transposing copy. Wider, each block of `A` is read once per
-/// panel of `B` and a packed, contiguous block streams better (the search's
-/// `2000 × 8000 × 128` and a `1024 × 1024 × 128` Gram matrix lost 10–25 %
-/// read in place); narrower, the copy costs more than it saves (a
-/// convolution's weight gradient `64 × 288 × 484`, the family's `N × 128`
-/// backward, the conv1 forward; measured, `benches/gemm.rs`).
-const IN_PLACE_MAX_N: usize = 512;
+/// Up to this many columns of `C` (eight panels of `B`), a plain `op(A)`
+/// is read where it is stored (each step broadcasts from `MR` rows,
+/// [`Sliver::rows`]) instead of packed by a transposing copy. Measured on
+/// `benches/gemm.rs`, one thread, the copy saved paid on narrow products
+/// (the conv2 forward over a batch `9680 × 64 × 288` +12 %, conv1's
+/// `54080 × 32 × 9` +29 %, the family's backward `N × 128 × N` +4–7 %, the
+/// 1600 → 128 linear layer +3 %); from 256 columns on it did not (each block
+/// of `A` is read once per panel, and a packed, contiguous one streams
+/// better: within ±3 % on most, a 10 % loss on `9680 × 288 × 64`).
+const IN_PLACE_MAX_N: usize = 128;
 
 /// From this many multiply-adds (`m·n·k`) on, a product is cut in parts
 /// for rayon's threads. Below it, handing a part to a second thread costs
@@ -904,21 +905,31 @@ mod tests {
                     trans: tb,
                 };
                 for beta in [0.0f32, 1.0] {
+                    let serial = how(kernel, Split::Serial, false);
                     let before = How {
                         kc: 256,
                         in_place: Some(false),
-                        ..how(kernel, Split::Serial, false)
+                        ..serial
                     };
+                    // as chosen, and A read in place whatever C's width
                     let after = How {
                         in_place: None,
-                        ..how(kernel, Split::Serial, false)
+                        ..serial
                     };
-                    let runs = [before, after].map(|how| {
+                    let in_place = How {
+                        in_place: Some(true),
+                        ..serial
+                    };
+                    let runs = [before, after, in_place].map(|how| {
                         let mut c = values(m * n, 3);
                         gemm_with(how, m, n, k, alpha, a, b, beta, &mut c, n);
                         c.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
                     });
                     assert!(runs[0] == runs[1], "{kernel:?} {m}x{n}x{k} β={beta}");
+                    assert!(
+                        runs[0] == runs[2],
+                        "{kernel:?} {m}x{n}x{k} β={beta} in place"
+                    );
                 }
             }
         }
