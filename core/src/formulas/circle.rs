@@ -1,8 +1,12 @@
 //! Circle loss (Sun et al., CVPR 2020), pair form, as PML 2.9's `CircleLoss`.
 
+use super::exp_sum::{affine_max, split_exp_sums};
 use super::rows::{Lse, sigmoid, softplus};
 use super::tape::{self, Mat, TapeWeights, lse};
-use super::{BatchFormula, ListSizes, Row, RowValue, Score, Weighting, finite, positive};
+use super::{
+    BatchFormula, ListSizes, Row, RowValue, Score, Weighting, finite, positive,
+    row_and_grad_by_parts,
+};
 use crate::device::MetricDevice;
 use crate::error::MetricLossError;
 use crate::miners::MiningMargins;
@@ -119,6 +123,55 @@ impl BatchFormula for Circle {
             p.add_grads(&z.zp, &z.wp, (1.0, 0.0), -outer, ds);
             n.add_grads(&z.zn, &z.wn, (1.0, 0.0), outer, ds);
         })
+    }
+
+    /// Both log-sum-exps and their gradients in one sweep, one exponential
+    /// per entry: each entry's logit and slope (`zp`, `wp`: the positives'
+    /// where it is one, else the negatives'), the two sums' terms in `ds`
+    /// ([`split_exp_sums`]), then `ds_j = outer · k_j · term_j / Σ`. The
+    /// value is [`row`](BatchFormula::row)'s bit for bit; positive and
+    /// negative pairs never share a column, else the two methods run.
+    fn row_with_grad(&self, row: &Row, g: f32, ds: &mut [f32]) -> RowValue {
+        let c = row.s.len();
+        let done = LOGITS.with_borrow_mut(|z| {
+            for v in [&mut z.zp, &mut z.wp] {
+                v.resize(c, 0.0);
+            }
+            for (((zj, kj), &s), &p) in z.zp.iter_mut().zip(z.wp.iter_mut()).zip(row.s).zip(row.pos)
+            {
+                let ((zp, kp), (zn, kn)) = (self.pos_z(s), self.neg_z(s));
+                (*zj, *kj) = if p > 0.0 { (zp, kp) } else { (zn, kn) };
+            }
+            let one = (1.0, 0.0);
+            let (Some(mp), Some(mn)) = (affine_max(&z.zp, row.pos, one), affine_max(&z.zp, row.neg, one))
+            else {
+                // no positive or no negative pair: a row of 0 (if the masks are disjoint)
+                let both = row.pos.iter().zip(row.neg).any(|(&p, &q)| p > 0.0 && q > 0.0);
+                ds[..c].fill(0.0);
+                return (!both).then_some(RowValue::default());
+            };
+            let (sp, sn) =
+                split_exp_sums(&z.zp, (row.pos, row.neg), (1.0, 0.0, mp), (1.0, 0.0, mn), ds)?;
+            let (lp, ln) = (f64::from(mp) + sp.ln(), f64::from(mn) + sn.ln());
+            let value = softplus(lp + ln) as f32;
+            if value > 0.0 {
+                let outer = f64::from(g) * sigmoid(lp + ln);
+                let (fp, fn_) = ((outer / sp) as f32, (outer / sn) as f32);
+                for ((d, &k), &p) in ds[..c].iter_mut().zip(&z.wp).zip(row.pos) {
+                    *d *= k * if p > 0.0 { fp } else { fn_ };
+                }
+            } else {
+                ds[..c].fill(0.0);
+            }
+            Some(RowValue {
+                value,
+                count: f32::from(u8::from(value > 0.0)),
+            })
+        });
+        match done {
+            Some(v) => v,
+            None => row_and_grad_by_parts(self, row, g, ds),
+        }
     }
 }
 

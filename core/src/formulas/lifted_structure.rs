@@ -4,7 +4,9 @@
 
 use super::rows::{Lse, logaddexp};
 use super::tape::{self, Mat, TapeWeights, lse};
-use super::{BatchFormula, ListSizes, Row, RowValue, Score, Weighting, finite};
+use super::{
+    BatchFormula, ListSizes, Row, RowValue, Score, Weighting, finite, row_and_grad_by_parts,
+};
 use crate::device::MetricDevice;
 use crate::distance::fork;
 use crate::error::MetricLossError;
@@ -241,10 +243,7 @@ impl BatchFormula for GeneralizedLiftedStructure {
 
     fn row(&self, row: &Row, _: &[f32]) -> RowValue {
         let (p, n) = self.terms(row);
-        RowValue {
-            value: (p.map_or(0.0, |l| l.value) + n.map_or(0.0, |l| l.value)).max(0.0) as f32,
-            count: 1.0,
-        }
+        self.value(p, n)
     }
 
     fn row_backward(&self, row: &Row, _: &[f32], g: f32, ds: &mut [f32], _: &mut [f32]) {
@@ -260,9 +259,35 @@ impl BatchFormula for GeneralizedLiftedStructure {
             l.add_grads(row.s, row.neg, (-1.0, self.neg_margin), -g, ds);
         }
     }
+
+    /// Both log-sum-exps and their gradients in one sweep, one exponential
+    /// per entry ([`Lse::split_with_grads`]; positive and negative pairs
+    /// never share a column, else the two methods run). The value is
+    /// [`row`](BatchFormula::row)'s bit for bit.
+    fn row_with_grad(&self, row: &Row, g: f32, ds: &mut [f32]) -> RowValue {
+        let affine = ((1.0, -self.pos_margin), (-1.0, self.neg_margin));
+        let Some((p, n)) =
+            Lse::split_with_grads(row.s, (row.pos, row.neg), affine, (g, -g), false, ds)
+        else {
+            return row_and_grad_by_parts(self, row, g, ds);
+        };
+        if p.map_or(0.0, |l| l.value) + n.map_or(0.0, |l| l.value) <= 0.0 {
+            // the hinge is flat: no gradient (as `row_backward`)
+            ds[..row.s.len()].fill(0.0);
+        }
+        self.value(p, n)
+    }
 }
 
 impl GeneralizedLiftedStructure {
+    /// A row's value from its two terms (an empty one is 0).
+    fn value(&self, p: Option<Lse>, n: Option<Lse>) -> RowValue {
+        RowValue {
+            value: (p.map_or(0.0, |l| l.value) + n.map_or(0.0, |l| l.value)).max(0.0) as f32,
+            count: 1.0,
+        }
+    }
+
     fn terms(&self, row: &Row) -> (Option<Lse>, Option<Lse>) {
         let (mp, mn) = (self.pos_margin, self.neg_margin);
         (

@@ -42,6 +42,8 @@ mod multi_similarity;
 mod npairs;
 mod ntxent;
 mod rows;
+#[cfg(test)]
+mod row_with_grad_tests;
 mod supcon;
 pub mod tape;
 mod weights;

@@ -105,31 +105,67 @@ impl Lse {
     /// `None` (and `ds` unspecified) when a column is in both masks.
     pub fn pair_with_grads(
         s: &[f32],
+        w: (&[f32], &[f32]),
+        affine: ((f32, f32), (f32, f32)),
+        scales: (f32, f32),
+        ds: &mut [f32],
+    ) -> Option<(Lse, Lse)> {
+        let one = "ln(1 + Σ) always has its 1";
+        Self::split_with_grads(s, w, affine, scales, true, ds)
+            .map(|(p, n)| (p.expect(one), n.expect(one)))
+    }
+
+    /// [`pair_with_grads`](Self::pair_with_grads) with or without the `+1`
+    /// inside each log (`one`): without it, a mask with no entry gives
+    /// `None` for its log-sum-exp (as [`of_affine`](Self::of_affine) does)
+    /// and 0 for its entries' gradients. The values are
+    /// [`of_affine`](Self::of_affine)'s bit for bit.
+    ///
+    /// `None` (and `ds` unspecified) when a column is in both masks.
+    pub fn split_with_grads(
+        s: &[f32],
         (wp, wn): (&[f32], &[f32]),
         (p, n): ((f32, f32), (f32, f32)),
         (scale_p, scale_n): (f32, f32),
+        one: bool,
         ds: &mut [f32],
-    ) -> Option<(Lse, Lse)> {
+    ) -> Option<(Option<Lse>, Option<Lse>)> {
         use super::exp_sum::{affine_max, scale_split, split_exp_sums};
-        // as `of_affine` with `one`: the shift is at least 0 (the 1's exponent)
-        let mp = affine_max(s, wp, p).map_or(0.0, |m| m.max(0.0));
-        let mn = affine_max(s, wn, n).map_or(0.0, |m| m.max(0.0));
-        let (sp, sn) = split_exp_sums(s, (wp, wn), (p.0, p.1, mp), (n.0, n.1, mn), ds)?;
-        let (sp, sn) = (exp(-f64::from(mp)) + sp, exp(-f64::from(mn)) + sn);
-        // ∂(max + ln Σ)/∂x_j = term_j / Σ
-        let factors = (
-            (f64::from(scale_p) / sp) as f32,
-            (f64::from(scale_n) / sn) as f32,
-        );
+        // as `of_affine`: with `one` the shift is at least 0 (the 1's exponent)
+        let shift = |m: Option<f32>| match (m, one) {
+            (Some(m), true) => Some(m.max(0.0)),
+            (None, true) => Some(0.0),
+            (m, false) => m,
+        };
+        let mp = shift(affine_max(s, wp, p));
+        let mn = shift(affine_max(s, wn, n));
+        let (sp, sn) = split_exp_sums(
+            s,
+            (wp, wn),
+            (p.0, p.1, mp.unwrap_or(0.0)),
+            (n.0, n.1, mn.unwrap_or(0.0)),
+            ds,
+        )?;
+        let the_one = |m: f32| if one { exp(-f64::from(m)) } else { 0.0 };
+        let lse = |m: Option<f32>, sum: f64| {
+            m.map(|m| {
+                let sum = the_one(m) + sum;
+                (m, sum)
+            })
+        };
+        let (lp, ln) = (lse(mp, sp), lse(mn, sn));
+        // ∂(max + ln Σ)/∂x_j = term_j / Σ (an empty mask has no term to scale)
+        let factor = |l: Option<(f32, f64)>, scale: f32| {
+            l.map_or(0.0, |(_, sum)| (f64::from(scale) / sum) as f32)
+        };
+        let factors = (factor(lp, scale_p), factor(ln, scale_n));
         scale_split(&mut ds[..s.len()], wp, factors);
-        Some((
-            Lse {
-                value: f64::from(mp) + sp.ln(),
-            },
-            Lse {
-                value: f64::from(mn) + sn.ln(),
-            },
-        ))
+        let value = |l: Option<(f32, f64)>| {
+            l.map(|(m, sum)| Lse {
+                value: f64::from(m) + sum.ln(),
+            })
+        };
+        Some((value(lp), value(ln)))
     }
 
     /// `out_j += scale · ∂value/∂x_j` for every entry of a row at once,

@@ -1,9 +1,12 @@
 //! Supervised contrastive loss (Khosla et al., NeurIPS 2020), as PML 2.9's
 //! `SupConLoss`.
 
+use super::exp_sum::{affine_max, split_exp_sums};
 use super::rows::Lse;
 use super::tape::{self, Mat, TapeWeights, lse};
-use super::{BatchFormula, ListSizes, Row, RowValue, Score, Weighting, positive};
+use super::{
+    BatchFormula, ListSizes, Row, RowValue, Score, Weighting, positive, row_and_grad_by_parts,
+};
 use crate::device::MetricDevice;
 use crate::error::MetricLossError;
 use crate::miners::MiningMargins;
@@ -77,31 +80,28 @@ impl BatchFormula for SupCon {
     }
 
     fn row(&self, row: &Row, _: &[f32]) -> RowValue {
-        let value = match with_any(row, |any| self.denominator(row, any)) {
-            Some(d) => {
-                let (sum, size) = self.positives(row);
-                ((size * d.value - sum) / (size + f64::from(f32::MIN_POSITIVE))) as f32
-            }
-            None => 0.0,
-        };
-        RowValue {
-            value,
-            count: f32::from(u8::from(value > 0.0)),
-        }
+        let lse = SPLIT.with_borrow_mut(|out| {
+            out.resize(row.s.len(), 0.0);
+            self.log_denominator(row, out)
+        });
+        self.value(row, lse)
     }
 
     fn row_backward(&self, row: &Row, _: &[f32], g: f32, ds: &mut [f32], _: &mut [f32]) {
+        let Some(d) = SPLIT.with_borrow_mut(|out| {
+            out.resize(row.s.len(), 0.0);
+            self.log_denominator(row, out)
+        }) else {
+            return;
+        };
+        let (_, size) = self.positives(row);
+        if size <= 0.0 {
+            return;
+        }
         with_any(row, |any| {
-            let Some(d) = self.denominator(row, any) else {
-                return;
-            };
-            let (_, size) = self.positives(row);
-            if size <= 0.0 {
-                return;
-            }
             // ∂L/∂x_j = any_j·softmax_j − pos_j/|P|, and ∂x/∂s = 1/τ
             let inv = 1.0 / self.temperature;
-            d.add_grads(row.s, any, (inv, 0.0), g * inv, ds);
+            Lse { value: d }.add_grads(row.s, any, (inv, 0.0), g * inv, ds);
             let c = (f64::from(g) * f64::from(inv) / size) as f32;
             for (v, &p) in ds.iter_mut().zip(row.pos) {
                 if p > 0.0 {
@@ -110,6 +110,35 @@ impl BatchFormula for SupCon {
             }
         })
     }
+
+    /// The denominator's terms and the gradient in one sweep, one
+    /// exponential per entry: `ds_j = g/τ · (e^{x_j − max}/Σ − pos_j/|P|)`
+    /// from the terms [`split`](Self::split) leaves in `ds`. The value is
+    /// [`row`](BatchFormula::row)'s bit for bit.
+    fn row_with_grad(&self, row: &Row, g: f32, ds: &mut [f32]) -> RowValue {
+        let c = row.s.len();
+        let Some(split) = self.split(row, &mut ds[..c]) else {
+            return row_and_grad_by_parts(self, row, g, ds);
+        };
+        let v = self.value(row, split.map(|(m, total)| f64::from(m) + total.ln()));
+        match split {
+            Some((_, total)) if v.count > 0.0 => {
+                let (_, size) = self.positives(row);
+                let gi = f64::from(g) * f64::from(1.0 / self.temperature);
+                let (k, kp) = ((gi / total) as f32, (gi / size) as f32);
+                for (d, &p) in ds[..c].iter_mut().zip(row.pos) {
+                    *d = k * *d - kp * p;
+                }
+            }
+            _ => ds[..c].fill(0.0),
+        }
+        v
+    }
+}
+
+thread_local! {
+    /// One row's terms of the denominator, reused (no allocation per row).
+    static SPLIT: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 thread_local! {
@@ -133,11 +162,55 @@ fn with_any<R>(row: &Row, f: impl FnOnce(&[f32]) -> R) -> R {
 }
 
 impl SupCon {
-    /// `ln Σ_{P ∪ N} e^{x}` of a row (`any`: [`with_any`]'s weights), with
-    /// `x = s·(1/τ)`, eight entries at a time; `None` for a row without
-    /// pairs.
-    fn denominator(&self, row: &Row, any: &[f32]) -> Option<Lse> {
-        Lse::of_affine(row.s, any, (1.0 / self.temperature, 0.0), false)
+    /// A row's value and count from `ln Σ_{P ∪ N} e^x` (`None`: no pairs).
+    fn value(&self, row: &Row, lse: Option<f64>) -> RowValue {
+        let value = match lse {
+            Some(d) => {
+                let (sum, size) = self.positives(row);
+                ((size * d - sum) / (size + f64::from(f32::MIN_POSITIVE))) as f32
+            }
+            None => 0.0,
+        };
+        RowValue {
+            value,
+            count: f32::from(u8::from(value > 0.0)),
+        }
+    }
+
+    /// `ln Σ_{P ∪ N} e^{x}` of a row, `x = s·(1/τ)`, `None` for a row
+    /// without pairs: from [`split`](Self::split) (`out` its scratch), or
+    /// where a column is in both masks over `P ∪ N` at once.
+    fn log_denominator(&self, row: &Row, out: &mut [f32]) -> Option<f64> {
+        match self.split(row, out) {
+            Some(split) => split.map(|(m, total)| f64::from(m) + total.ln()),
+            None => with_any(row, |any| {
+                Lse::of_affine(row.s, any, (1.0 / self.temperature, 0.0), false).map(|l| l.value)
+            }),
+        }
+    }
+
+    /// The denominator's shift `max_{P ∪ N} x` and `Σ_{P ∪ N} e^{x − max}`
+    /// (the positives' terms and the negatives' summed apart, eight entries
+    /// at a time, then added), each term `e^{x_j − max}` left in `out` (0
+    /// outside `P ∪ N`); `Some(None)` for a row without pairs, `None` when
+    /// a column is in both masks.
+    fn split(&self, row: &Row, out: &mut [f32]) -> Option<Option<(f32, f64)>> {
+        let a = (1.0 / self.temperature, 0.0);
+        let max = match (
+            affine_max(row.s, row.pos, a),
+            affine_max(row.s, row.neg, a),
+        ) {
+            (Some(p), Some(n)) => p.max(n),
+            (Some(m), None) | (None, Some(m)) => m,
+            (None, None) => {
+                // no pair; a column in both masks is still refused
+                let both = row.pos.iter().zip(row.neg).any(|(&p, &q)| p > 0.0 && q > 0.0);
+                return (!both).then_some(None);
+            }
+        };
+        let x = (a.0, a.1, max);
+        let (sp, sn) = split_exp_sums(row.s, (row.pos, row.neg), x, x, out)?;
+        Some(Some((max, sp + sn)))
     }
 
     /// `(Σ_P x, |P|)` of a row, with `x = s·(1/τ)` rounded as the
@@ -145,11 +218,20 @@ impl SupCon {
     /// exactly `ln Σ − x = 0`, not a rounding error of either sign).
     fn positives(&self, row: &Row) -> (f64, f64) {
         let inv = 1.0 / self.temperature;
-        row.s
-            .iter()
-            .zip(row.pos)
-            .fold((0.0, 0.0), |(sum, n), (&s, &p)| {
-                (sum + f64::from(p) * f64::from(inv * s), n + f64::from(p))
-            })
+        let (mut sum, mut n) = (0.0f64, 0.0f64);
+        // in column order, skipping the zero weights (adding their zeros
+        // would change nothing): eight at a time where none is positive
+        for (s, p) in row.s.chunks(8).zip(row.pos.chunks(8)) {
+            if p.iter().all(|&p| p <= 0.0) {
+                continue;
+            }
+            for (&s, &p) in s.iter().zip(p) {
+                if p > 0.0 {
+                    sum += f64::from(p) * f64::from(inv * s);
+                    n += f64::from(p);
+                }
+            }
+        }
+        (sum, n)
     }
 }
