@@ -291,12 +291,16 @@ impl PairWeights {
                 pos_scale,
                 neg_scale,
             } => {
-                let li = labels[i];
-                for (j, ((p, q), &lj)) in pos.iter_mut().zip(neg.iter_mut()).zip(labels).enumerate()
-                {
+                let (li, ps, ns) = (labels[i], pos_scale[i], neg_scale[i]);
+                // branch-free (so that it runs several columns at a time),
+                // then the pair with itself: same label, neither weight
+                for ((p, q), &lj) in pos.iter_mut().zip(neg.iter_mut()).zip(labels) {
                     let same = lj == li;
-                    *p = if same && j != i { pos_scale[i] } else { 0.0 };
-                    *q = if same { 0.0 } else { neg_scale[i] };
+                    *p = if same { ps } else { 0.0 };
+                    *q = if same { 0.0 } else { ns };
+                }
+                if let Some(p) = pos.get_mut(i) {
+                    *p = 0.0;
                 }
             }
             Source::Dense { pos: wp, neg: wn } => {

@@ -49,6 +49,11 @@ unsafe impl Send for Shared {}
 unsafe impl Sync for Shared {}
 
 impl Shared {
+    /// The buffer's first value (for [`fold_rect`]'s callers).
+    fn ptr(&self) -> *mut f32 {
+        self.ptr
+    }
+
     fn of(m: &mut [f32]) -> Self {
         Shared {
             ptr: m.as_mut_ptr(),
@@ -104,6 +109,7 @@ fn claim_blocks(blocks: usize, parts: usize, f: impl Fn(usize) + Sync) {
 /// only from each block's diagonal on).
 fn fold_lower(m: &mut [f32], ld: usize, n: usize, parts: usize, sum: bool) {
     assert!(n == 0 || (n - 1) * ld + n <= m.len());
+    assert!(ld >= n);
     let blocks = block_starts(n);
     let shared = Shared::of(m);
     // Block `b` (rows i0..i1) touches entries (i, j) and (j, i) for i in
@@ -112,48 +118,154 @@ fn fold_lower(m: &mut [f32], ld: usize, n: usize, parts: usize, sum: bool) {
     claim_blocks(blocks.len(), parts, |b| {
         let (i0, i1) = (blocks[b], (blocks[b] + BLOCK).min(n));
         let h = i1 - i0;
-        // SAFETY: (see above) values (r, c0..c0 + len) this block alone touches.
-        let row = |r: usize, c0: usize, len: usize| unsafe { shared.chunk(r * ld + c0, len) };
-        // the tile above the diagonal (rows j0.., columns i0..i1), transposed
-        // through this L1-sized copy: `t[jj·BLOCK + ii] = m[j0 + jj][i0 + ii]`
-        let mut t = [0.0f32; BLOCK * BLOCK];
-        for j0 in (0..=i0).step_by(BLOCK) {
-            let diagonal = j0 == i0;
-            if diagonal && !sum {
-                break; // the diagonal tile was computed whole
-            }
-            let w = if diagonal { h } else { BLOCK };
-            for jj in 0..w {
-                t[jj * BLOCK..jj * BLOCK + h].copy_from_slice(row(j0 + jj, i0, h));
-            }
-            if diagonal {
-                for ii in 0..h {
-                    let out = row(i0 + ii, i0, h);
-                    for (jj, o) in out.iter_mut().enumerate() {
-                        *o = t[ii * BLOCK + jj] + t[jj * BLOCK + ii];
-                    }
+        // the tiles left of the diagonal one, with their mirrors above it
+        for j0 in (0..i0).step_by(BLOCK) {
+            // SAFETY: rows i0..i1 × columns j0..j0 + BLOCK ≤ i0 and their
+            // mirror, inside the n × n matrix (asserted): this block's alone.
+            unsafe { fold_rect(shared.ptr(), ld, (i0, j0), (h, BLOCK), sum) };
+        }
+        if sum {
+            // the diagonal tile: its 8-row chunks below each other, then
+            // each chunk's own square
+            for a in (0..h).step_by(8) {
+                let ha = 8.min(h - a);
+                for c in (0..a).step_by(8) {
+                    // SAFETY: as above, inside the diagonal tile, below its diagonal.
+                    unsafe { fold_rect(shared.ptr(), ld, (i0 + a, i0 + c), (ha, 8), true) };
                 }
-                continue;
-            }
-            for ii in 0..h {
-                let lo = row(i0 + ii, j0, w);
-                for (jj, l) in lo.iter_mut().enumerate() {
-                    let up = &mut t[jj * BLOCK + ii];
-                    if sum {
-                        *l += *up;
-                        *up = *l;
-                    } else {
-                        *l = *up;
+                for x in 0..ha {
+                    for y in 0..=x {
+                        let (r, c) = (i0 + a + x, i0 + a + y);
+                        // SAFETY: inside the diagonal tile (this block's).
+                        unsafe {
+                            let (lo, up) = (shared.ptr().add(r * ld + c), shared.ptr().add(c * ld + r));
+                            let s = *lo + *up;
+                            (*lo, *up) = (s, s);
+                        }
                     }
-                }
-            }
-            if sum {
-                for jj in 0..w {
-                    row(j0 + jj, i0, h).copy_from_slice(&t[jj * BLOCK..jj * BLOCK + h]);
                 }
             }
         }
     });
+}
+
+/// The `h × w` rectangle of `m` (row stride `ld`) at rows `r0..`, columns
+/// `c0..`, strictly below the diagonal (`c0 + w ≤ r0`), and its mirror
+/// above it: with `sum`, both become `m + mᵀ` there; without, the
+/// rectangle is copied from its mirror. Eight by eight through registers
+/// where the CPU has AVX2, the edges one by one.
+///
+/// # Safety
+/// The rectangle and its mirror are inside the buffer behind `p`, and no
+/// other thread touches them.
+unsafe fn fold_rect(
+    p: *mut f32,
+    ld: usize,
+    (r0, c0): (usize, usize),
+    (h, w): (usize, usize),
+    sum: bool,
+) {
+    debug_assert!(c0 + w <= r0);
+    #[allow(unused_mut)]
+    let (mut h8, mut w8) = (0, 0);
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        (h8, w8) = (h / 8 * 8, w / 8 * 8);
+        for a in (0..h8).step_by(8) {
+            for b in (0..w8).step_by(8) {
+                // SAFETY: an 8 × 8 square of the rectangle and its mirror
+                // (the caller's contract); AVX2 (checked just above).
+                unsafe { avx2::fold8(p, ld, (r0 + a, c0 + b), sum) };
+            }
+        }
+    }
+    for a in 0..h {
+        let from = if a < h8 { w8 } else { 0 };
+        for b in from..w {
+            let (r, c) = (r0 + a, c0 + b);
+            // SAFETY: inside the rectangle or its mirror (the caller's contract).
+            unsafe {
+                let (lo, up) = (p.add(r * ld + c), p.add(c * ld + r));
+                if sum {
+                    let s = *lo + *up;
+                    (*lo, *up) = (s, s);
+                } else {
+                    *lo = *up;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// The columns of eight rows of eight.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        [
+            _mm256_permute2f128_ps::<0x20>(s0, s4),
+            _mm256_permute2f128_ps::<0x20>(s1, s5),
+            _mm256_permute2f128_ps::<0x20>(s2, s6),
+            _mm256_permute2f128_ps::<0x20>(s3, s7),
+            _mm256_permute2f128_ps::<0x31>(s0, s4),
+            _mm256_permute2f128_ps::<0x31>(s1, s5),
+            _mm256_permute2f128_ps::<0x31>(s2, s6),
+            _mm256_permute2f128_ps::<0x31>(s3, s7),
+        ]
+    }
+
+    /// [`fold_rect`](super::fold_rect) of one 8 × 8 square at rows `r0..`,
+    /// columns `c0..` (`c0 + 8 ≤ r0`).
+    ///
+    /// # Safety
+    /// As `fold_rect`'s; the CPU has AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn fold8(p: *mut f32, ld: usize, (r0, c0): (usize, usize), sum: bool) {
+        // SAFETY: rows r0..r0 + 8 × columns c0..c0 + 8 and the mirror square
+        // are inside the buffer (the caller's contract).
+        unsafe {
+            let lo = |k: usize| p.add((r0 + k) * ld + c0);
+            let up = |k: usize| p.add((c0 + k) * ld + r0);
+            let mut u = [_mm256_setzero_ps(); 8];
+            for (k, v) in u.iter_mut().enumerate() {
+                *v = _mm256_loadu_ps(up(k));
+            }
+            let u = transpose8(u);
+            if sum {
+                let mut s = u;
+                for (k, v) in s.iter_mut().enumerate() {
+                    *v = _mm256_add_ps(_mm256_loadu_ps(lo(k)), *v);
+                    _mm256_storeu_ps(lo(k), *v);
+                }
+                for (k, v) in transpose8(s).iter().enumerate() {
+                    _mm256_storeu_ps(up(k), *v);
+                }
+            } else {
+                for (k, v) in u.iter().enumerate() {
+                    _mm256_storeu_ps(lo(k), *v);
+                }
+            }
+        }
+    }
 }
 
 /// What every block reads: rows `0..rows` of the packed matrix against
