@@ -214,6 +214,37 @@ pub(crate) fn scale_split(out: &mut [f32], wp: &[f32], (fp, fn_): (f32, f32)) {
     }
 }
 
+/// `(Σ_j w_j·(a·s_j), Σ_j w_j)` over the entries with `w_j > 0`, in `f64`
+/// and in column order (each `a·s_j` rounded to `f32` first): eight
+/// weights at a time are tested and skipped when none is positive, the
+/// others summed one by one, so the result is the plain loop's bit for bit.
+pub(crate) fn positive_sums(s: &[f32], w: &[f32], a: f32) -> (f64, f64) {
+    assert!(w.len() >= s.len());
+    let (mut sum, mut n) = (0.0f64, 0.0f64);
+    let mut add = |from: usize, to: usize| {
+        for (&s, &w) in s[from..to].iter().zip(&w[from..to]) {
+            if w > 0.0 {
+                sum += f64::from(w) * f64::from(a * s);
+                n += f64::from(w);
+            }
+        }
+    };
+    let full = s.len() / 8 * 8;
+    #[cfg(target_arch = "x86_64")]
+    if simd() {
+        for i in (0..full).step_by(8) {
+            // SAFETY: `i + 8 ≤ s.len() ≤ w.len()` (asserted); AVX2 (checked just above).
+            if unsafe { avx2::any_positive(&w[i..i + 8]) } {
+                add(i, i + 8);
+            }
+        }
+        add(full, s.len());
+        return (sum, n);
+    }
+    add(0, s.len());
+    (sum, n)
+}
+
 /// Whether the eight-lane version runs (`std` caches the answer).
 #[cfg(target_arch = "x86_64")]
 fn simd() -> bool {
@@ -256,6 +287,18 @@ mod avx2 {
         let pb = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(b, bias)));
         let e = _mm256_mul_ps(_mm256_mul_ps(p, pa), pb);
         _mm256_blendv_ps(e, x, nan)
+    }
+
+    /// Whether one of eight weights is `> 0`.
+    ///
+    /// # Safety
+    /// The CPU has AVX2; `w` holds at least eight values.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn any_positive(w: &[f32]) -> bool {
+        debug_assert!(w.len() >= 8);
+        // SAFETY: eight values (the caller's contract).
+        let v = unsafe { _mm256_loadu_ps(w.as_ptr()) };
+        _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(v, _mm256_setzero_ps())) != 0
     }
 
     /// [`affine_max`](super::affine_max), eight entries at a time.
@@ -586,6 +629,32 @@ pub(crate) mod tests {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn positive_sums_are_the_plain_loops_bit_for_bit() {
+        for len in [0usize, 1, 7, 8, 9, 64, 1021] {
+            let s: Vec<f32> = (0..len).map(|j| (j as f32 * 0.37).sin()).collect();
+            // sparse positives (whole chunks of eight without one), a weight of 2
+            let w: Vec<f32> = (0..len)
+                .map(|j| match j % 13 {
+                    3 => 1.0,
+                    7 => 2.0,
+                    _ => 0.0,
+                })
+                .collect();
+            let a = 1.0 / 0.07f32;
+            let want = s.iter().zip(&w).fold((0.0f64, 0.0f64), |(sum, n), (&s, &w)| {
+                (sum + f64::from(w) * f64::from(a * s), n + f64::from(w))
+            });
+            for portable in [false, true] {
+                PORTABLE.set(portable);
+                let got = positive_sums(&s, &w, a);
+                PORTABLE.set(false);
+                assert_eq!(got.0.to_bits(), want.0.to_bits(), "{len} {portable}");
+                assert_eq!(got.1.to_bits(), want.1.to_bits(), "{len} {portable}");
             }
         }
     }

@@ -1,7 +1,7 @@
 //! Supervised contrastive loss (Khosla et al., NeurIPS 2020), as PML 2.9's
 //! `SupConLoss`.
 
-use super::exp_sum::{affine_max, split_exp_sums};
+use super::exp_sum::{affine_max, positive_sums, split_exp_sums};
 use super::rows::Lse;
 use super::tape::{self, Mat, TapeWeights, lse};
 use super::{
@@ -84,7 +84,7 @@ impl BatchFormula for SupCon {
             out.resize(row.s.len(), 0.0);
             self.log_denominator(row, out)
         });
-        self.value(row, lse)
+        self.value(lse, self.positives(row))
     }
 
     fn row_backward(&self, row: &Row, _: &[f32], g: f32, ds: &mut [f32], _: &mut [f32]) {
@@ -120,10 +120,13 @@ impl BatchFormula for SupCon {
         let Some(split) = self.split(row, &mut ds[..c]) else {
             return row_and_grad_by_parts(self, row, g, ds);
         };
-        let v = self.value(row, split.map(|(m, total)| f64::from(m) + total.ln()));
+        let (sum, size) = self.positives(row);
+        let v = self.value(
+            split.map(|(m, total)| f64::from(m) + total.ln()),
+            (sum, size),
+        );
         match split {
             Some((_, total)) if v.count > 0.0 => {
-                let (_, size) = self.positives(row);
                 let gi = f64::from(g) * f64::from(1.0 / self.temperature);
                 let (k, kp) = ((gi / total) as f32, (gi / size) as f32);
                 for (d, &p) in ds[..c].iter_mut().zip(row.pos) {
@@ -163,12 +166,10 @@ fn with_any<R>(row: &Row, f: impl FnOnce(&[f32]) -> R) -> R {
 
 impl SupCon {
     /// A row's value and count from `ln Σ_{P ∪ N} e^x` (`None`: no pairs).
-    fn value(&self, row: &Row, lse: Option<f64>) -> RowValue {
+    /// `(sum, size)`: [`positives`](Self::positives).
+    fn value(&self, lse: Option<f64>, (sum, size): (f64, f64)) -> RowValue {
         let value = match lse {
-            Some(d) => {
-                let (sum, size) = self.positives(row);
-                ((size * d - sum) / (size + f64::from(f32::MIN_POSITIVE))) as f32
-            }
+            Some(d) => ((size * d - sum) / (size + f64::from(f32::MIN_POSITIVE))) as f32,
             None => 0.0,
         };
         RowValue {
@@ -215,23 +216,9 @@ impl SupCon {
 
     /// `(Σ_P x, |P|)` of a row, with `x = s·(1/τ)` rounded as the
     /// log-sum-exp reads it (so that a row whose positive dominates gives
-    /// exactly `ln Σ − x = 0`, not a rounding error of either sign).
+    /// exactly `ln Σ − x = 0`, not a rounding error of either sign), in
+    /// column order ([`positive_sums`]).
     fn positives(&self, row: &Row) -> (f64, f64) {
-        let inv = 1.0 / self.temperature;
-        let (mut sum, mut n) = (0.0f64, 0.0f64);
-        // in column order, skipping the zero weights (adding their zeros
-        // would change nothing): eight at a time where none is positive
-        for (s, p) in row.s.chunks(8).zip(row.pos.chunks(8)) {
-            if p.iter().all(|&p| p <= 0.0) {
-                continue;
-            }
-            for (&s, &p) in s.iter().zip(p) {
-                if p > 0.0 {
-                    sum += f64::from(p) * f64::from(inv * s);
-                    n += f64::from(p);
-                }
-            }
-        }
-        (sum, n)
+        positive_sums(row.s, row.pos, 1.0 / self.temperature)
     }
 }
