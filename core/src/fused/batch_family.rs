@@ -463,11 +463,14 @@ impl<F: BatchFormula> Pass<'_, F> {
     /// `∂L/∂X'` of the packed rows for `∂L/∂G` in `dg` (the matrix's
     /// rows, overwritten: symmetrized for the batch's own matrix) and the
     /// parts' `∂L/∂‖x_i‖²` (adding `2·∂L/∂‖x_i‖² · x_i`), times `scale`.
-    fn finish(&self, dg: &mut [f32], dsq: &[Vec<f32>], parts: usize, scale: f32) -> Vec<f32> {
+    fn finish(&self, dg: &mut [f32], dsq: &[Vec<f32>], parts: usize, scale: f32) -> Scratch {
         let (packed, d, ld) = (self.c0 + self.cols, self.d, self.ld());
         let (rows, cols, c0) = (self.rows, self.cols, self.c0);
         let xs = self.panels.rows();
-        let mut dx = vec![0.0f32; packed * d];
+        // from the free list (no fresh pages each call); the rows between a
+        // view's two parts are never written
+        let mut dx = Scratch::with_len(packed * d, 0);
+        dx.fill(0.0);
         if self.symmetric() {
             fold_lower(dg, ld, rows, parts, true);
             gemm(
