@@ -1,6 +1,6 @@
 //! Circle loss (Sun et al., CVPR 2020), pair form, as PML 2.9's `CircleLoss`.
 
-use super::exp_sum::{affine_max, split_exp_sums};
+use super::exp_sum::{split_exp_sums, split_max};
 use super::rows::{Lse, sigmoid, softplus};
 use super::tape::{self, Mat, TapeWeights, lse};
 use super::{
@@ -143,15 +143,23 @@ impl BatchFormula for Circle {
                 (*zj, *kj) = if p > 0.0 { (zp, kp) } else { (zn, kn) };
             }
             let one = (1.0, 0.0);
-            let (Some(mp), Some(mn)) = (affine_max(&z.zp, row.pos, one), affine_max(&z.zp, row.neg, one))
-            else {
+            let (Some(mp), Some(mn)) = split_max(&z.zp, (row.pos, row.neg), one, one) else {
                 // no positive or no negative pair: a row of 0 (if the masks are disjoint)
-                let both = row.pos.iter().zip(row.neg).any(|(&p, &q)| p > 0.0 && q > 0.0);
+                let both = row
+                    .pos
+                    .iter()
+                    .zip(row.neg)
+                    .any(|(&p, &q)| p > 0.0 && q > 0.0);
                 ds[..c].fill(0.0);
                 return (!both).then_some(RowValue::default());
             };
-            let (sp, sn) =
-                split_exp_sums(&z.zp, (row.pos, row.neg), (1.0, 0.0, mp), (1.0, 0.0, mn), ds)?;
+            let (sp, sn) = split_exp_sums(
+                &z.zp,
+                (row.pos, row.neg),
+                (1.0, 0.0, mp),
+                (1.0, 0.0, mn),
+                ds,
+            )?;
             let (lp, ln) = (f64::from(mp) + sp.ln(), f64::from(mn) + sn.ln());
             let value = softplus(lp + ln) as f32;
             if value > 0.0 {

@@ -130,6 +130,24 @@ fn scalar_max(s: &[f32], w: &[f32], (a, c): (f32, f32), mut max: Option<f32>) ->
     max
 }
 
+/// [`affine_max`] of two masks of one row in one sweep:
+/// `(affine_max(s, wp, p), affine_max(s, wn, n))`, the same values.
+pub(crate) fn split_max(
+    s: &[f32],
+    (wp, wn): (&[f32], &[f32]),
+    p: (f32, f32),
+    n: (f32, f32),
+) -> (Option<f32>, Option<f32>) {
+    assert!(wp.len() >= s.len() && wn.len() >= s.len());
+    #[cfg(target_arch = "x86_64")]
+    if simd() {
+        // SAFETY: AVX2 and FMA (checked just above); `wp` and `wn` are at
+        // least as long as `s` (asserted).
+        return unsafe { avx2::split_max(s, (wp, wn), p, n) };
+    }
+    (scalar_max(s, wp, p, None), scalar_max(s, wn, n, None))
+}
+
 /// `Σ_j w_j e^{x_j − max}` over the entries with `w_j > 0`, `x_j = a·s_j + c`
 /// (each term in `f32`, the sum in `f64`), for the `max` of
 /// [`affine_max`] (or above it): the inner sum of that log-sum-exp.
@@ -326,6 +344,52 @@ mod avx2 {
         unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), max) };
         let head = (any != 0).then(|| lanes.iter().copied().fold(f32::NEG_INFINITY, f32::max));
         super::scalar_max(&s[full..], &w[full..], (a, c), head)
+    }
+
+    /// [`split_max`](super::split_max), eight entries at a time.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; `wp` and `wn` are at least as long as `s`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn split_max(
+        s: &[f32],
+        (wp, wn): (&[f32], &[f32]),
+        (ap, cp): (f32, f32),
+        (an, cn): (f32, f32),
+    ) -> (Option<f32>, Option<f32>) {
+        let (vap, vcp) = (_mm256_set1_ps(ap), _mm256_set1_ps(cp));
+        let (van, vcn) = (_mm256_set1_ps(an), _mm256_set1_ps(cn));
+        let (zero, none) = (_mm256_setzero_ps(), _mm256_set1_ps(f32::NEG_INFINITY));
+        let (mut maxp, mut maxn) = (none, none);
+        let (mut anyp, mut anyn) = (0, 0);
+        let full = s.len() / 8 * 8;
+        for i in (0..full).step_by(8) {
+            // SAFETY: `i + 8 ≤ s.len() ≤ wp.len(), wn.len()`; AVX2 + FMA (the caller's contract).
+            unsafe {
+                let sv = _mm256_loadu_ps(s.as_ptr().add(i));
+                let kp = _mm256_cmp_ps::<_CMP_GT_OQ>(_mm256_loadu_ps(wp.as_ptr().add(i)), zero);
+                let kn = _mm256_cmp_ps::<_CMP_GT_OQ>(_mm256_loadu_ps(wn.as_ptr().add(i)), zero);
+                anyp |= _mm256_movemask_ps(kp);
+                anyn |= _mm256_movemask_ps(kn);
+                let xp = _mm256_fmadd_ps(vap, sv, vcp);
+                let xn = _mm256_fmadd_ps(van, sv, vcn);
+                maxp = _mm256_max_ps(maxp, _mm256_blendv_ps(none, xp, kp));
+                maxn = _mm256_max_ps(maxn, _mm256_blendv_ps(none, xn, kn));
+            }
+        }
+        let (mut lp, mut ln) = ([0.0f32; 8], [0.0f32; 8]);
+        // SAFETY: `lp` and `ln` hold eight f32 each.
+        unsafe {
+            _mm256_storeu_ps(lp.as_mut_ptr(), maxp);
+            _mm256_storeu_ps(ln.as_mut_ptr(), maxn);
+        }
+        let head = |any: i32, l: [f32; 8]| {
+            (any != 0).then(|| l.iter().copied().fold(f32::NEG_INFINITY, f32::max))
+        };
+        (
+            super::scalar_max(&s[full..], &wp[full..], (ap, cp), head(anyp, lp)),
+            super::scalar_max(&s[full..], &wn[full..], (an, cn), head(anyn, ln)),
+        )
     }
 
     /// [`affine_exp_sum`](super::affine_exp_sum), eight entries at a time.
@@ -634,6 +698,28 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn split_max_is_two_affine_maxima() {
+        for len in [0usize, 1, 7, 8, 9, 64, 1021] {
+            let s: Vec<f32> = (0..len).map(|j| (j as f32 * 0.37).sin()).collect();
+            let wp: Vec<f32> = (0..len).map(|j| f32::from(u8::from(j % 5 == 2))).collect();
+            let wn: Vec<f32> = (0..len).map(|j| f32::from(u8::from(j % 5 > 2))).collect();
+            for (p, n) in [
+                ((-2.0f32, 1.0f32), (50.0f32, -25.0f32)),
+                ((1.0, 0.0), (-1.0, 1.0)),
+            ] {
+                for portable in [false, true] {
+                    PORTABLE.set(portable);
+                    let got = split_max(&s, (&wp, &wn), p, n);
+                    let want = (affine_max(&s, &wp, p), affine_max(&s, &wn, n));
+                    PORTABLE.set(false);
+                    assert_eq!(got, want, "{len} {portable}");
+                    assert_eq!(got.0.is_some(), len > 2, "{len}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn positive_sums_are_the_plain_loops_bit_for_bit() {
         for len in [0usize, 1, 7, 8, 9, 64, 1021] {
             let s: Vec<f32> = (0..len).map(|j| (j as f32 * 0.37).sin()).collect();
@@ -646,9 +732,12 @@ pub(crate) mod tests {
                 })
                 .collect();
             let a = 1.0 / 0.07f32;
-            let want = s.iter().zip(&w).fold((0.0f64, 0.0f64), |(sum, n), (&s, &w)| {
-                (sum + f64::from(w) * f64::from(a * s), n + f64::from(w))
-            });
+            let want = s
+                .iter()
+                .zip(&w)
+                .fold((0.0f64, 0.0f64), |(sum, n), (&s, &w)| {
+                    (sum + f64::from(w) * f64::from(a * s), n + f64::from(w))
+                });
             for portable in [false, true] {
                 PORTABLE.set(portable);
                 let got = positive_sums(&s, &w, a);

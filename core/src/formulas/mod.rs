@@ -41,9 +41,9 @@ mod margin;
 mod multi_similarity;
 mod npairs;
 mod ntxent;
-mod rows;
 #[cfg(test)]
 mod row_with_grad_tests;
+mod rows;
 mod supcon;
 pub mod tape;
 mod weights;

@@ -22,8 +22,12 @@ fn row_data(c: usize, (lo, hi): (f32, f32), seed: u32) -> (Vec<f32>, Vec<f32>, V
             lo + (hi - lo) * (state % 10_000) as f32 / 10_000.0
         })
         .collect();
-    let pos = (0..c).map(|j| f32::from(u8::from(j > 0 && j % 4 == 1))).collect();
-    let neg = (0..c).map(|j| f32::from(u8::from(j > 0 && j % 4 != 1))).collect();
+    let pos = (0..c)
+        .map(|j| f32::from(u8::from(j > 0 && j % 4 == 1)))
+        .collect();
+    let neg = (0..c)
+        .map(|j| f32::from(u8::from(j > 0 && j % 4 != 1)))
+        .collect();
     (s, pos, neg)
 }
 
@@ -121,7 +125,11 @@ fn supcon64(t: f64) -> impl Fn(&[f64], &[f64], &[f32], &[f32]) -> f64 {
 #[test]
 fn supcon_in_one_sweep() {
     for t in [0.1f32, 0.07, 0.01] {
-        check(SupCon { temperature: t }, (-1.0, 1.0), supcon64(f64::from(t)));
+        check(
+            SupCon { temperature: t },
+            (-1.0, 1.0),
+            supcon64(f64::from(t)),
+        );
     }
 }
 
@@ -131,7 +139,10 @@ fn circle64(m: f64, g: f64) -> impl Fn(&[f64], &[f64], &[f32], &[f32]) -> f64 {
             .iter()
             .zip(held)
             .map(|(v, h)| -g * (1.0 + m - h).max(0.0) * (v - (1.0 - m)));
-        let zn = s.iter().zip(held).map(|(v, h)| g * (h + m).max(0.0) * (v - m));
+        let zn = s
+            .iter()
+            .zip(held)
+            .map(|(v, h)| g * (h + m).max(0.0) * (v - m));
         match (
             lse64(zp.zip(pos.iter().copied())),
             lse64(zn.zip(neg.iter().copied())),
@@ -190,8 +201,16 @@ fn multi_similarity_in_one_sweep() {
             let x = x.into_iter().chain([(0.0, 1.0)]);
             lse64(x).expect("the 1")
         };
-        let p = one(s.iter().map(|v| -2.0 * (v - 0.5)).zip(pos.iter().copied()).collect());
-        let n = one(s.iter().map(|v| 50.0 * (v - 0.5)).zip(neg.iter().copied()).collect());
+        let p = one(s
+            .iter()
+            .map(|v| -2.0 * (v - 0.5))
+            .zip(pos.iter().copied())
+            .collect());
+        let n = one(s
+            .iter()
+            .map(|v| 50.0 * (v - 0.5))
+            .zip(neg.iter().copied())
+            .collect());
         p / 2.0 + n / 50.0
     });
 }

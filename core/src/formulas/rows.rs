@@ -130,15 +130,15 @@ impl Lse {
         one: bool,
         ds: &mut [f32],
     ) -> Option<(Option<Lse>, Option<Lse>)> {
-        use super::exp_sum::{affine_max, scale_split, split_exp_sums};
+        use super::exp_sum::{scale_split, split_exp_sums, split_max};
         // as `of_affine`: with `one` the shift is at least 0 (the 1's exponent)
         let shift = |m: Option<f32>| match (m, one) {
             (Some(m), true) => Some(m.max(0.0)),
             (None, true) => Some(0.0),
             (m, false) => m,
         };
-        let mp = shift(affine_max(s, wp, p));
-        let mn = shift(affine_max(s, wn, n));
+        let (mp, mn) = split_max(s, (wp, wn), p, n);
+        let (mp, mn) = (shift(mp), shift(mn));
         let (sp, sn) = split_exp_sums(
             s,
             (wp, wn),

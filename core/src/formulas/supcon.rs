@@ -1,7 +1,7 @@
 //! Supervised contrastive loss (Khosla et al., NeurIPS 2020), as PML 2.9's
 //! `SupConLoss`.
 
-use super::exp_sum::{affine_max, positive_sums, split_exp_sums};
+use super::exp_sum::{positive_sums, split_exp_sums, split_max};
 use super::rows::Lse;
 use super::tape::{self, Mat, TapeWeights, lse};
 use super::{
@@ -197,15 +197,16 @@ impl SupCon {
     /// a column is in both masks.
     fn split(&self, row: &Row, out: &mut [f32]) -> Option<Option<(f32, f64)>> {
         let a = (1.0 / self.temperature, 0.0);
-        let max = match (
-            affine_max(row.s, row.pos, a),
-            affine_max(row.s, row.neg, a),
-        ) {
+        let max = match split_max(row.s, (row.pos, row.neg), a, a) {
             (Some(p), Some(n)) => p.max(n),
             (Some(m), None) | (None, Some(m)) => m,
             (None, None) => {
                 // no pair; a column in both masks is still refused
-                let both = row.pos.iter().zip(row.neg).any(|(&p, &q)| p > 0.0 && q > 0.0);
+                let both = row
+                    .pos
+                    .iter()
+                    .zip(row.neg)
+                    .any(|(&p, &q)| p > 0.0 && q > 0.0);
                 return (!both).then_some(None);
             }
         };

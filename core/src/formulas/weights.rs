@@ -134,10 +134,12 @@ impl PairWeights {
             miner: None,
         };
         if let Tuples::All = tuples {
-            let pos_count: Vec<usize> = labels
-                .iter()
-                .map(|l| labels.iter().filter(|m| *m == l).count() - 1)
-                .collect();
+            // each label's class size, counted once (not a sweep per row)
+            let mut class_size = std::collections::HashMap::with_capacity(n);
+            for &l in labels {
+                *class_size.entry(l).or_insert(0usize) += 1;
+            }
+            let pos_count: Vec<usize> = labels.iter().map(|l| class_size[l] - 1).collect();
             let neg_count: Vec<usize> = pos_count.iter().map(|p| n - 1 - p).collect();
             let sizes = ListSizes {
                 pos: pos_count.iter().sum(),
@@ -317,6 +319,39 @@ impl PairWeights {
         }
     }
 
+    /// [`fill_row`](Self::fill_row) for row `i` into buffers that hold
+    /// row `prev`'s weights as `fill_row` wrote them: when both rows have
+    /// the same label (and scales) in a batch's own weights, only the two
+    /// pairs of a row with itself differ, so only those two are written
+    /// (rows of one class follow each other in a P × K batch).
+    pub(crate) fn fill_row_after(
+        &self,
+        i: usize,
+        prev: Option<usize>,
+        pos: &mut [f32],
+        neg: &mut [f32],
+    ) {
+        if let (
+            Some(k),
+            Source::Labels {
+                labels,
+                pos_scale,
+                neg_scale,
+            },
+        ) = (prev, &self.source)
+        {
+            let same = labels[k] == labels[i]
+                && pos_scale[k].to_bits() == pos_scale[i].to_bits()
+                && neg_scale[k].to_bits() == neg_scale[i].to_bits();
+            if same && k < self.cols && i < self.cols && labels.len() == self.cols {
+                pos[k] = pos_scale[i];
+                pos[i] = 0.0;
+                return;
+            }
+        }
+        self.fill_row(i, pos, neg);
+    }
+
     /// Both weights as row-major `rows × cols` host matrices (the generic
     /// path's constant tensors).
     pub fn dense(&self) -> (Vec<f32>, Vec<f32>) {
@@ -339,6 +374,25 @@ impl PairWeights {
 mod tests {
     use super::*;
     use crate::miners::Triplet;
+
+    #[test]
+    fn fill_row_after_is_fill_row() {
+        let labels = [3usize, 3, 3, 1, 1, 3, 7, 1];
+        let t = Tuples::All;
+        for wt in [Weighting::Mask, Weighting::Count, Weighting::Triplet] {
+            let w = PairWeights::try_new(wt, &t, &labels).unwrap();
+            let (mut p, mut q) = (vec![0.0f32; 8], vec![0.0f32; 8]);
+            let mut prev = None;
+            // in order, backwards, and repeated
+            for i in (0..8).chain((0..8).rev()).chain([2, 2, 5]) {
+                w.fill_row_after(i, prev, &mut p, &mut q);
+                let (mut wp, mut wq) = (vec![0.0f32; 8], vec![0.0f32; 8]);
+                w.fill_row(i, &mut wp, &mut wq);
+                assert_eq!((&p, &q), (&wp, &wq), "{wt:?} row {i} after {prev:?}");
+                prev = Some(i);
+            }
+        }
+    }
 
     fn dense(w: &PairWeights) -> (Vec<f32>, Vec<f32>) {
         w.dense()

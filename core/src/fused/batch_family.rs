@@ -138,7 +138,8 @@ fn fold_lower(m: &mut [f32], ld: usize, n: usize, parts: usize, sum: bool) {
                         let (r, c) = (i0 + a + x, i0 + a + y);
                         // SAFETY: inside the diagonal tile (this block's).
                         unsafe {
-                            let (lo, up) = (shared.ptr().add(r * ld + c), shared.ptr().add(c * ld + r));
+                            let (lo, up) =
+                                (shared.ptr().add(r * ld + c), shared.ptr().add(c * ld + r));
                             let s = *lo + *up;
                             (*lo, *up) = (s, s);
                         }
@@ -287,6 +288,9 @@ struct Buffers {
     neg: Vec<f32>,
     ds: Vec<f32>,
     sim: Vec<f32>,
+    /// The row whose weights `pos` and `neg` hold as
+    /// [`PairWeights::fill_row`] wrote them (`None` after a miner's rule).
+    filled: Option<usize>,
 }
 
 impl<F: BatchFormula> Pass<'_, F> {
@@ -319,6 +323,7 @@ impl<F: BatchFormula> Pass<'_, F> {
                 Some(_) => vec![0.0; self.cols],
                 None => Vec::new(),
             },
+            filled: None,
         }
     }
 
@@ -365,9 +370,11 @@ impl<F: BatchFormula> Pass<'_, F> {
     /// [`MultiSimilarityMiner`](crate::miners::MultiSimilarityMiner), only
     /// the pairs its rule keeps weigh.
     fn row<'b>(&self, i: usize, s: &'b [f32], b: &'b mut Buffers) -> Row<'b> {
-        self.w.fill_row(i, &mut b.pos, &mut b.neg);
+        self.w.fill_row_after(i, b.filled, &mut b.pos, &mut b.neg);
+        b.filled = Some(i);
         let s = &s[..self.cols];
         if let Some(eps) = self.w.multi_similarity_miner() {
+            b.filled = None;
             for (m, &v) in b.sim.iter_mut().zip(s) {
                 *m = miner_similarity::<F>(v);
             }
