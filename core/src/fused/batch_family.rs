@@ -82,9 +82,10 @@ fn block_starts(n: usize) -> Vec<usize> {
 
 /// `f(block index)` for every block of `blocks`, claimed one by one by
 /// `parts` workers (the calling thread among them), the largest blocks
-/// (the last ones) first: for work that grows with the block's index and
-/// whose result does not depend on the worker.
-fn claim_blocks(blocks: usize, parts: usize, f: impl Fn(usize) + Sync) {
+/// first — the last ones when the work grows with the block's index
+/// (`growing`), else the first ones — so that no large block is left for
+/// the end; for work whose result does not depend on the worker.
+fn claim_blocks(blocks: usize, parts: usize, growing: bool, f: impl Fn(usize) + Sync) {
     let next = AtomicUsize::new(0);
     let work = |_: usize| {
         loop {
@@ -92,7 +93,7 @@ fn claim_blocks(blocks: usize, parts: usize, f: impl Fn(usize) + Sync) {
             if k >= blocks {
                 return;
             }
-            f(blocks - 1 - k);
+            f(if growing { blocks - 1 - k } else { k });
         }
     };
     if parts > 1 {
@@ -115,7 +116,7 @@ fn fold_lower(m: &mut [f32], ld: usize, n: usize, parts: usize, sum: bool) {
     // Block `b` (rows i0..i1) touches entries (i, j) and (j, i) for i in
     // i0..i1, j < i1: every entry belongs to the block of the larger of its
     // two indices, so the blocks touch disjoint entries.
-    claim_blocks(blocks.len(), parts, |b| {
+    claim_blocks(blocks.len(), parts, true, |b| {
         let (i0, i1) = (blocks[b], (blocks[b] + BLOCK).min(n));
         let h = i1 - i0;
         // the tiles left of the diagonal one, with their mirrors above it
@@ -338,7 +339,9 @@ impl<F: BatchFormula> Pass<'_, F> {
         let symmetric = self.symmetric();
         let shared = Shared::of(&mut s);
         let end = self.panels.padded_cols();
-        claim_blocks(blocks.len(), parts, |b| {
+        // the first blocks are the largest (the batch's own tiles from the
+        // diagonal on; a view's last block may be partial)
+        claim_blocks(blocks.len(), parts, false, |b| {
             let i0 = blocks[b];
             let rows = BLOCK.min(self.rows - i0);
             // SAFETY: the block's own rows (padded): no other block's.
