@@ -477,10 +477,12 @@ impl<F: BatchFormula> Pass<'_, F> {
         let (packed, d, ld) = (self.c0 + self.cols, self.d, self.ld());
         let (rows, cols, c0) = (self.rows, self.cols, self.c0);
         let xs = self.panels.rows();
-        // from the free list (no fresh pages each call); the rows between a
-        // view's two parts are never written
+        // from the free list (no fresh pages each call); the products below
+        // overwrite it (β = 0) but for the rows between a view's two parts
         let mut dx = Scratch::with_len(packed * d, 0);
-        dx.fill(0.0);
+        if !self.symmetric() {
+            dx.fill(0.0);
+        }
         if self.symmetric() {
             fold_lower(dg, ld, rows, parts, true);
             gemm(
