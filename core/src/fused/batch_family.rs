@@ -850,14 +850,13 @@ where
                 c0,
                 d: D,
             };
-            let dx = match (dx_now, keep) {
-                (Some(mut dx), _) => {
-                    dx.iter_mut().for_each(|v| *v *= scale);
-                    dx
-                }
+            // `∂L/∂X'` and the factor it still needs (the gradient for
+            // u = 1 is scaled as it is added)
+            let (dx, factor) = match (dx_now, keep) {
+                (Some(dx), _) => (dx, scale),
                 (None, Some(mut s)) => {
                     let dsq = shared_gradient(&pass, &mut s, parts, &shared, &counts);
-                    pass.finish(&mut s, &dsq, parts, scale)
+                    (pass.finish(&mut s, &dsq, parts, scale), 1.0)
                 }
                 (None, None) => unreachable!("the gradient or the matrix is kept"),
             };
@@ -872,13 +871,13 @@ where
                             .iter_mut()
                             .zip(&dx[k * D..(k + 1) * D])
                         {
-                            *a += b;
+                            *a += b * factor;
                         }
                     }
                 }
                 _ => {
                     for (a, b) in gx.iter_mut().zip(dx.iter()) {
-                        *a += b;
+                        *a += b * factor;
                     }
                 }
             }
