@@ -165,8 +165,9 @@ pub trait BatchFormula: Copy + std::fmt::Debug + Send + Sync + 'static {
     /// shared numbers (`shared = &[]`): what a fused pass that takes the
     /// gradient while a row is in cache calls. The default runs the two
     /// methods ([`row_and_grad_by_parts`]); a formula whose backward would
-    /// recompute what its forward found (multi-similarity's two
-    /// log-sum-exps) overrides it to compute that once.
+    /// recompute what its forward found (the log-sum-exps of
+    /// multi-similarity, SupCon, circle and generalized lifted structure)
+    /// overrides it to compute that once, one exponential per entry.
     fn row_with_grad(&self, row: &Row, g: f32, ds: &mut [f32]) -> RowValue {
         row_and_grad_by_parts(self, row, g, ds)
     }
