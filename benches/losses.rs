@@ -200,14 +200,24 @@ fn step_table() {
     println!("| encoder | best (ms) | first quartile (ms) |");
     println!("|---|---:|---:|");
     row::<Cnn>("CNN, `FusedLinear` last");
+    row::<CnnLayers>("CNN, layer by layer");
 }
 
 /// `reference.py`'s CNN on rows of 784 pixels: conv 1→32 3×3, ReLU,
 /// max-pool 2, conv 32→64 3×3, ReLU, max-pool 2, flatten 1600, linear 128;
-/// each ReLU after its pool, the same function and gradients, and the
-/// first convolution an [`InputConv2D`] (no gradient for the pixels), as
-/// the examples' `CnnTrunk`.
+/// each conv → ReLU → pool block one [`ConvReLUPool`] (one op each way on
+/// the CPU), the first convolution an [`InputConv2D`] (no gradient for the
+/// pixels), as the examples' `CnnTrunk`.
 type Cnn = (
+    (Unflatten<1, 28, 28>, ConvReLUPool<InputConv2D<1, 32, 3>, 2>),
+    ConvReLUPool<Conv2D<32, 64, 3>, 2>,
+    (Flatten<1600>, FusedLinear<1600, 128>),
+);
+
+/// [`Cnn`] with each block as three layers (each ReLU after its pool: the
+/// same function and gradients), for comparison: `STEP_TABLE=CNN` prints
+/// both rows.
+type CnnLayers = (
     (
         Unflatten<1, 28, 28>,
         InputConv2D<1, 32, 3>,

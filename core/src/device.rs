@@ -412,6 +412,64 @@ pub trait MetricDevice: Device<f32> + 'static {
         generic_conv2d(x, weight, bias, window)
     }
 
+    /// `max_pool2d(relu(conv2d(x, weight) + bias))`: PyTorch's
+    /// `Conv2d → ReLU → MaxPool2d` as one call, the body of
+    /// [`ConvReLUPool`](crate::nets::ConvReLUPool). `window` is the
+    /// convolution's geometry, `pool` the pool's on the convolution's
+    /// output; `input_grad: false` is [`try_input_conv2d`](Self::try_input_conv2d)'s
+    /// no gradient for `x` (the CPU honours it, the generic body computes
+    /// `x`'s anyway).
+    ///
+    /// The generic body is [`try_conv2d`](Self::try_conv2d),
+    /// [`try_max_pool2d`](Self::try_max_pool2d) and dfdx's `relu` in a row
+    /// (the pool before the ReLU: the same values and gradients, on a
+    /// quarter of the pixels). The CPU runs one op: each image's
+    /// convolution stays in cache and only the pooled, rectified values are
+    /// written, so neither the full-size activation nor its gradient is
+    /// ever stored, zeroed or copied; values and gradients are the generic
+    /// body's, bit for bit.
+    ///
+    /// ```
+    /// use dfdx::prelude::*;
+    /// use metric_loss_core::{device::MetricDevice, nets::Window};
+    /// let dev = Cpu::default();
+    /// let x = dev.tensor([[[[1.0f32, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 0.0]]]]);
+    /// let w = dev.tensor([[[[1.0f32, 0.0], [0.0, -1.0]]]]); // (1, 1, 2, 2)
+    /// let b = dev.tensor([0.5f32]);
+    /// // the convolution is [[-4, -4], [-4, 5]] + 0.5, pooled to one pixel
+    /// let conv = Window::try_new("Conv2D", 2, 1, 0, 3, 3).unwrap();
+    /// let pool = Window::try_new("MaxPool2D", 2, 2, 0, 2, 2).unwrap();
+    /// let y = Cpu::try_conv2d_relu_max_pool2d(x.leaky_trace(), &w, &b, &conv, &pool, true).unwrap();
+    /// assert_eq!(y.as_vec(), [5.5]);
+    /// let g = y.sum().backward();
+    /// assert_eq!(g.get(&w).as_vec(), [5.0, 6.0, 8.0, 0.0]); // the winner's pixels
+    /// assert_eq!(g.get(&b).as_vec(), [1.0]);
+    /// assert_eq!(g.get(&x).as_vec(), [0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, -1.0]);
+    /// ```
+    fn try_conv2d_relu_max_pool2d<
+        B: Dim,
+        const C: usize,
+        H: Dim,
+        W: Dim,
+        const O: usize,
+        const K: usize,
+        T: Tape<f32, Self>,
+    >(
+        x: Tensor<(B, Const<C>, H, W), f32, Self, T>,
+        weight: &Tensor<Rank4<O, C, K, K>, f32, Self>,
+        bias: &Tensor<Rank1<O>, f32, Self>,
+        window: &Window,
+        pool: &Window,
+        input_grad: bool,
+    ) -> Result<Tensor<(B, Const<O>, usize, usize), f32, Self, T>, Self::Err> {
+        let y = if input_grad {
+            Self::try_conv2d(x, weight, bias, window)?
+        } else {
+            Self::try_input_conv2d(x, weight, bias, window)?
+        };
+        Self::try_max_pool2d(y, pool)?.try_relu()
+    }
+
     /// PyTorch's `max_pool2d` (no padding): the maximum of each window, and
     /// in the backward the whole gradient to the window's **first** maximum
     /// (row-major) on ties; a NaN in a window propagates. The body of
@@ -865,6 +923,31 @@ impl MetricDevice for Cpu {
     ) -> Result<Tensor<(B, Const<O>, usize, usize), f32, Self, T>, Self::Err> {
         check_window(x.shape(), window, Some(K));
         crate::fused::conv2d_cpu(x, weight, bias, window, false)
+    }
+
+    fn try_conv2d_relu_max_pool2d<
+        B: Dim,
+        const C: usize,
+        H: Dim,
+        W: Dim,
+        const O: usize,
+        const K: usize,
+        T: Tape<f32, Self>,
+    >(
+        x: Tensor<(B, Const<C>, H, W), f32, Self, T>,
+        weight: &Tensor<Rank4<O, C, K, K>, f32, Self>,
+        bias: &Tensor<Rank1<O>, f32, Self>,
+        window: &Window,
+        pool: &Window,
+        input_grad: bool,
+    ) -> Result<Tensor<(B, Const<O>, usize, usize), f32, Self, T>, Self::Err> {
+        check_window(x.shape(), window, Some(K));
+        assert_eq!(
+            pool.input_size(),
+            window.output_size(),
+            "pool built for another image size"
+        );
+        crate::fused::conv2d_relu_max_pool2d_cpu(x, weight, bias, window, pool, input_grad)
     }
 
     fn try_max_pool2d<B: Dim, C: Dim, H: Dim, W: Dim, T: Tape<f32, Self>>(

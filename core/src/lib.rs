@@ -46,7 +46,7 @@ pub mod prelude {
     };
     pub use crate::nets::{
         AvgPool2D, Flatten, MaxPool2D, Siamese, TripletNet, Unflatten,
-        builder::{Conv2D, FusedLinear, InputConv2D, InputLinear},
+        builder::{Conv2D, ConvReLUPool, FusedLinear, InputConv2D, InputLinear},
     };
     pub use crate::sampler::PkSampler;
     pub use crate::xbm::CrossBatchMemory;

@@ -7,6 +7,7 @@ mod augment;
 mod cnn;
 mod conv2d;
 mod conv_parity;
+mod conv_relu_pool;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod examples;

@@ -42,9 +42,13 @@ use dfdx::prelude::*;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
-/// At most this many column values (16 MiB) are kept from the forward for
-/// the backward; beyond, each image's columns are built again.
-const COLUMN_BUDGET: usize = 1 << 22;
+/// At most this many column values (4 MiB) are kept from the forward for
+/// the backward; beyond, each group's columns are built again, in cache.
+/// For the MNIST CNN that keeps the first convolution's (80 × 9 × 676
+/// values) and rebuilds the second's (80 × 288 × 121, 11 MiB): writing
+/// those out and reading them back cost more than building them twice
+/// (5 % of the step's CPU time, measured back to back).
+const COLUMN_BUDGET: usize = 1 << 20;
 
 /// Images whose columns sit side by side when the weight is the larger
 /// operand (one `∂W` product with a longer `k`), and the unit whose `∂W` is
@@ -108,6 +112,29 @@ fn im2col(x: &[f32], geo: &Geometry, cols: &mut [f32], ld: usize) {
         let (c, ky, kx) = (r / (k * k), (r / k) % k, r % k);
         let (lo, hi, x0) = valid_columns(&win, kx);
         let plane = &x[c * win.in_len()..][..win.in_len()];
+        if s == 1 && (lo, hi) == (0, ow) && ow <= 16 {
+            // Whole output rows of at most 16 pixels (the MNIST CNN's
+            // second convolution: 11), each one copy of 16 values running
+            // over into the next row, which is written after it; the last
+            // rows (and any whose 16 values would leave the plane or this
+            // tap's row) the exact way.
+            for oy in 0..oh {
+                let iy = (oy + ky).wrapping_sub(p);
+                let at = oy * ow;
+                if iy >= h {
+                    row[at..at + ow].fill(0.0);
+                    continue;
+                }
+                let from = iy * w + x0;
+                if at + 16 <= len && from + 16 <= plane.len() {
+                    let v: &[f32; 16] = plane[from..from + 16].try_into().expect("16 values");
+                    row[at..at + 16].copy_from_slice(v);
+                } else {
+                    copy_short(&mut row[at..at + ow], &plane[from..]);
+                }
+            }
+            continue;
+        }
         for (oy, out) in row.chunks_exact_mut(ow).enumerate().take(oh) {
             let iy = (oy * s + ky).wrapping_sub(p);
             if iy >= h || hi == lo {
@@ -118,15 +145,44 @@ fn im2col(x: &[f32], geo: &Geometry, cols: &mut [f32], ld: usize) {
             out[hi..].fill(0.0);
             let src = &plane[iy * w..][..w];
             if s == 1 {
-                for (o, &v) in out[lo..hi].iter_mut().zip(&src[x0..]) {
-                    *o = v;
-                }
+                copy_short(&mut out[lo..hi], &src[x0..]);
             } else {
                 for (o, &v) in out[lo..hi].iter_mut().zip(src[x0..].iter().step_by(s)) {
                     *o = v;
                 }
             }
         }
+    }
+}
+
+/// `dst` from the start of `src`, for the short rows of [`im2col`] (an
+/// output row: 11 pixels for the MNIST CNN's second convolution): eight
+/// values at a time, then four, two, one, each a fixed-size move. A plain
+/// loop (or `copy_from_slice`) becomes a call to `memcpy` per row, whose
+/// overhead on 44 bytes was most of im2col's time (10 % of the CNN's step).
+#[inline(always)]
+fn copy_short(dst: &mut [f32], src: &[f32]) {
+    let src = &src[..dst.len()];
+    let mut d = dst.chunks_exact_mut(8);
+    let mut s = src.chunks_exact(8);
+    for (d, s) in (&mut d).zip(&mut s) {
+        let s: &[f32; 8] = s.try_into().expect("8 values");
+        d.copy_from_slice(s);
+    }
+    let (d, s) = (d.into_remainder(), s.remainder());
+    let mut i = 0;
+    if d.len() - i >= 4 {
+        let v: [f32; 4] = s[i..i + 4].try_into().expect("4 values");
+        d[i..i + 4].copy_from_slice(&v);
+        i += 4;
+    }
+    if d.len() - i >= 2 {
+        let v: [f32; 2] = s[i..i + 2].try_into().expect("2 values");
+        d[i..i + 2].copy_from_slice(&v);
+        i += 2;
+    }
+    if d.len() > i {
+        d[i] = s[i];
     }
 }
 
@@ -166,14 +222,235 @@ fn col2im(dcols: &[f32], geo: &Geometry, gx: &mut [f32], ld: usize) {
     }
 }
 
-/// `values` as the `f32`s they hold.
+/// `values` as the values they hold.
 ///
 /// # Safety
 /// Every value of `values` is initialised.
-unsafe fn assume_init(values: &mut [MaybeUninit<f32>]) -> &mut [f32] {
-    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and the caller
+unsafe fn assume_init<V>(values: &mut [MaybeUninit<V>]) -> &mut [V] {
+    // SAFETY: `MaybeUninit<V>` has the layout of `V`, and the caller
     // initialised every value.
-    unsafe { &mut *(values as *mut [MaybeUninit<f32>] as *mut [f32]) }
+    unsafe { &mut *(values as *mut [MaybeUninit<V>] as *mut [V]) }
+}
+
+/// `values` seen as possibly uninitialised, for a function that writes
+/// them.
+///
+/// # Safety
+/// Nothing writes an uninitialised value through the result (the
+/// functions here only write `MaybeUninit::new(v)`).
+unsafe fn as_uninit(values: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: same layout; the caller writes only initialised values, so
+    // `values` stays initialised.
+    unsafe { &mut *(values as *mut [f32] as *mut [MaybeUninit<f32>]) }
+}
+
+/// [`relu_max_pool`] of one plane for 2 × 2 windows side by side (the
+/// usual pool), in one pass: the same winners and values as
+/// [`Window::max_of_plane`] (taps in row-major order, the first maximum
+/// wins, a NaN wins over any number) then the ReLU, four taps a window
+/// read as two pairs of two rows.
+fn relu_max_pool_2x2(pool: &Window, plane: &[f32], out: &mut [f32], arg: &mut [u32]) {
+    /// `(o, at)` takes `(v, vat)` when `v` wins: larger, or NaN.
+    #[inline(always)]
+    fn keep(o: &mut f32, at: &mut u32, v: f32, vat: u32) {
+        if v > *o || v.is_nan() {
+            (*o, *at) = (v, vat);
+        }
+    }
+    let (w, ow) = (pool.input_size().1, pool.output_size().1);
+    #[cfg(target_arch = "x86_64")]
+    let simd = std::is_x86_feature_detected!("avx2");
+    let rows = out.chunks_exact_mut(ow).zip(arg.chunks_exact_mut(ow));
+    for (oy, (out, arg)) in rows.enumerate() {
+        let top = &plane[2 * oy * w..][..2 * ow];
+        let bottom = &plane[(2 * oy + 1) * w..][..2 * ow];
+        let first = (2 * oy * w) as u32;
+        // eight windows at a time with AVX2, the rest one by one
+        #[allow(unused_mut)]
+        let mut done = 0;
+        #[cfg(target_arch = "x86_64")]
+        if simd {
+            while done + 8 <= ow {
+                // SAFETY: AVX2 is present; `top` and `bottom` hold the 16
+                // values from `2·done`, `out` and `arg` the 8 from `done`.
+                unsafe {
+                    avx2::relu_max_pool_8(
+                        top[2 * done..][..16].as_ptr(),
+                        bottom[2 * done..][..16].as_ptr(),
+                        first + 2 * done as u32,
+                        w as u32,
+                        out[done..][..8].as_mut_ptr(),
+                        arg[done..][..8].as_mut_ptr(),
+                    );
+                }
+                done += 8;
+            }
+        }
+        let first = first + 2 * done as u32;
+        let cells = out[done..]
+            .iter_mut()
+            .zip(arg[done..].iter_mut())
+            .zip(top[2 * done..].chunks_exact(2))
+            .zip(bottom[2 * done..].chunks_exact(2));
+        for (ox, (((o, a), t), b)) in cells.enumerate() {
+            let at = first + 2 * ox as u32;
+            let (mut m, mut m_at) = (t[0], at);
+            keep(&mut m, &mut m_at, t[1], at + 1);
+            keep(&mut m, &mut m_at, b[0], at + w as u32);
+            keep(&mut m, &mut m_at, b[1], at + w as u32 + 1);
+            *a = if m > 0.0 { m_at } else { MASKED };
+            *o = m.max(0.0);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::MASKED;
+    use std::arch::x86_64::*;
+
+    /// Eight 2 × 2 windows side by side of [`relu_max_pool_2x2`](super::relu_max_pool_2x2):
+    /// their taps from `top` and `bottom` (16 values each, two a window),
+    /// the first window's top-left tap at offset `at` of the plane, rows
+    /// `w` apart. The same comparisons in the same order as the scalar
+    /// loop, eight lanes at once.
+    ///
+    /// # Safety
+    /// AVX2 is present; `top` and `bottom` point at 16 values, `out` and
+    /// `arg` at 8.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn relu_max_pool_8(
+        top: *const f32,
+        bottom: *const f32,
+        at: u32,
+        w: u32,
+        out: *mut f32,
+        arg: *mut u32,
+    ) {
+        /// The even and the odd values of 16 (the left and the right taps
+        /// of eight windows), each in order.
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        unsafe fn split(p: *const f32) -> (__m256, __m256) {
+            // SAFETY: `p` points at 16 values (the caller's contract).
+            unsafe {
+                let (lo, hi) = (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)));
+                // [l0 l2 h0 h2 | l4 l6 h4 h6] → [l0 l2 l4 l6 h0 h2 h4 h6]
+                let order = |v: __m256| {
+                    _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)))
+                };
+                (
+                    order(_mm256_shuffle_ps::<0b10_00_10_00>(lo, hi)),
+                    order(_mm256_shuffle_ps::<0b11_01_11_01>(lo, hi)),
+                )
+            }
+        }
+        /// `(m, m_at)` takes `(v, v_at)` in the lanes where `v` wins:
+        /// larger, or NaN.
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        fn keep(m: &mut __m256, m_at: &mut __m256i, v: __m256, v_at: __m256i) {
+            let win = _mm256_or_ps(
+                _mm256_cmp_ps::<_CMP_GT_OQ>(v, *m),
+                _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v),
+            );
+            *m = _mm256_blendv_ps(*m, v, win);
+            *m_at = _mm256_castps_si256(_mm256_blendv_ps(
+                _mm256_castsi256_ps(*m_at),
+                _mm256_castsi256_ps(v_at),
+                win,
+            ));
+        }
+        // SAFETY: the pointers as documented.
+        unsafe {
+            let (t0, t1) = split(top);
+            let (b0, b1) = split(bottom);
+            let lanes = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+            let at0 = _mm256_add_epi32(_mm256_set1_epi32(at as i32), lanes);
+            let (one, down) = (_mm256_set1_epi32(1), _mm256_set1_epi32(w as i32));
+            let (mut m, mut m_at) = (t0, at0);
+            keep(&mut m, &mut m_at, t1, _mm256_add_epi32(at0, one));
+            let at_b = _mm256_add_epi32(at0, down);
+            keep(&mut m, &mut m_at, b0, at_b);
+            keep(&mut m, &mut m_at, b1, _mm256_add_epi32(at_b, one));
+            let zero = _mm256_setzero_ps();
+            let pass = _mm256_cmp_ps::<_CMP_GT_OQ>(m, zero);
+            let a = _mm256_blendv_ps(
+                _mm256_castsi256_ps(_mm256_set1_epi32(MASKED as i32)),
+                _mm256_castsi256_ps(m_at),
+                pass,
+            );
+            _mm256_storeu_si256(arg as *mut __m256i, _mm256_castps_si256(a));
+            // max(m, 0): 0 for NaN (the second operand), as f32::max
+            _mm256_storeu_ps(out, _mm256_max_ps(m, zero));
+        }
+    }
+}
+
+/// `gb[o] += Σ_i g[o·ld + i]` for every row `o` of `g` (`ld` values each),
+/// each row summed in index order from `-0.0` as `iter().sum()` does (the
+/// same bits), eight rows at a time: eight independent chains of additions
+/// instead of one, which a row at a time waits on (the latency of each
+/// addition: 10 % of the CNN's step when it was `iter().sum()`).
+fn add_row_sums(gb: &mut [f32], g: &[f32], ld: usize) {
+    /// The sums of `R` rows from `g`, side by side.
+    #[inline(always)]
+    fn sums<const R: usize>(g: &[f32], ld: usize) -> [f32; R] {
+        let rows: [&[f32]; R] = std::array::from_fn(|j| &g[j * ld..][..ld]);
+        let mut acc = [-0.0f32; R];
+        for i in 0..ld {
+            for (a, row) in acc.iter_mut().zip(&rows) {
+                *a += row[i];
+            }
+        }
+        acc
+    }
+    let mut gb = gb.chunks_exact_mut(8);
+    let mut g = g.chunks_exact(8 * ld);
+    for (gb, g) in (&mut gb).zip(&mut g) {
+        for (b, s) in gb.iter_mut().zip(sums::<8>(g, ld)) {
+            *b += s;
+        }
+    }
+    for (o, b) in gb.into_remainder().iter_mut().enumerate() {
+        *b += sums::<1>(&g.remainder()[o * ld..], ld)[0];
+    }
+}
+
+/// In [`conv2d_relu_max_pool2d_cpu`]'s winners: a window whose maximum is
+/// not positive, which the ReLU zeroes (no gradient flows through it).
+const MASKED: u32 = u32::MAX;
+
+/// Max pooling then ReLU of the `O` planes of one image's convolution `y`
+/// (`O × L`): each window's maximum, `max(v, 0)`, and in `arg` the offset
+/// in its plane of the window's first maximum ([`Window::max_of_plane`]),
+/// or [`MASKED`] where the ReLU's derivative is 0 (the maximum is not
+/// positive: dfdx's `relu` passes the gradient only for `v > 0`).
+fn relu_max_pool(pool: &Window, y: &[f32], out: &mut [f32], arg: &mut [u32]) {
+    let (len, plen) = (pool.in_len(), pool.out_len());
+    if (pool.kernel(), pool.stride()) == (2, 2) {
+        let planes = y
+            .chunks_exact(len)
+            .zip(out.chunks_exact_mut(plen))
+            .zip(arg.chunks_exact_mut(plen));
+        for ((plane, out), arg) in planes {
+            relu_max_pool_2x2(pool, plane, out, arg);
+        }
+        return;
+    }
+    let planes = y
+        .chunks_exact(len)
+        .zip(out.chunks_exact_mut(plen))
+        .zip(arg.chunks_exact_mut(plen));
+    for ((plane, out), arg) in planes {
+        pool.max_of_plane(plane, out, arg);
+        for (o, a) in out.iter_mut().zip(arg.iter_mut()) {
+            if !(*o > 0.0) {
+                *a = MASKED;
+            }
+            *o = o.max(0.0);
+        }
+    }
 }
 
 /// `conv2d(x, weight) + bias` on the CPU, on `x`'s tape, with a backward for
@@ -197,6 +474,65 @@ pub(crate) fn conv2d_cpu<
     window: &Window,
     input_grad: bool,
 ) -> Result<Tensor<(B, Const<O>, usize, usize), f32, Cpu, T>, CpuError> {
+    conv2d_pooled_cpu(x, weight, bias, window, None, input_grad)
+}
+
+/// `max_pool2d(relu(conv2d(x, weight) + bias))` on the CPU as one op (the
+/// body of [`ConvReLUPool`](crate::nets::ConvReLUPool)): each image's
+/// convolution is computed as by [`conv2d_cpu`] into a buffer that stays in
+/// cache, and only its pooled, rectified values are written out, with each
+/// window's winner (or [`MASKED`]). The backward spreads the upstream
+/// gradient onto those winners image by image, again in cache, and runs
+/// the convolution's backward on it. The full-size convolution output and
+/// its gradient never exist, nor the ReLU's two tensors on the tape; the
+/// values and gradients are those of `conv2d_cpu`, `max_pool2d_cpu` and
+/// dfdx's `relu` in a row, bit for bit.
+pub(crate) fn conv2d_relu_max_pool2d_cpu<
+    B: Dim,
+    const C: usize,
+    H: Dim,
+    W: Dim,
+    const O: usize,
+    const K: usize,
+    T: Tape<f32, Cpu>,
+>(
+    x: Tensor<(B, Const<C>, H, W), f32, Cpu, T>,
+    weight: &Tensor<Rank4<O, C, K, K>, f32, Cpu>,
+    bias: &Tensor<Rank1<O>, f32, Cpu>,
+    window: &Window,
+    pool: &Window,
+    input_grad: bool,
+) -> Result<Tensor<(B, Const<O>, usize, usize), f32, Cpu, T>, CpuError> {
+    conv2d_pooled_cpu(x, weight, bias, window, Some(pool), input_grad)
+}
+
+/// One group's forward work: its index, its output values, its pooling
+/// winners (with a pool) and its kept columns (when kept).
+type ForwardTask<'a> = (
+    usize,
+    &'a mut [MaybeUninit<f32>],
+    Option<&'a mut [MaybeUninit<u32>]>,
+    Option<&'a mut [f32]>,
+);
+
+/// [`conv2d_cpu`], followed with `pool` by ReLU and max pooling in the same
+/// op ([`conv2d_relu_max_pool2d_cpu`]).
+fn conv2d_pooled_cpu<
+    B: Dim,
+    const C: usize,
+    H: Dim,
+    W: Dim,
+    const O: usize,
+    const K: usize,
+    T: Tape<f32, Cpu>,
+>(
+    x: Tensor<(B, Const<C>, H, W), f32, Cpu, T>,
+    weight: &Tensor<Rank4<O, C, K, K>, f32, Cpu>,
+    bias: &Tensor<Rank1<O>, f32, Cpu>,
+    window: &Window,
+    pool: Option<&Window>,
+    input_grad: bool,
+) -> Result<Tensor<(B, Const<O>, usize, usize), f32, Cpu, T>, CpuError> {
     let dev = x.device().clone();
     let (x, mut tape) = x.try_contiguous()?.split_tape();
     let batch = x.shape().0;
@@ -211,7 +547,21 @@ pub(crate) fn conv2d_cpu<
         geo.image_len(),
         geo.out_image_len(),
     );
-    let (oh, ow) = window.output_size();
+    let pool = pool.copied();
+    if let Some(p) = pool {
+        assert_eq!(
+            p.input_size(),
+            window.output_size(),
+            "pool for another size"
+        );
+        assert_eq!(p.padding(), 0, "pools have no padding");
+    }
+    // the op's output: the convolution's, or its pooled planes
+    let ((oh, ow), plen) = match pool {
+        Some(p) => (p.output_size(), p.out_len()),
+        None => (window.output_size(), len),
+    };
+    let final_image = O * plen;
     let n = batch.size();
     let xs = Scratch::copy_of(&x);
     let ws = Scratch::copy_of(weight);
@@ -221,8 +571,10 @@ pub(crate) fn conv2d_cpu<
     let mut kept = (T::OWNS_TAPE && taps * len > 0 && n * taps * len <= COLUMN_BUDGET)
         .then(|| Scratch::with_len(n * taps * len, 0));
     // every value is written once below (no zeros first): the bias, or a
-    // product plus the bias
-    let mut out: Vec<f32> = Vec::with_capacity(n * out_image);
+    // product plus the bias, or a window's rectified maximum
+    let mut out: Vec<f32> = Vec::with_capacity(n * final_image);
+    // with a pool, each output value's winner in its plane (or MASKED)
+    let mut arg: Vec<u32> = Vec::with_capacity(if pool.is_some() { n * final_image } else { 0 });
     // Images side by side (the weight packed once for the batch, see the
     // module docs) when the weight is the larger operand; one at a time
     // otherwise, each product packing it (conv 1→32 on 28 × 28: 9 taps
@@ -277,35 +629,68 @@ pub(crate) fn conv2d_cpu<
             }
         }
     };
-    let forward = |(t, (out, kept)): (usize, (&mut [MaybeUninit<f32>], Option<&mut [f32]>))| {
+    let forward = |(t, out, arg, kept): ForwardTask| {
         let mut own = None;
         let cols = kept.unwrap_or_else(|| own.insert(Scratch::with_len(taps * len * GROUP, 0)));
-        for (p, (out, cols)) in out
-            .chunks_mut(out_image * per)
-            .zip(cols.chunks_mut(taps * len * per))
-            .enumerate()
-        {
-            forward_images(t * GROUP + p * per, out, cols);
+        let (Some(pool), Some(arg)) = (pool, arg) else {
+            for (p, (out, cols)) in out
+                .chunks_mut(out_image * per)
+                .zip(cols.chunks_mut(taps * len * per))
+                .enumerate()
+            {
+                forward_images(t * GROUP + p * per, out, cols);
+            }
+            return;
+        };
+        // the convolution of `per` images in cache, then only their
+        // pooled, rectified values written out
+        let mut y = Scratch::with_len(out_image * per, 0);
+        let parts = out
+            .chunks_mut(final_image * per)
+            .zip(arg.chunks_mut(final_image * per))
+            .zip(cols.chunks_mut(taps * len * per));
+        for (p, ((out, arg), cols)) in parts.enumerate() {
+            let y = &mut y[..out.len() / final_image * out_image];
+            // SAFETY: `forward_images` writes only initialised values.
+            forward_images(t * GROUP + p * per, unsafe { as_uninit(y) }, cols);
+            out.fill(MaybeUninit::new(0.0));
+            arg.fill(MaybeUninit::new(0));
+            // SAFETY: every value of `out` and `arg` was just written.
+            let (out, arg) = unsafe { (assume_init(out), assume_init(arg)) };
+            relu_max_pool(&pool, y, out, arg);
         }
     };
-    if out_image > 0 {
-        let out = &mut out.spare_capacity_mut()[..n * out_image];
-        match kept.as_mut() {
-            Some(k) => out
-                .par_chunks_mut(out_image * GROUP)
-                .zip(k.par_chunks_mut(taps * len * GROUP).map(Some))
-                .enumerate()
-                .for_each(forward),
-            None => out
-                .par_chunks_mut(out_image * GROUP)
-                .map(|o| (o, None))
-                .enumerate()
-                .for_each(forward),
+    if final_image > 0 && n > 0 {
+        let groups = n.div_ceil(GROUP);
+        let outs = out.spare_capacity_mut()[..n * final_image].chunks_mut(final_image * GROUP);
+        let args: Vec<Option<&mut [MaybeUninit<u32>]>> = if pool.is_some() {
+            arg.spare_capacity_mut()[..n * final_image]
+                .chunks_mut(final_image * GROUP)
+                .map(Some)
+                .collect()
+        } else {
+            (0..groups).map(|_| None).collect()
+        };
+        let kepts: Vec<Option<&mut [f32]>> = match kept.as_mut() {
+            Some(k) => k.chunks_mut(taps * len * GROUP).map(Some).collect(),
+            None => (0..groups).map(|_| None).collect(),
+        };
+        let tasks: Vec<ForwardTask> = outs
+            .zip(args)
+            .zip(kepts)
+            .enumerate()
+            .map(|(t, ((o, a), k))| (t, o, a, k))
+            .collect();
+        tasks.into_par_iter().for_each(forward);
+    }
+    // SAFETY: the tasks above wrote all `n` images' output values, and
+    // with a pool their winners (with no values there are none).
+    unsafe {
+        out.set_len(n * final_image);
+        if pool.is_some() {
+            arg.set_len(n * final_image);
         }
     }
-    // SAFETY: the tasks above wrote all `n` images' `O·L` values (with
-    // `out_image = 0` there are none).
-    unsafe { out.set_len(n * out_image) };
     let out = dev.try_tensor_from_vec(out, (batch, Const::<O>, oh, ow))?;
     if T::OWNS_TAPE {
         let (w, b, out_ghost) = (weight.clone(), bias.clone(), out.clone());
@@ -318,10 +703,11 @@ pub(crate) fn conv2d_cpu<
                 };
                 let packed_weight_t = (per > 1 && input_grad)
                     .then(|| PackedA::new(Operand::transposed(&ws, taps), taps, O));
-                // `images` consecutive images from `b0`, their upstream
-                // gradients side by side (`gg`, O × (images·L); the image's
-                // own for one): ∂W += gg·colsᵀ, ∂bias += gg·1, and with
-                // `gx` (their `∂x`) ∂cols = Wᵀ·gg and col2im into it
+                // `images` consecutive images from `b0`, the gradients of
+                // their convolutions side by side (`gg`, O × (images·L);
+                // without a pool and for one image the upstream gradient
+                // itself): ∂W += gg·colsᵀ, ∂bias += gg·1, and with `gx`
+                // (their `∂x`) ∂cols = Wᵀ·gg and col2im into it
                 let backward_images = |b0: usize,
                                        images: usize,
                                        gx: Option<&mut [f32]>,
@@ -329,17 +715,39 @@ pub(crate) fn conv2d_cpu<
                                        gb: &mut [f32]| {
                     let ld = images * len;
                     let mut copied = None;
-                    let gg: &[f32] = if images == 1 {
-                        &g[b0 * out_image..][..out_image]
-                    } else {
-                        let gg = copied.insert(Scratch::with_len(O * ld, 0));
-                        for i in 0..images {
-                            let gi = &g[(b0 + i) * out_image..][..out_image];
-                            for (o, row) in gi.chunks_exact(len).enumerate() {
-                                gg[o * ld + i * len..][..len].copy_from_slice(row);
+                    let gg: &[f32] = match pool {
+                        None if images == 1 => &g[b0 * out_image..][..out_image],
+                        None => {
+                            let gg = copied.insert(Scratch::with_len(O * ld, 0));
+                            for i in 0..images {
+                                let gi = &g[(b0 + i) * out_image..][..out_image];
+                                for (o, row) in gi.chunks_exact(len).enumerate() {
+                                    gg[o * ld + i * len..][..len].copy_from_slice(row);
+                                }
                             }
+                            gg
                         }
-                        gg
+                        Some(_) => {
+                            // each pooled value's gradient onto its winner
+                            // (max_pool2d's backward, on zeros), none where
+                            // the ReLU cut it
+                            let gg = copied.insert(Scratch::with_len(O * ld, 0));
+                            gg.fill(0.0);
+                            for i in 0..images {
+                                let at = (b0 + i) * final_image;
+                                let (gi, ai) = (&g[at..][..final_image], &arg[at..][..final_image]);
+                                let planes = gi.chunks_exact(plen).zip(ai.chunks_exact(plen));
+                                for (o, (gp, ap)) in planes.enumerate() {
+                                    let dst = &mut gg[o * ld + i * len..][..len];
+                                    for (&v, &a) in gp.iter().zip(ap) {
+                                        if a != MASKED {
+                                            dst[a as usize] += v;
+                                        }
+                                    }
+                                }
+                            }
+                            gg
+                        }
                     };
                     let mut own = None;
                     let cols: &[f32] = match kept.as_ref() {
@@ -364,9 +772,7 @@ pub(crate) fn conv2d_cpu<
                         gw,
                         taps,
                     );
-                    for (gb, row) in gb.iter_mut().zip(gg.chunks_exact(ld)) {
-                        *gb += row.iter().sum::<f32>();
-                    }
+                    add_row_sums(gb, gg, ld);
                     let Some(gx) = gx else {
                         return;
                     };
@@ -388,12 +794,11 @@ pub(crate) fn conv2d_cpu<
                         return;
                     }
                     // side by side: each image's ∂cols from its own
-                    // upstream gradient and the weight packed once, col2im
-                    // while they are in cache
+                    // gradient and the weight packed once, col2im while
+                    // they are in cache
                     let wt = packed_weight_t.as_ref().expect("packed when side by side");
                     for (i, gx) in gx.chunks_exact_mut(image).enumerate() {
-                        let gi = &g[(b0 + i) * out_image..][..out_image];
-                        let gi = PackedB::new(Operand::plain(gi, len), O, len);
+                        let gi = PackedB::new(Operand::plain(&gg[i * len..], ld), O, len);
                         gemm_packed(1.0, wt, 0..taps, &gi, 0..len, 0.0, &mut dcols, len);
                         col2im(&dcols, &geo, gx, len);
                     }

@@ -28,7 +28,7 @@ pub(crate) use batch_against::batch_formula_against_cpu;
 pub(crate) use batch_family::batch_formula_fused_cpu;
 pub(crate) use batch_hard::batch_hard_euclidean_cpu;
 pub(crate) use batch_rows::batch_formula_cpu;
-pub(crate) use conv2d::conv2d_cpu;
+pub(crate) use conv2d::{conv2d_cpu, conv2d_relu_max_pool2d_cpu};
 pub(crate) use cross_gram::cross_gram_cpu;
 pub(crate) use euclidean_matrix::euclidean_matrix_cpu;
 pub(crate) use gemm::Operand;

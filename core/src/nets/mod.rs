@@ -96,12 +96,14 @@
 
 mod avg_pool2d;
 mod conv2d;
+mod conv_relu_pool;
 mod flatten;
 mod linear;
 mod max_pool2d;
 mod unflatten;
 mod window;
 pub use avg_pool2d::AvgPool2D;
+pub use conv_relu_pool::ConvReLUPool;
 pub use conv2d::{Conv2D, InputConv2D};
 pub use flatten::Flatten;
 pub use linear::{FusedLinear, InputLinear};
@@ -114,6 +116,7 @@ pub use window::Window;
 /// `dev.build_module::<(builder::Conv2D<1, 32, 3>, ReLU, ...), f32>()`.
 /// The pools, [`Flatten`] and [`Unflatten`] have no parameters and are their own builders.
 pub mod builder {
+    pub use super::conv_relu_pool::builder::ConvReLUPool;
     pub use super::conv2d::builder::{Conv2D, InputConv2D};
     pub use super::linear::builder::{FusedLinear, InputLinear};
 }

@@ -86,26 +86,19 @@ pub type Encoder2d = (InputLinear<784, 256>, ReLU, FusedLinear<256, 2>);
 /// The convolutional trunk of `reference.py`'s CNN on rows of 784 pixels:
 /// each row seen as a 1 × 28 × 28 image, conv 1→32 3×3 (26 × 26), ReLU,
 /// max-pool 2 (13 × 13), conv 32→64 3×3 (11 × 11), ReLU, max-pool 2
-/// (5 × 5), flattened to 64·5·5 = 1600 values. (dfdx's tuples stop at six
-/// layers, hence the nesting.)
+/// (5 × 5), flattened to 64·5·5 = 1600 values.
 ///
-/// Each ReLU runs after its max-pool rather than before: `relu` is
-/// monotonic, so `pool(relu(x)) = relu(pool(x))` value for value, and the
-/// gradients are the same too (a window's winner is the same pixel either
-/// way when the maximum is positive, and the gradient is 0 otherwise;
-/// `tests/it/cnn.rs` checks both orders agree bit for bit). On the pooled
-/// tensor the ReLU touches a quarter of the values, and the training step
-/// allocates and zeroes two fewer full-size buffers. The first convolution
-/// is an `InputConv2D`: the images get no gradient (as in PyTorch, where
-/// they do not require one).
+/// Each conv → ReLU → max-pool block is one [`ConvReLUPool`]: the same
+/// function and gradients as the three layers, bit for bit
+/// (`tests/it/conv_relu_pool.rs`), but on the CPU one op each way, so the
+/// full-size convolution outputs (80 × 32 × 26 × 26 and 80 × 64 × 11 × 11
+/// values a batch) and their gradients are never stored, copied or
+/// zeroed. The first convolution is an `InputConv2D`: the images get no
+/// gradient (as in PyTorch, where they do not require one).
 pub type CnnTrunk = (
-    (
-        Unflatten<1, 28, 28>,
-        InputConv2D<1, 32, 3>,
-        MaxPool2D<2>,
-        ReLU,
-    ),
-    (Conv2D<32, 64, 3>, MaxPool2D<2>, ReLU),
+    Unflatten<1, 28, 28>,
+    ConvReLUPool<InputConv2D<1, 32, 3>, 2>,
+    ConvReLUPool<Conv2D<32, 64, 3>, 2>,
     Flatten<1600>,
 );
 /// `--encoder cnn`: the CNN of `reference.py`, the trunk then linear 1600 → 128.
