@@ -87,7 +87,7 @@ fn the_api_runs_on_cuda() {
             ReLU,
             MaxPool2D<2>,
         ),
-        (Conv2D<4, 2, 3>, AvgPool2D<1>, Flatten<2>),
+        (ConvReLUPool<Conv2D<4, 2, 3>, 1>, AvgPool2D<1>, Flatten<2>),
     );
     let mut cnn = dev.build_module::<TripletNet<Cnn>, f32>();
     let mut opt = Adam::new(&cnn, AdamConfig::default());

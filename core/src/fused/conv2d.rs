@@ -445,7 +445,8 @@ fn relu_max_pool(pool: &Window, y: &[f32], out: &mut [f32], arg: &mut [u32]) {
     for ((plane, out), arg) in planes {
         pool.max_of_plane(plane, out, arg);
         for (o, a) in out.iter_mut().zip(arg.iter_mut()) {
-            if !(*o > 0.0) {
+            // not positive, or NaN: no gradient
+            if (*o).partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
                 *a = MASKED;
             }
             *o = o.max(0.0);
