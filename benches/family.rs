@@ -16,6 +16,9 @@
 //! - `FAMILY_RSS=<loss> cargo bench --bench family` (`none` for the bare
 //!   process): one forward + backward at N = 4096, D = 128, for
 //!   `/usr/bin/time -v` to read the peak RSS of.
+//! - `FAMILY_VALUES=1 cargo bench --bench family`: every loss's value and
+//!   a hash of its gradient, as bits, to check that a change to the code
+//!   left them bit for bit the same (run it before and after).
 //! - `FAMILY_PROFILE=<loss>:<N>[:<seconds>] cargo bench --bench family`:
 //!   that one loss, forward + backward, called over and over for the given
 //!   wall-clock seconds (default 10), then its mean and best time per call:
@@ -45,14 +48,13 @@ const LOSSES: [&str; 9] = [
     "margin",
 ];
 
-/// One forward + backward of loss `name` on `x`.
-fn step(name: &str, x: &Emb, labels: &[usize]) -> f32 {
-    fn run<L: BatchCriterion>(l: L, x: &Emb, labels: &[usize]) -> f32 {
+/// One forward + backward of loss `name` on `x`: the loss and the
+/// gradients (kept, not copied out: PML's step ends at `backward()`).
+fn step(name: &str, x: &Emb, labels: &[usize]) -> (f32, Gradients<f32, Cpu>) {
+    fn run<L: BatchCriterion>(l: L, x: &Emb, labels: &[usize]) -> (f32, Gradients<f32, Cpu>) {
         let loss = l.forward(x.leaky_trace(), labels);
         let v = loss.array();
-        // the gradients kept, not copied out (PML's step ends at backward())
-        std::hint::black_box(loss.backward());
-        v
+        (v, loss.backward())
     }
     match name {
         "multi_similarity" => run(MultiSimilarityLoss, x, labels),
@@ -63,8 +65,7 @@ fn step(name: &str, x: &Emb, labels: &[usize]) -> f32 {
                 labels,
             );
             let v = m.loss.array();
-            m.loss.backward();
-            v
+            (v, m.loss.backward())
         }
         "ntxent" => run(NtXentLoss, x, labels),
         "supcon" => run(SupConLoss, x, labels),
@@ -157,6 +158,27 @@ fn cpu_table() {
     }
 }
 
+/// The `FAMILY_VALUES` listing: every loss's value and a hash of its
+/// gradient with respect to the batch, as bits, at N = 256 and 1024.
+fn values() {
+    use std::hash::{Hash, Hasher};
+    for n in [256usize, 1024] {
+        let (x, labels) = batch(n);
+        for name in LOSSES {
+            let (v, grads) = step(name, &x, &labels);
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            for g in grads.get(&x).as_vec() {
+                g.to_bits().hash(&mut h);
+            }
+            println!(
+                "{name} N={n}: loss {v:e} ({:#010x}), gradient hash {:#018x}",
+                v.to_bits(),
+                h.finish()
+            );
+        }
+    }
+}
+
 /// The `FAMILY_PROFILE` loop.
 fn profile(spec: &str) {
     let mut parts = spec.split(':');
@@ -190,8 +212,12 @@ fn main() {
         let name = name.to_string_lossy();
         let (x, labels) = batch(4096);
         if name != "none" {
-            println!("{name} N=4096 loss={}", step(&name, &x, &labels));
+            println!("{name} N=4096 loss={}", step(&name, &x, &labels).0);
         }
+        return;
+    }
+    if std::env::var_os("FAMILY_VALUES").is_some() {
+        values();
         return;
     }
     if std::env::var_os("FAMILY_TABLE").is_some() {
