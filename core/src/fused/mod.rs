@@ -208,6 +208,94 @@ fn scaled_norm(row: &[f32]) -> f32 {
         .sqrt()
 }
 
+/// `Σ_k y_k·g_k` of every row (`width` entries each), each row's terms
+/// added one by one in column order from `-0.0` (what
+/// `iter().sum::<f32>()` gives, bit for bit), eight rows at a time so that
+/// their eight chains of additions run side by side rather than one after
+/// the other.
+fn row_dots(y: &[f32], g: &[f32], width: usize) -> Vec<f32> {
+    let rows = y.len() / width;
+    let mut dots = vec![-0.0f32; rows];
+    let full = rows / 8 * 8;
+    #[cfg(target_arch = "x86_64")]
+    let simd = std::is_x86_feature_detected!("avx2");
+    for (block, acc) in dots[..full].chunks_exact_mut(8).enumerate() {
+        let at = block * 8 * width;
+        let (y, g) = (&y[at..][..8 * width], &g[at..][..8 * width]);
+        #[cfg(target_arch = "x86_64")]
+        if simd {
+            // SAFETY: AVX2 (checked above); `y` and `g` hold eight rows of
+            // `width`.
+            acc.copy_from_slice(&unsafe { avx2::dots8(y, g, width) });
+            continue;
+        }
+        acc.copy_from_slice(&dots8(y, g, width));
+    }
+    for (r, d) in dots.iter_mut().enumerate().skip(full) {
+        let (y, g) = (&y[r * width..][..width], &g[r * width..][..width]);
+        *d = y.iter().zip(g).map(|(y, g)| y * g).sum();
+    }
+    dots
+}
+
+/// [`row_dots`] of eight rows of `width`, in portable code: the eight
+/// sums side by side, column after column.
+fn dots8(y: &[f32], g: &[f32], width: usize) -> [f32; 8] {
+    let mut a = [-0.0f32; 8];
+    for k in 0..width {
+        for (r, a) in a.iter_mut().enumerate() {
+            *a += y[r * width + k] * g[r * width + k];
+        }
+    }
+    a
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// [`row_dots`](super::row_dots) of eight rows of `width`: eight columns
+    /// at a time, their products turned into eight vectors of one column
+    /// each and added in column order, lane `r` being row `r`'s sum; the
+    /// last `width % 8` columns one by one.
+    ///
+    /// # Safety
+    /// The CPU has AVX2; `y` and `g` hold at least `8 · width` values.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn dots8(y: &[f32], g: &[f32], width: usize) -> [f32; 8] {
+        debug_assert!(y.len() >= 8 * width && g.len() >= 8 * width);
+        let mut acc = _mm256_set1_ps(-0.0);
+        let full = width / 8 * 8;
+        for k in (0..full).step_by(8) {
+            // SAFETY: row `r`'s columns `k..k + 8` are inside `y` and `g`
+            // (`k + 8 ≤ width`, the caller's contract).
+            let p: [__m256; 8] = std::array::from_fn(|r| unsafe {
+                let at = r * width + k;
+                _mm256_mul_ps(
+                    _mm256_loadu_ps(y.as_ptr().add(at)),
+                    _mm256_loadu_ps(g.as_ptr().add(at)),
+                )
+            });
+            for c in super::batch_family::avx2::transpose8(p) {
+                acc = _mm256_add_ps(acc, c);
+            }
+        }
+        let mut out = [0.0f32; 8];
+        // SAFETY: `out` holds eight f32.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), acc) };
+        for (r, d) in out.iter_mut().enumerate() {
+            let (y, g) = (
+                &y[r * width + full..r * width + width],
+                &g[r * width + full..r * width + width],
+            );
+            for (y, g) in y.iter().zip(g) {
+                *d += y * g;
+            }
+        }
+        out
+    }
+}
+
 /// Row-wise L2 normalisation on the CPU, `y = x / n` with
 /// `n = max(‖x‖, NORM_EPS)`, in one pass each way. Backward, as the generic
 /// twin's chain rule gives it: where the norm is used (`‖x‖ ≥ NORM_EPS`,
@@ -255,16 +343,13 @@ pub(crate) fn l2_normalize_cpu<B: Dim, const D: usize, T: Tape<f32, Cpu>>(
         tape.add_backward_op(move |grads| {
             let g = upstream(grads, &out_ghost)?;
             let gx = grads.get_or_alloc_mut(&x)?;
+            let dots = row_dots(&y, &g, width);
             let rows = gx
                 .chunks_exact_mut(width)
                 .zip(g.chunks_exact(width))
                 .zip(y.chunks_exact(width));
-            for (((gx, g), y), &(n, through)) in rows.zip(&norms) {
-                let dot: f32 = if through {
-                    y.iter().zip(g).map(|(y, g)| y * g).sum()
-                } else {
-                    0.0
-                };
+            for ((((gx, g), y), &(n, through)), &dot) in rows.zip(&norms).zip(&dots) {
+                let dot = if through { dot } else { 0.0 };
                 for ((gx, &g), &y) in gx.iter_mut().zip(g).zip(y) {
                     *gx += (g - y * dot) / n;
                 }
@@ -273,4 +358,51 @@ pub(crate) fn l2_normalize_cpu<B: Dim, const D: usize, T: Tape<f32, Cpu>>(
         });
     }
     Ok(out.put_tape(tape))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::row_dots;
+
+    /// `row_dots` is each row's plain `iter().sum()`, bit for bit: whole
+    /// blocks of eight rows, a remainder, and rows whose terms are all `-0.0`.
+    #[test]
+    fn row_dots_match_the_plain_sum_bit_for_bit() {
+        let width = 37;
+        let rows = 19;
+        let mut y: Vec<f32> = (0..rows * width)
+            .map(|i| ((i * 7919 % 1013) as f32 - 506.0) * 1e-3)
+            .collect();
+        let g: Vec<f32> = (0..rows * width)
+            .map(|i| ((i * 104_729 % 997) as f32 - 498.0) * 3e-2)
+            .collect();
+        // rows 3 and 17 (one in a block, one in the remainder): -0.0 terms
+        for r in [3, 17] {
+            for (k, v) in y[r * width..][..width].iter_mut().enumerate() {
+                *v = if k % 2 == 0 { -0.0 } else { 0.0 };
+            }
+        }
+        let mut g = g;
+        for r in [3, 17] {
+            for (k, v) in g[r * width..][..width].iter_mut().enumerate() {
+                *v = if k % 2 == 0 { 1.0 } else { -1.0 };
+            }
+        }
+        let dots = row_dots(&y, &g, width);
+        assert_eq!(dots.len(), rows);
+        for (r, d) in dots.iter().enumerate() {
+            let (y, g) = (&y[r * width..][..width], &g[r * width..][..width]);
+            let plain: f32 = y.iter().zip(g).map(|(y, g)| y * g).sum();
+            assert_eq!(d.to_bits(), plain.to_bits(), "row {r}");
+        }
+        assert!(dots[3].is_sign_negative() && dots[17].is_sign_negative());
+        // the portable eight-row kernel too (row_dots takes AVX2's here)
+        for block in 0..rows / 8 {
+            let at = block * 8 * width;
+            let eight = super::dots8(&y[at..][..8 * width], &g[at..][..8 * width], width);
+            for (e, d) in eight.iter().zip(&dots[block * 8..]) {
+                assert_eq!(e.to_bits(), d.to_bits(), "block {block}");
+            }
+        }
+    }
 }
