@@ -284,8 +284,9 @@ mod avx2 {
     /// The CPU has AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn exp8(x: __m256) -> __m256 {
-        let nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(x, x);
-        let xc = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(HI)), _mm256_set1_ps(LO));
+        // a NaN passes both (`min`/`max` return their second operand when
+        // one is NaN) and every step after: no test or blend for it
+        let xc = _mm256_max_ps(_mm256_set1_ps(LO), _mm256_min_ps(_mm256_set1_ps(HI), x));
         let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
             _mm256_mul_ps(xc, _mm256_set1_ps(std::f32::consts::LOG2_E)),
         );
@@ -303,8 +304,7 @@ mod avx2 {
         let bias = _mm256_set1_epi32(127);
         let pa = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(a, bias)));
         let pb = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(b, bias)));
-        let e = _mm256_mul_ps(_mm256_mul_ps(p, pa), pb);
-        _mm256_blendv_ps(e, x, nan)
+        _mm256_mul_ps(_mm256_mul_ps(p, pa), pb)
     }
 
     /// Whether one of eight weights is `> 0`.
@@ -607,6 +607,10 @@ pub(crate) mod tests {
             assert_eq!(e(88.8), f32::INFINITY, "{name}");
             assert!(e(88.7).is_finite(), "{name}");
             assert!(e(f32::NAN).is_nan(), "{name}");
+            // a NaN comes back as it went in (sign and payload)
+            for nan in [f32::NAN, -f32::NAN, f32::from_bits(0x7fc0_1234)] {
+                assert_eq!(e(nan).to_bits(), nan.to_bits(), "{name}");
+            }
             assert_eq!(e(-87.0), (-87.0f64).exp() as f32, "{name}");
         }
     }
