@@ -102,54 +102,61 @@ fn valid_columns(win: &Window, kx: usize) -> (usize, usize, usize) {
 /// `cols[(c, ky, kx), (oy, ox)] = x[c, oy·s + ky − p, ox·s + kx − p]`,
 /// 0 in the padding. (`ld > L` puts several images' columns side by side.)
 fn im2col(x: &[f32], geo: &Geometry, cols: &mut [f32], ld: usize) {
+    let len = geo.window.out_len();
+    for r in 0..geo.taps() {
+        im2col_row(x, geo, r, &mut cols[r * ld..][..len]);
+    }
+}
+
+/// Row `r` of one image's columns ([`im2col`]), `L` values.
+#[inline]
+fn im2col_row(x: &[f32], geo: &Geometry, r: usize, row: &mut [f32]) {
     let win = geo.window;
     let (k, s, p) = (win.kernel(), win.stride(), win.padding());
     let (h, w) = win.input_size();
     let (oh, ow) = win.output_size();
     let len = win.out_len();
-    for r in 0..geo.taps() {
-        let row = &mut cols[r * ld..][..len];
-        let (c, ky, kx) = (r / (k * k), (r / k) % k, r % k);
-        let (lo, hi, x0) = valid_columns(&win, kx);
-        let plane = &x[c * win.in_len()..][..win.in_len()];
-        if s == 1 && (lo, hi) == (0, ow) && ow <= 16 {
-            // Whole output rows of at most 16 pixels (the MNIST CNN's
-            // second convolution: 11), each one copy of 16 values running
-            // over into the next row, which is written after it; the last
-            // rows (and any whose 16 values would leave the plane or this
-            // tap's row) the exact way.
-            for oy in 0..oh {
-                let iy = (oy + ky).wrapping_sub(p);
-                let at = oy * ow;
-                if iy >= h {
-                    row[at..at + ow].fill(0.0);
-                    continue;
-                }
-                let from = iy * w + x0;
-                if at + 16 <= len && from + 16 <= plane.len() {
-                    let v: &[f32; 16] = plane[from..from + 16].try_into().expect("16 values");
-                    row[at..at + 16].copy_from_slice(v);
-                } else {
-                    copy_short(&mut row[at..at + ow], &plane[from..]);
-                }
-            }
-            continue;
-        }
-        for (oy, out) in row.chunks_exact_mut(ow).enumerate().take(oh) {
-            let iy = (oy * s + ky).wrapping_sub(p);
-            if iy >= h || hi == lo {
-                out.fill(0.0);
+    let row = &mut row[..len];
+    let (c, ky, kx) = (r / (k * k), (r / k) % k, r % k);
+    let (lo, hi, x0) = valid_columns(&win, kx);
+    let plane = &x[c * win.in_len()..][..win.in_len()];
+    if s == 1 && (lo, hi) == (0, ow) && ow <= 16 {
+        // Whole output rows of at most 16 pixels (the MNIST CNN's
+        // second convolution: 11), each one copy of 16 values running
+        // over into the next row, which is written after it; the last
+        // rows (and any whose 16 values would leave the plane or this
+        // tap's row) the exact way.
+        for oy in 0..oh {
+            let iy = (oy + ky).wrapping_sub(p);
+            let at = oy * ow;
+            if iy >= h {
+                row[at..at + ow].fill(0.0);
                 continue;
             }
-            out[..lo].fill(0.0);
-            out[hi..].fill(0.0);
-            let src = &plane[iy * w..][..w];
-            if s == 1 {
-                copy_short(&mut out[lo..hi], &src[x0..]);
+            let from = iy * w + x0;
+            if at + 16 <= len && from + 16 <= plane.len() {
+                let v: &[f32; 16] = plane[from..from + 16].try_into().expect("16 values");
+                row[at..at + 16].copy_from_slice(v);
             } else {
-                for (o, &v) in out[lo..hi].iter_mut().zip(src[x0..].iter().step_by(s)) {
-                    *o = v;
-                }
+                copy_short(&mut row[at..at + ow], &plane[from..]);
+            }
+        }
+        return;
+    }
+    for (oy, out) in row.chunks_exact_mut(ow).enumerate().take(oh) {
+        let iy = (oy * s + ky).wrapping_sub(p);
+        if iy >= h || hi == lo {
+            out.fill(0.0);
+            continue;
+        }
+        out[..lo].fill(0.0);
+        out[hi..].fill(0.0);
+        let src = &plane[iy * w..][..w];
+        if s == 1 {
+            copy_short(&mut out[lo..hi], &src[x0..]);
+        } else {
+            for (o, &v) in out[lo..hi].iter_mut().zip(src[x0..].iter().step_by(s)) {
+                *o = v;
             }
         }
     }
@@ -285,6 +292,23 @@ fn relu_max_pool_2x2(pool: &Window, plane: &[f32], out: &mut [f32], arg: &mut [u
                 }
                 done += 8;
             }
+            // four more with the 128-bit half (the second block's rows are
+            // 5 windows wide, the first's 13: 8 + 4 + 1)
+            if done + 4 <= ow {
+                // SAFETY: AVX2 is present; `top` and `bottom` hold the 8
+                // values from `2·done`, `out` and `arg` the 4 from `done`.
+                unsafe {
+                    avx2::relu_max_pool_4(
+                        top[2 * done..][..8].as_ptr(),
+                        bottom[2 * done..][..8].as_ptr(),
+                        first + 2 * done as u32,
+                        w as u32,
+                        out[done..][..4].as_mut_ptr(),
+                        arg[done..][..4].as_mut_ptr(),
+                    );
+                }
+                done += 4;
+            }
         }
         let first = first + 2 * done as u32;
         let cells = out[done..]
@@ -383,6 +407,73 @@ mod avx2 {
             _mm256_storeu_si256(arg as *mut __m256i, _mm256_castps_si256(a));
             // max(m, 0): 0 for NaN (the second operand), as f32::max
             _mm256_storeu_ps(out, _mm256_max_ps(m, zero));
+        }
+    }
+
+    /// Four 2 × 2 windows side by side, as [`relu_max_pool_8`] with 128-bit
+    /// lanes: the same comparisons in the same order as the scalar loop.
+    ///
+    /// # Safety
+    /// AVX2 is present; `top` and `bottom` point at 8 values, `out` and
+    /// `arg` at 4.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn relu_max_pool_4(
+        top: *const f32,
+        bottom: *const f32,
+        at: u32,
+        w: u32,
+        out: *mut f32,
+        arg: *mut u32,
+    ) {
+        /// The even and the odd values of 8 (the left and the right taps
+        /// of four windows), each in order.
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        unsafe fn split(p: *const f32) -> (__m128, __m128) {
+            // SAFETY: `p` points at 8 values (the caller's contract).
+            unsafe {
+                let (lo, hi) = (_mm_loadu_ps(p), _mm_loadu_ps(p.add(4)));
+                (
+                    _mm_shuffle_ps::<0b10_00_10_00>(lo, hi),
+                    _mm_shuffle_ps::<0b11_01_11_01>(lo, hi),
+                )
+            }
+        }
+        /// `(m, m_at)` takes `(v, v_at)` in the lanes where `v` wins:
+        /// larger, or NaN.
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        fn keep(m: &mut __m128, m_at: &mut __m128i, v: __m128, v_at: __m128i) {
+            let win = _mm_or_ps(_mm_cmpgt_ps(v, *m), _mm_cmpunord_ps(v, v));
+            *m = _mm_blendv_ps(*m, v, win);
+            *m_at = _mm_castps_si128(_mm_blendv_ps(
+                _mm_castsi128_ps(*m_at),
+                _mm_castsi128_ps(v_at),
+                win,
+            ));
+        }
+        // SAFETY: the pointers as documented.
+        unsafe {
+            let (t0, t1) = split(top);
+            let (b0, b1) = split(bottom);
+            let lanes = _mm_setr_epi32(0, 2, 4, 6);
+            let at0 = _mm_add_epi32(_mm_set1_epi32(at as i32), lanes);
+            let (one, down) = (_mm_set1_epi32(1), _mm_set1_epi32(w as i32));
+            let (mut m, mut m_at) = (t0, at0);
+            keep(&mut m, &mut m_at, t1, _mm_add_epi32(at0, one));
+            let at_b = _mm_add_epi32(at0, down);
+            keep(&mut m, &mut m_at, b0, at_b);
+            keep(&mut m, &mut m_at, b1, _mm_add_epi32(at_b, one));
+            let zero = _mm_setzero_ps();
+            let pass = _mm_cmpgt_ps(m, zero);
+            let a = _mm_blendv_ps(
+                _mm_castsi128_ps(_mm_set1_epi32(MASKED as i32)),
+                _mm_castsi128_ps(m_at),
+                pass,
+            );
+            _mm_storeu_si128(arg as *mut __m128i, _mm_castps_si128(a));
+            // max(m, 0): 0 for NaN (the second operand), as f32::max
+            _mm_storeu_ps(out, _mm_max_ps(m, zero));
         }
     }
 }
@@ -586,12 +677,18 @@ fn conv2d_pooled_cpu<
     // its output
     let packed_weight =
         (per > 1 && out_image > 0).then(|| PackedA::new(Operand::plain(&ws, taps), O, taps));
-    let forward_images = |b0: usize, out: &mut [MaybeUninit<f32>], cols: &mut [f32]| {
+    // (`keep`: the columns must be left in `cols` for the backward;
+    // otherwise images side by side are packed straight from their rows,
+    // never written out)
+    let forward_images = |b0: usize, out: &mut [MaybeUninit<f32>], cols: &mut [f32], keep: bool| {
         let images = out.len() / out_image;
         let ld = images * len;
-        for i in 0..images {
-            let x = &xs[(b0 + i) * image..][..image];
-            im2col(x, &geo, &mut cols[i * len..], ld);
+        let direct = images > 1 && !keep;
+        if !direct {
+            for i in 0..images {
+                let x = &xs[(b0 + i) * image..][..image];
+                im2col(x, &geo, &mut cols[i * len..], ld);
+            }
         }
         if images == 1 {
             for (row, &bo) in out.chunks_exact_mut(len).zip(bs.iter()) {
@@ -620,7 +717,12 @@ fn conv2d_pooled_cpu<
             out.fill(MaybeUninit::new(0.0));
             // SAFETY: every value of `out` was just written.
             let out = unsafe { assume_init(out) };
-            let cols = PackedB::new(Operand::plain(&cols[i * len..], ld), taps, len);
+            let cols = if direct {
+                let x = &xs[(b0 + i) * image..][..image];
+                PackedB::from_rows(taps, len, |r, row| im2col_row(x, &geo, r, row))
+            } else {
+                PackedB::new(Operand::plain(&cols[i * len..], ld), taps, len)
+            };
             // out = W·cols_i, O × L
             gemm_packed(1.0, wp, 0..O, &cols, 0..len, 0.0, out, len);
             for (row, &bo) in out.chunks_exact_mut(len).zip(bs.iter()) {
@@ -632,6 +734,7 @@ fn conv2d_pooled_cpu<
     };
     let forward = |(t, out, arg, kept): ForwardTask| {
         let mut own = None;
+        let keep = kept.is_some();
         let cols = kept.unwrap_or_else(|| own.insert(Scratch::with_len(taps * len * GROUP, 0)));
         let (Some(pool), Some(arg)) = (pool, arg) else {
             for (p, (out, cols)) in out
@@ -639,7 +742,7 @@ fn conv2d_pooled_cpu<
                 .zip(cols.chunks_mut(taps * len * per))
                 .enumerate()
             {
-                forward_images(t * GROUP + p * per, out, cols);
+                forward_images(t * GROUP + p * per, out, cols, keep);
             }
             return;
         };
@@ -653,7 +756,7 @@ fn conv2d_pooled_cpu<
         for (p, ((out, arg), cols)) in parts.enumerate() {
             let y = &mut y[..out.len() / final_image * out_image];
             // SAFETY: `forward_images` writes only initialised values.
-            forward_images(t * GROUP + p * per, unsafe { as_uninit(y) }, cols);
+            forward_images(t * GROUP + p * per, unsafe { as_uninit(y) }, cols, keep);
             out.fill(MaybeUninit::new(0.0));
             arg.fill(MaybeUninit::new(0));
             // SAFETY: every value of `out` and `arg` was just written.
@@ -884,5 +987,47 @@ mod tests {
         // side (144 taps, 16 pixels)
         same::<4, 12, 10>(1);
         same::<16, 6, 6>(0);
+    }
+
+    /// The 2 × 2 pass (8 and 4 windows at a time with AVX2, then one by
+    /// one) gives the general pass's values and winners, bit for bit, on
+    /// every row width from 1 to 21 windows: ties (the first wins), NaNs,
+    /// zeros of both signs and negative windows (masked).
+    #[test]
+    fn two_by_two_pass_is_the_general_one() {
+        let values = [
+            1.0,
+            -1.0,
+            0.0,
+            -0.0,
+            2.0,
+            2.0,
+            f32::NAN,
+            -3.0,
+            0.5,
+            1.0,
+            -0.5,
+        ];
+        for ow in 1..=21 {
+            let (h, w) = (6, 2 * ow + ow % 2);
+            let plane: Vec<f32> = (0..h * w)
+                .map(|i| values[(i * 7 + i / 3) % values.len()])
+                .collect();
+            let pool = Window::try_new("MaxPool2D", 2, 2, 0, h, w).unwrap();
+            let n = pool.out_len();
+            let (mut out, mut arg) = (vec![0.0; n], vec![0; n]);
+            relu_max_pool_2x2(&pool, &plane, &mut out, &mut arg);
+            let (mut out_ref, mut arg_ref) = (vec![0.0; n], vec![0; n]);
+            pool.max_of_plane(&plane, &mut out_ref, &mut arg_ref);
+            for (o, a) in out_ref.iter_mut().zip(arg_ref.iter_mut()) {
+                if (*o).partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
+                    *a = MASKED;
+                }
+                *o = o.max(0.0);
+            }
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&out), bits(&out_ref), "values, {ow} windows a row");
+            assert_eq!(arg, arg_ref, "winners, {ow} windows a row");
+        }
     }
 }

@@ -471,6 +471,38 @@ impl PackedB {
     pub(crate) fn new(b: Operand<'_>, k: usize, n: usize) -> Self {
         Packed::of(Kernel::detect(), b, k, n)
     }
+
+    /// A `k × n` matrix packed from its rows, never stored whole: `row(r,
+    /// dst)` writes row `r` (`n` values) into `dst`, which is then copied
+    /// into the panels. The same packed values as [`PackedB::new`] of the
+    /// stored matrix (so the same products, bit for bit), without writing
+    /// the matrix out and reading it back (a convolution's columns, built
+    /// row by row from its image).
+    pub(crate) fn from_rows(k: usize, n: usize, mut row: impl FnMut(usize, &mut [f32])) -> Self {
+        let kcb = block_len(k, KC, 1).max(1);
+        let len_r = n.div_ceil(NR) * NR;
+        let mut data = Scratch::with_len(len_r * k, 0);
+        // one row, zeros past `n` (an edge panel's, as `pack` writes)
+        let mut buf = Scratch::with_len(len_r, 0);
+        buf[n..].fill(0.0);
+        for r in 0..k {
+            row(r, &mut buf[..n]);
+            let pc = r / kcb * kcb;
+            let kc = kcb.min(k - pc);
+            let block = &mut data[pc * len_r..][..len_r * kc];
+            for (panel, v) in block.chunks_exact_mut(NR * kc).zip(buf.chunks_exact(NR)) {
+                let v: &[f32; NR] = v.try_into().expect("NR values");
+                panel[(r - pc) * NR..][..NR].copy_from_slice(v);
+            }
+        }
+        Packed {
+            kernel: Kernel::detect(),
+            len: n,
+            k,
+            kcb,
+            data,
+        }
+    }
 }
 
 impl PackedA {
@@ -742,6 +774,28 @@ unsafe fn block(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`PackedB::from_rows`] packs the same values as [`PackedB::new`] of
+    /// the stored matrix, bit for bit (one and several blocks of `k`, whole
+    /// and edge panels), so its products are the same.
+    #[test]
+    fn packing_from_rows_is_packing_the_matrix() {
+        for (k, n) in [(1, 1), (9, 16), (288, 121), (700, 37), (KC + 1, 5)] {
+            let b: Vec<f32> = (0..k * n)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+                .collect();
+            let from_rows = PackedB::from_rows(k, n, |r, row| {
+                row.copy_from_slice(&b[r * n..][..n]);
+            });
+            let packed = PackedB::new(Operand::plain(&b, n), k, n);
+            assert_eq!(
+                (from_rows.k, from_rows.len, from_rows.kcb),
+                (packed.k, packed.len, packed.kcb)
+            );
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&from_rows.data), bits(&packed.data), "{k} x {n}");
+        }
+    }
 
     /// `op(A)·op(B)` in f64, read through the same strides a caller gives.
     fn naive(m: usize, n: usize, k: usize, a: Operand<'_>, b: Operand<'_>) -> Vec<f64> {
