@@ -21,6 +21,7 @@ mod linear;
 mod parallel;
 mod pool;
 mod scratch;
+mod transpose;
 
 pub(crate) use scratch::Scratch;
 
@@ -276,7 +277,7 @@ mod avx2 {
                     _mm256_loadu_ps(g.as_ptr().add(at)),
                 )
             });
-            for c in super::batch_family::avx2::transpose8(p) {
+            for c in super::transpose::transpose8(p) {
                 acc = _mm256_add_ps(acc, c);
             }
         }
