@@ -98,17 +98,23 @@ fn valid_columns(win: &Window, kx: usize) -> (usize, usize, usize) {
     (lo, hi, (lo * s + kx).saturating_sub(p))
 }
 
-/// One image's columns, `taps × L`, row `r` at `cols[r·ld..r·ld + L]`:
-/// `cols[(c, ky, kx), (oy, ox)] = x[c, oy·s + ky − p, ox·s + kx − p]`,
-/// 0 in the padding. (`ld > L` puts several images' columns side by side.)
-fn im2col(x: &[f32], geo: &Geometry, cols: &mut [f32], ld: usize) {
-    let len = geo.window.out_len();
-    for r in 0..geo.taps() {
-        im2col_row(x, geo, r, &mut cols[r * ld..][..len]);
+/// The columns of `images` consecutive images of the batch `xs` from `b0`,
+/// side by side: `taps × (images·L)`, image `i`'s row `r` at
+/// `cols[r·ld + i·L..][..L]` with `ld = images·L`, where one image's are
+/// `cols[(c, ky, kx), (oy, ox)] = x[c, oy·s + ky − p, ox·s + kx − p]`, 0 in
+/// the padding.
+fn im2col(xs: &[f32], geo: &Geometry, b0: usize, images: usize, cols: &mut [f32]) {
+    let (len, image) = (geo.window.out_len(), geo.image_len());
+    let ld = images * len;
+    for i in 0..images {
+        let x = &xs[(b0 + i) * image..][..image];
+        for r in 0..geo.taps() {
+            im2col_row(x, geo, r, &mut cols[r * ld + i * len..][..len]);
+        }
     }
 }
 
-/// Row `r` of one image's columns ([`im2col`]), `L` values.
+/// Row `r` of one image's columns (see [`im2col`]), `L` values.
 #[inline]
 fn im2col_row(x: &[f32], geo: &Geometry, r: usize, row: &mut [f32]) {
     let win = geo.window;
@@ -685,10 +691,7 @@ fn conv2d_pooled_cpu<
         let ld = images * len;
         let direct = images > 1 && !keep;
         if !direct {
-            for i in 0..images {
-                let x = &xs[(b0 + i) * image..][..image];
-                im2col(x, &geo, &mut cols[i * len..], ld);
-            }
+            im2col(&xs, &geo, b0, images, cols);
         }
         if images == 1 {
             for (row, &bo) in out.chunks_exact_mut(len).zip(bs.iter()) {
@@ -858,10 +861,7 @@ fn conv2d_pooled_cpu<
                         Some(k) => &k[b0 * taps * len..][..taps * ld],
                         None => {
                             let cols = own.insert(Scratch::with_len(taps * ld, 0));
-                            for i in 0..images {
-                                let x = &xs[(b0 + i) * image..][..image];
-                                im2col(x, &geo, &mut cols[i * len..], ld);
-                            }
+                            im2col(&xs, &geo, b0, images, cols);
                             cols
                         }
                     };
