@@ -199,10 +199,90 @@ unsafe fn fold_rect(
     }
 }
 
+/// One row of `∂L/∂d` turned into `∂L/∂G` in place, for the distances
+/// `d = √(‖x_i‖² + ‖x_j‖² − 2G_ij)` of the row (`dist`): `∂d/∂G = −1/d`,
+/// `∂d/∂‖x_j‖² = 1/(2d)` (0 where `d ≤ 0` or NaN). Adds each column's
+/// `½·e_j` to `dsq` (`e_j = ds_j/d_j`) and returns `Σ_j e_j` (the row's
+/// own `∂L/∂‖x_i‖²`, doubled), summed in eight lanes (lane `j mod 8` over
+/// the whole blocks of eight, the lanes added in order, then the tail one
+/// by one): the same bits with AVX2 and without.
+fn distance_grad_row(ds: &mut [f32], dist: &[f32], dsq: &mut [f32]) -> f32 {
+    assert!(ds.len() == dist.len() && dsq.len() == dist.len());
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 (checked just above); the three slices are as long
+        // as each other (asserted).
+        return unsafe { avx2::distance_grad_row(ds, dist, dsq) };
+    }
+    distance_grad_row_portable(ds, dist, dsq)
+}
+
+fn distance_grad_row_portable(ds: &mut [f32], dist: &[f32], dsq: &mut [f32]) -> f32 {
+    let full = dist.len() / 8 * 8;
+    let mut lanes = [0.0f32; 8];
+    for (j, ((v, &d), q)) in ds.iter_mut().zip(dist).zip(dsq.iter_mut()).enumerate() {
+        let e = if d > 0.0 { *v / d } else { 0.0 };
+        *v = -e;
+        *q += 0.5 * e;
+        if j < full {
+            lanes[j % 8] += e;
+        }
+    }
+    distance_grad_tail(lanes, &ds[full..])
+}
+
+/// The lanes' sum, then the tail's `e_j` (already stored as `−e_j`).
+fn distance_grad_tail(lanes: [f32; 8], tail: &[f32]) -> f32 {
+    let mut sum = lanes.iter().fold(0.0f32, |a, &l| a + l);
+    for &v in tail {
+        sum += -v;
+    }
+    sum
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::super::transpose::transpose8;
     use std::arch::x86_64::*;
+
+    /// [`distance_grad_row`](super::distance_grad_row), eight columns at a
+    /// time, the tail in scalar code.
+    ///
+    /// # Safety
+    /// The CPU has AVX2; `ds`, `dist` and `dsq` are as long as each other.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn distance_grad_row(ds: &mut [f32], dist: &[f32], dsq: &mut [f32]) -> f32 {
+        let n = dist.len();
+        let full = n / 8 * 8;
+        let (zero, half) = (_mm256_setzero_ps(), _mm256_set1_ps(0.5));
+        let sign = _mm256_set1_ps(-0.0);
+        let mut acc = zero;
+        for j in (0..full).step_by(8) {
+            // SAFETY: `j + 8 ≤ n`, the slices' common length (the caller's contract).
+            unsafe {
+                let d = _mm256_loadu_ps(dist.as_ptr().add(j));
+                let v = ds.as_mut_ptr().add(j);
+                let q = dsq.as_mut_ptr().add(j);
+                // d > 0 (false for NaN): v/d, else +0 (as the scalar branch)
+                let keep = _mm256_cmp_ps::<_CMP_GT_OQ>(d, zero);
+                let e = _mm256_and_ps(_mm256_div_ps(_mm256_loadu_ps(v), d), keep);
+                _mm256_storeu_ps(v, _mm256_xor_ps(e, sign));
+                // a product then a sum (no fused multiply-add: the scalar's rounding)
+                _mm256_storeu_ps(q, _mm256_add_ps(_mm256_loadu_ps(q), _mm256_mul_ps(half, e)));
+                acc = _mm256_add_ps(acc, e);
+            }
+        }
+        let mut lanes = [0.0f32; 8];
+        // SAFETY: `lanes` holds eight f32.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
+        for j in full..n {
+            let d = dist[j];
+            let e = if d > 0.0 { ds[j] / d } else { 0.0 };
+            ds[j] = -e;
+            dsq[j] += 0.5 * e;
+        }
+        super::distance_grad_tail(lanes, &ds[full..])
+    }
 
     /// [`fold_rect`](super::fold_rect) of one 8 × 8 square at rows `r0..`,
     /// columns `c0..` (`c0 + 8 ≤ r0`).
@@ -377,14 +457,8 @@ impl<F: BatchFormula> Pass<'_, F> {
             return;
         }
         let c0 = self.c0;
-        // d = √(‖x_i‖² + ‖x_j‖² − 2G_ij): ∂d/∂G = −1/d, ∂d/∂‖x‖² = 1/(2d)
-        let mut row_sum = 0.0f32;
-        for (j, (v, &d)) in ds.iter_mut().zip(dist).enumerate() {
-            let e = if d > 0.0 { *v / d } else { 0.0 };
-            *v = -e;
-            row_sum += e;
-            dsq[c0 + j] += 0.5 * e;
-        }
+        let n = dist.len();
+        let row_sum = distance_grad_row(&mut ds[..n], dist, &mut dsq[c0..c0 + n]);
         dsq[i] += 0.5 * row_sum;
     }
 
@@ -913,6 +987,68 @@ mod tests {
         (0..n * ld)
             .map(|k| ((k * 7919) % 101) as f32 / 13.0 - 3.0)
             .collect()
+    }
+
+    #[test]
+    fn distance_grad_row_is_the_portable_one_bit_for_bit() {
+        let special = [
+            0.0,
+            -0.0,
+            -1.5,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MIN_POSITIVE,
+            1e-40,
+        ];
+        for n in [0usize, 1, 5, 8, 13, 64, 1027] {
+            let dist: Vec<f32> = (0..n)
+                .map(|j| {
+                    if j % 5 == 3 {
+                        special[(j / 5) % special.len()]
+                    } else {
+                        ((j * 37) % 19) as f32 * 0.11 + 0.01
+                    }
+                })
+                .collect();
+            let ds: Vec<f32> = (0..n)
+                .map(|j| {
+                    if j % 7 == 2 {
+                        special[(j / 7 + 3) % special.len()]
+                    } else {
+                        ((j * 53) % 23) as f32 * 0.3 - 3.0
+                    }
+                })
+                .collect();
+            let dsq: Vec<f32> = (0..n).map(|j| (j % 3) as f32 * 0.25).collect();
+            // the plain definition, for the values (the sum in its own order)
+            let (mut want_ds, mut want_dsq) = (ds.clone(), dsq.clone());
+            for j in 0..n {
+                let e = if dist[j] > 0.0 { ds[j] / dist[j] } else { 0.0 };
+                want_ds[j] = -e;
+                want_dsq[j] += 0.5 * e;
+            }
+            let (mut p_ds, mut p_dsq) = (ds.clone(), dsq.clone());
+            let p_sum = distance_grad_row_portable(&mut p_ds, &dist, &mut p_dsq);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&p_ds), bits(&want_ds), "n={n}");
+            assert_eq!(bits(&p_dsq), bits(&want_dsq), "n={n}");
+            let finite: f32 = want_ds.iter().map(|v| -v).sum();
+            if finite.is_finite() {
+                assert!((p_sum - finite).abs() <= 1e-4 * finite.abs().max(1.0), "n={n}");
+            } else {
+                assert!(!p_sum.is_finite(), "n={n}");
+            }
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("avx2") {
+                let (mut a_ds, mut a_dsq) = (ds.clone(), dsq.clone());
+                // SAFETY: AVX2 (checked just above); equal lengths.
+                let a_sum = unsafe { avx2::distance_grad_row(&mut a_ds, &dist, &mut a_dsq) };
+                assert_eq!(bits(&a_ds), bits(&p_ds), "n={n}");
+                assert_eq!(bits(&a_dsq), bits(&p_dsq), "n={n}");
+                assert_eq!(a_sum.to_bits(), p_sum.to_bits(), "n={n}");
+            }
+        }
     }
 
     #[test]
