@@ -238,29 +238,26 @@ pub(crate) fn scale_split(out: &mut [f32], wp: &[f32], (fp, fn_): (f32, f32)) {
 /// others summed one by one, so the result is the plain loop's bit for bit.
 pub(crate) fn positive_sums(s: &[f32], w: &[f32], a: f32) -> (f64, f64) {
     assert!(w.len() >= s.len());
-    let (mut sum, mut n) = (0.0f64, 0.0f64);
-    let mut add = |from: usize, to: usize| {
-        for (&s, &w) in s[from..to].iter().zip(&w[from..to]) {
-            if w > 0.0 {
-                sum += f64::from(w) * f64::from(a * s);
-                n += f64::from(w);
-            }
-        }
-    };
-    let full = s.len() / 8 * 8;
     #[cfg(target_arch = "x86_64")]
     if simd() {
-        for i in (0..full).step_by(8) {
-            // SAFETY: `i + 8 ≤ s.len() ≤ w.len()` (asserted); AVX2 (checked just above).
-            if unsafe { avx2::any_positive(&w[i..i + 8]) } {
-                add(i, i + 8);
-            }
-        }
-        add(full, s.len());
-        return (sum, n);
+        // SAFETY: AVX2 (checked just above); `w` is at least as long as `s`
+        // (asserted).
+        return unsafe { avx2::positive_sums(s, w, a) };
     }
-    add(0, s.len());
-    (sum, n)
+    let mut sums = (0.0f64, 0.0f64);
+    add_positive(&mut sums, s, w, a);
+    sums
+}
+
+/// [`positive_sums`]' terms of `s` and `w` added to `(sum, n)` in column
+/// order.
+fn add_positive((sum, n): &mut (f64, f64), s: &[f32], w: &[f32], a: f32) {
+    for (&s, &w) in s.iter().zip(w) {
+        if w > 0.0 {
+            *sum += f64::from(w) * f64::from(a * s);
+            *n += f64::from(w);
+        }
+    }
 }
 
 /// Whether the eight-lane version runs (`std` caches the answer).
@@ -307,16 +304,30 @@ mod avx2 {
         _mm256_mul_ps(_mm256_mul_ps(p, pa), pb)
     }
 
-    /// Whether one of eight weights is `> 0`.
+    /// [`positive_sums`](super::positive_sums): eight weights tested at
+    /// once, the entries with a positive one added one by one in column
+    /// order (the plain loop's terms, in its order).
     ///
     /// # Safety
-    /// The CPU has AVX2; `w` holds at least eight values.
+    /// The CPU has AVX2; `w` is at least as long as `s`.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn any_positive(w: &[f32]) -> bool {
-        debug_assert!(w.len() >= 8);
-        // SAFETY: eight values (the caller's contract).
-        let v = unsafe { _mm256_loadu_ps(w.as_ptr()) };
-        _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(v, _mm256_setzero_ps())) != 0
+    pub(super) unsafe fn positive_sums(s: &[f32], w: &[f32], a: f32) -> (f64, f64) {
+        let zero = _mm256_setzero_ps();
+        let mut sums = (0.0f64, 0.0f64);
+        let full = s.len() / 8 * 8;
+        for i in (0..full).step_by(8) {
+            // SAFETY: `i + 8 ≤ s.len() ≤ w.len()` (the caller's contract).
+            let v = unsafe { _mm256_loadu_ps(w.as_ptr().add(i)) };
+            let mut keep = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(v, zero)) as u32;
+            while keep != 0 {
+                let j = i + keep.trailing_zeros() as usize;
+                keep &= keep - 1;
+                sums.0 += f64::from(w[j]) * f64::from(a * s[j]);
+                sums.1 += f64::from(w[j]);
+            }
+        }
+        super::add_positive(&mut sums, &s[full..], &w[full..], a);
+        sums
     }
 
     /// [`affine_max`](super::affine_max), eight entries at a time.
@@ -726,12 +737,23 @@ pub(crate) mod tests {
     #[test]
     fn positive_sums_are_the_plain_loops_bit_for_bit() {
         for len in [0usize, 1, 7, 8, 9, 64, 1021] {
-            let s: Vec<f32> = (0..len).map(|j| (j as f32 * 0.37).sin()).collect();
+            // positive entries at -0 and at +inf (j = 16, 29: weights 1)
+            let s: Vec<f32> = (0..len)
+                .map(|j| match j {
+                    16 => -0.0,
+                    29 if len > 100 => f32::INFINITY,
+                    _ => (j as f32 * 0.37).sin(),
+                })
+                .collect();
             // sparse positives (whole chunks of eight without one), a weight of 2
+            // and weights that count as none: -0, negative, NaN
             let w: Vec<f32> = (0..len)
                 .map(|j| match j % 13 {
                     3 => 1.0,
                     7 => 2.0,
+                    9 => -0.0,
+                    10 => -1.0,
+                    11 => f32::NAN,
                     _ => 0.0,
                 })
                 .collect();
@@ -739,6 +761,7 @@ pub(crate) mod tests {
             let want = s
                 .iter()
                 .zip(&w)
+                .filter(|&(_, &w)| w > 0.0)
                 .fold((0.0f64, 0.0f64), |(sum, n), (&s, &w)| {
                     (sum + f64::from(w) * f64::from(a * s), n + f64::from(w))
                 });
