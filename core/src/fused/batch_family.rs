@@ -879,6 +879,7 @@ where
             if total <= 0.0 || g == 0.0 {
                 return Ok(());
             }
+            super::touch_for_write(gx);
             let scale = (f64::from(g) / total) as f32;
             let (packed, rows, cols) = match &view {
                 None => (&panels, None, None),
