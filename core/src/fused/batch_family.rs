@@ -608,6 +608,23 @@ fn miner_similarity<F: BatchFormula>(s: f32) -> f32 {
     }
 }
 
+/// [`RowStats::of`] of the miner's units of a row of scores `s`
+/// ([`host_units`]), for a cosine read from the scores in the statistics'
+/// own sweep ([`RowStats::of_cosines`]).
+fn row_stats<F: BatchFormula>(
+    label: usize,
+    s: &[f32],
+    labels: &[usize],
+    ids: Option<&[u32]>,
+    own: Option<usize>,
+    margins: Option<(f32, f32)>,
+) -> RowStats {
+    match F::SCORE {
+        Score::Cosine => RowStats::of_cosines(label, s, labels, ids, own, margins),
+        Score::UnitEuclidean => RowStats::of(label, s, labels, ids, own, margins),
+    }
+}
+
 /// The miner's units of a row of scores: the cosine distance `1 − s`, or
 /// the distance itself.
 pub(super) fn host_units<'a, F: BatchFormula>(s: &'a [f32], host: &'a mut [f32]) -> &'a [f32] {
@@ -752,17 +769,17 @@ where
             out.sum += f64::from(v.value);
             out.counts.push(v.count);
             if square {
-                let d = host_units::<F>(row.s, &mut host);
                 let every_pair = if mining { None } else { margins };
-                out.stats.push(RowStats::of(
+                out.stats.push(row_stats::<F>(
                     labels[i],
-                    d,
+                    row.s,
                     labels,
                     ids.as_deref(),
                     Some(i),
                     every_pair,
                 ));
                 if let (true, Some((pm, nm))) = (mining, margins) {
+                    let d = host_units::<F>(row.s, &mut host);
                     // the miner's pairs: counted, and active as the listed path counts them
                     let (mut kp, mut kn) = (0, 0);
                     for ((&dist, &p), &q) in d.iter().zip(row.pos).zip(row.neg) {
@@ -813,14 +830,12 @@ where
         let mut whole_s = whole.matrix(parts);
         let (per_block, _) = whole.sweep(&mut whole_s, parts, 0, |i0, m, _, _| {
             let rows = BLOCK.min(n - i0);
-            let mut host = vec![0.0f32; n];
             let ld = whole.ld();
             (0..rows)
                 .map(|r| {
-                    let d = host_units::<F>(&m[r * ld..r * ld + n], &mut host);
-                    RowStats::of(
+                    row_stats::<F>(
                         labels[i0 + r],
-                        d,
+                        &m[r * ld..r * ld + n],
                         labels,
                         ids.as_deref(),
                         Some(i0 + r),

@@ -34,6 +34,33 @@ impl RowStats {
         own: Option<usize>,
         margins: Option<(f32, f32)>,
     ) -> Self {
+        Self::of_units::<false>(label, row, columns, ids, own, margins)
+    }
+
+    /// [`of`](Self::of) for a row of cosine similarities `s`: the
+    /// statistics of the cosine distances `clamp(1 − s, 0, 2)`, bit for
+    /// bit, computed in the same sweep (no row of distances written first).
+    pub(crate) fn of_cosines(
+        label: usize,
+        row: &[f32],
+        columns: &[usize],
+        ids: Option<&[u32]>,
+        own: Option<usize>,
+        margins: Option<(f32, f32)>,
+    ) -> Self {
+        Self::of_units::<true>(label, row, columns, ids, own, margins)
+    }
+
+    /// [`of`](Self::of) of the row's values, or of their cosine distances
+    /// (`COSINE`).
+    fn of_units<const COSINE: bool>(
+        label: usize,
+        row: &[f32],
+        columns: &[usize],
+        ids: Option<&[u32]>,
+        own: Option<usize>,
+        margins: Option<(f32, f32)>,
+    ) -> Self {
         let mut t = Totals::new(margins);
         let n = row.len();
         let parts = match own {
@@ -48,13 +75,13 @@ impl RowStats {
             for (from, to) in parts {
                 // SAFETY: the CPU has AVX2 (checked just above), and
                 // `ids` is at least as long as the row.
-                unsafe { t.add_avx2(label, &row[from..to], &ids[from..to]) };
+                unsafe { t.add_avx2::<COSINE>(label, &row[from..to], &ids[from..to]) };
             }
             return t.stats();
         }
         let _ = ids;
         for (from, to) in parts {
-            t.add(label, &row[from..to], &columns[from..to]);
+            t.add::<_, COSINE>(label, &row[from..to], &columns[from..to]);
         }
         t.stats()
     }
@@ -91,9 +118,11 @@ impl Totals {
         }
     }
 
-    fn add<L: PartialEq + Copy>(&mut self, label: L, d: &[f32], labels: &[L]) {
+    /// Adds the columns of `d` (with `COSINE`, of `clamp(1 − d, 0, 2)`).
+    fn add<L: PartialEq + Copy, const COSINE: bool>(&mut self, label: L, d: &[f32], labels: &[L]) {
         let (pm, nm) = self.margins;
         for (&v, &l) in d.iter().zip(labels) {
+            let v = if COSINE { (1.0 - v).clamp(0.0, 2.0) } else { v };
             let same = l == label;
             self.sum += f64::from(v);
             if same {
@@ -113,7 +142,7 @@ impl Totals {
     /// The CPU has AVX2; `ids` is at least as long as `d`.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn add_avx2(&mut self, label: u32, d: &[f32], ids: &[u32]) {
+    unsafe fn add_avx2<const COSINE: bool>(&mut self, label: u32, d: &[f32], ids: &[u32]) {
         use std::arch::x86_64::*;
         assert!(ids.len() >= d.len());
         let (pm, nm) = self.margins;
@@ -134,6 +163,17 @@ impl Totals {
                     _mm256_loadu_ps(d.as_ptr().add(i)),
                     _mm256_loadu_si256(ids.as_ptr().add(i).cast()),
                 )
+            };
+            // clamp(1 − v, 0, 2) as `f32::clamp`: NaN and −0 kept (`max`
+            // and `min` return their second operand for a NaN or equal zeros)
+            let v = if COSINE {
+                let one_minus = _mm256_sub_ps(_mm256_set1_ps(1.0), v);
+                _mm256_min_ps(
+                    _mm256_set1_ps(2.0),
+                    _mm256_max_ps(_mm256_setzero_ps(), one_minus),
+                )
+            } else {
+                v
             };
             let same = _mm256_castsi256_ps(_mm256_cmpeq_epi32(l, lab));
             s_lo = _mm256_add_pd(s_lo, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
@@ -168,7 +208,7 @@ impl Totals {
         self.n_pos += n_pos;
         self.n_neg += full - n_pos;
         self.active += e.iter().map(|&k| k as usize).sum::<usize>();
-        self.add(label, &d[full..], &ids[full..d.len()]);
+        self.add::<_, COSINE>(label, &d[full..], &ids[full..d.len()]);
     }
 
     fn stats(&self) -> RowStats {
@@ -236,6 +276,55 @@ mod tests {
                         assert!((got.sum - want.sum).abs() <= 1e-12 * want.sum.max(1.0));
                         assert_eq!(got.hardest, want.hardest, "n={n} own={own:?}");
                         assert_eq!(got.active, want.active, "n={n} own={own:?} {margins:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// `of_cosines` is `of` of the clamped cosine distances bit for bit,
+    /// eight lanes and one at a time: scores past 1 and below −1, ±0, ±1,
+    /// NaN and infinities among them.
+    #[test]
+    fn cosines_are_the_distances_stats_bit_for_bit() {
+        let special = [
+            1.0,
+            -1.0,
+            1.5,
+            -1.5,
+            0.0,
+            -0.0,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            1.0 + f32::EPSILON,
+        ];
+        for n in [1usize, 7, 8, 9, 64, 1021] {
+            let labels: Vec<usize> = (0..n).map(|j| (j * 5) % 3).collect();
+            let ids = label_ids(&labels).expect("small labels");
+            for with_special in [false, true] {
+                let s: Vec<f32> = (0..n)
+                    .map(|j| match j % 6 {
+                        4 if with_special => special[(j / 6) % special.len()],
+                        _ => ((j * 37) % 23) as f32 / 11.0 - 1.0,
+                    })
+                    .collect();
+                let d: Vec<f32> = s.iter().map(|&v| (1.0 - v).clamp(0.0, 2.0)).collect();
+                for own in [Some(0), Some(n / 2), None] {
+                    let label = labels[own.unwrap_or(n / 2)];
+                    for margins in [None, Some((0.5, 1.2))] {
+                        for ids in [None, Some(&ids[..])] {
+                            let want = RowStats::of(label, &d, &labels, ids, own, margins);
+                            let got = RowStats::of_cosines(label, &s, &labels, ids, own, margins);
+                            let bits = |r: RowStats| {
+                                (
+                                    r.sum.to_bits(),
+                                    r.hardest.map(|(p, q)| (p.to_bits(), q.to_bits())),
+                                    r.active,
+                                )
+                            };
+                            assert_eq!(bits(got), bits(want), "n={n} own={own:?}");
+                        }
                     }
                 }
             }
