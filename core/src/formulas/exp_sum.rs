@@ -191,7 +191,16 @@ pub(crate) fn split_exp_sums(
     if simd() {
         // SAFETY: AVX2 and FMA (checked just above); `wp`, `wn` and `out`
         // are at least as long as `s` (asserted).
-        return unsafe { avx2::split_exp_sums(s, (wp, wn), p, n, out) };
+        return unsafe {
+            // one affine map for both masks (SupCon's denominator): the
+            // same arguments, computed once (fewer registers in the loop)
+            let bits = |(a, c, m): (f32, f32, f32)| (a.to_bits(), c.to_bits(), m.to_bits());
+            if bits(p) == bits(n) {
+                avx2::split_exp_sums::<true>(s, (wp, wn), p, n, out)
+            } else {
+                avx2::split_exp_sums::<false>(s, (wp, wn), p, n, out)
+            }
+        };
     }
     scalar_split(s, (wp, wn), p, n, out)
 }
@@ -434,8 +443,12 @@ mod avx2 {
     ///
     /// # Safety
     /// The CPU has AVX2 and FMA; `wp`, `wn` and `out` are at least as long as `s`.
+    ///
+    /// With `SAME` (the caller's promise that `p` and `n` are the same bits)
+    /// each entry's argument is computed once: the same value either mask's
+    /// would give.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn split_exp_sums(
+    pub(super) unsafe fn split_exp_sums<const SAME: bool>(
         s: &[f32],
         (wp, wn): (&[f32], &[f32]),
         (ap, cp, mp): (f32, f32, f32),
@@ -461,8 +474,12 @@ mod avx2 {
                 both |= _mm256_movemask_ps(_mm256_and_ps(kp, kn));
                 // the same shifted arguments as `affine_exp_sum`'s, per mask
                 let xp = _mm256_sub_ps(_mm256_fmadd_ps(vap, sv, vcp), vmp);
-                let xn = _mm256_sub_ps(_mm256_fmadd_ps(van, sv, vcn), vmn);
-                let e = exp8(_mm256_blendv_ps(xn, xp, kp));
+                let e = if SAME {
+                    exp8(xp)
+                } else {
+                    let xn = _mm256_sub_ps(_mm256_fmadd_ps(van, sv, vcn), vmn);
+                    exp8(_mm256_blendv_ps(xn, xp, kp))
+                };
                 let tp = _mm256_and_ps(_mm256_mul_ps(pv, e), kp);
                 let tn = _mm256_and_ps(_mm256_mul_ps(nv, e), kn);
                 plo = _mm256_add_pd(plo, _mm256_cvtps_pd(_mm256_castps256_ps128(tp)));
@@ -729,6 +746,90 @@ pub(crate) mod tests {
                     PORTABLE.set(false);
                     assert_eq!(got, want, "{len} {portable}");
                     assert_eq!(got.0.is_some(), len > 2, "{len}");
+                }
+            }
+        }
+    }
+
+    /// `split_exp_sums` gives each mask's `affine_exp_sum` bit for bit and
+    /// each entry's term, eight lanes and portably; with one affine map for
+    /// both masks (the `SAME` loop) exactly what the general loop gives.
+    /// Scores include ±0, ±inf and NaN; weights 2, -0 and NaN count or not
+    /// as `> 0` says.
+    #[test]
+    fn split_exp_sums_are_the_affine_sums_bit_for_bit() {
+        for len in [0usize, 1, 7, 8, 9, 64, 1021] {
+            let s: Vec<f32> = (0..len)
+                .map(|j| match j % 41 {
+                    5 => -0.0,
+                    6 => 0.0,
+                    17 => f32::NEG_INFINITY,
+                    29 => f32::INFINITY,
+                    33 => f32::NAN,
+                    _ => (j as f32 * 0.37).sin(),
+                })
+                .collect();
+            let wp: Vec<f32> = (0..len)
+                .map(|j| match j % 5 {
+                    2 => 1.0,
+                    3 if j % 3 == 0 => 2.0,
+                    _ => 0.0,
+                })
+                .collect();
+            let wn: Vec<f32> = (0..len)
+                .map(|j| match j % 7 {
+                    _ if wp[j] > 0.0 => 0.0,
+                    1 => -0.0,
+                    2 => f32::NAN,
+                    _ => 1.0,
+                })
+                .collect();
+            for (p, n) in [
+                ((-2.0f32, 1.0f32, 0.5f32), (50.0f32, -25.0f32, 3.0f32)),
+                ((10.0, 0.0, 10.0), (10.0, 0.0, 10.0)),
+            ] {
+                for portable in [false, true] {
+                    PORTABLE.set(portable);
+                    let mut out = vec![7.0f32; len];
+                    let got = split_exp_sums(&s, (&wp, &wn), p, n, &mut out);
+                    let want = (
+                        affine_exp_sum(&s, &wp, (p.0, p.1), p.2),
+                        affine_exp_sum(&s, &wn, (n.0, n.1), n.2),
+                    );
+                    PORTABLE.set(false);
+                    let (sp, sn) = got.expect("disjoint masks");
+                    // bit for bit, but for the sign of an empty sum (the
+                    // portable `affine_exp_sum`'s `Iterator::sum` starts at −0)
+                    let same = |a: f64, b: f64| a.to_bits() == b.to_bits() || (a == 0.0 && b == 0.0);
+                    assert!(same(sp, want.0), "{len} {portable}: {sp} vs {}", want.0);
+                    assert!(same(sn, want.1), "{len} {portable}: {sn} vs {}", want.1);
+                    for j in 0..len {
+                        let term = |w: f32, (a, c, m): (f32, f32, f32)| {
+                            w * exp_f32(a.mul_add(s[j], c) - m)
+                        };
+                        let want = match (wp[j] > 0.0, wn[j] > 0.0) {
+                            (true, _) => term(wp[j], p),
+                            (_, true) => term(wn[j], n),
+                            _ => 0.0,
+                        };
+                        // the lanes' exp and the portable one agree to 2 ulp
+                        let close = (out[j] - want).abs() <= 4e-7 * want.abs()
+                            || (out[j].is_nan() && want.is_nan())
+                            || out[j] == want;
+                        assert!(close, "{len} {portable} {j}: {} vs {want}", out[j]);
+                    }
+                    #[cfg(target_arch = "x86_64")]
+                    if !portable && p == n && simd() {
+                        let mut general = vec![7.0f32; len];
+                        // SAFETY: AVX2 and FMA (checked just above); equal lengths.
+                        let g = unsafe {
+                            avx2::split_exp_sums::<false>(&s, (&wp, &wn), p, n, &mut general)
+                        };
+                        let (gp, gn) = g.expect("disjoint masks");
+                        assert_eq!((gp.to_bits(), gn.to_bits()), (sp.to_bits(), sn.to_bits()));
+                        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(bits(&general), bits(&out), "{len}");
+                    }
                 }
             }
         }
