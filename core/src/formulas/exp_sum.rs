@@ -235,9 +235,40 @@ fn scalar_split(
 /// `out_j *= fp` where `wp_j > 0`, `out_j *= fn_` elsewhere: the terms of
 /// [`split_exp_sums`] made into the two log-sum-exps' scaled softmax
 /// weights.
-pub(crate) fn scale_split(out: &mut [f32], wp: &[f32], (fp, fn_): (f32, f32)) {
+pub(crate) fn scale_split(out: &mut [f32], wp: &[f32], f: (f32, f32)) {
+    assert!(wp.len() >= out.len());
+    #[cfg(target_arch = "x86_64")]
+    if simd() {
+        // SAFETY: AVX2 (checked just above); `wp` is at least as long as
+        // `out` (asserted).
+        return unsafe { avx2::scale_split(out, wp, f) };
+    }
+    scalar_scale_split(out, wp, f)
+}
+
+fn scalar_scale_split(out: &mut [f32], wp: &[f32], (fp, fn_): (f32, f32)) {
     for (o, &w) in out.iter_mut().zip(wp) {
         *o *= if w > 0.0 { fp } else { fn_ };
+    }
+}
+
+/// `out_j = k·out_j − kp·w_j` for every `j` (a product, a product, a
+/// difference: no fused multiply-add), eight at a time where the CPU can:
+/// SupCon's gradient from its denominator's terms and its positives.
+pub(crate) fn scale_minus(out: &mut [f32], w: &[f32], k: f32, kp: f32) {
+    assert!(w.len() >= out.len());
+    #[cfg(target_arch = "x86_64")]
+    if simd() {
+        // SAFETY: AVX2 (checked just above); `w` is at least as long as
+        // `out` (asserted).
+        return unsafe { avx2::scale_minus(out, w, k, kp) };
+    }
+    scalar_scale_minus(out, w, k, kp)
+}
+
+fn scalar_scale_minus(out: &mut [f32], w: &[f32], k: f32, kp: f32) {
+    for (d, &p) in out.iter_mut().zip(w) {
+        *d = k * *d - kp * p;
     }
 }
 
@@ -337,6 +368,45 @@ mod avx2 {
         }
         super::add_positive(&mut sums, &s[full..], &w[full..], a);
         sums
+    }
+
+    /// [`scale_minus`](super::scale_minus), eight entries at a time.
+    ///
+    /// # Safety
+    /// The CPU has AVX2; `w` is at least as long as `out`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn scale_minus(out: &mut [f32], w: &[f32], k: f32, kp: f32) {
+        let (vk, vkp) = (_mm256_set1_ps(k), _mm256_set1_ps(kp));
+        let full = out.len() / 8 * 8;
+        for i in (0..full).step_by(8) {
+            // SAFETY: `i + 8 ≤ out.len() ≤ w.len()` (the caller's contract).
+            unsafe {
+                let o = out.as_mut_ptr().add(i);
+                let p = _mm256_mul_ps(vkp, _mm256_loadu_ps(w.as_ptr().add(i)));
+                _mm256_storeu_ps(o, _mm256_sub_ps(_mm256_mul_ps(vk, _mm256_loadu_ps(o)), p));
+            }
+        }
+        super::scalar_scale_minus(&mut out[full..], &w[full..], k, kp);
+    }
+
+    /// [`scale_split`](super::scale_split), eight entries at a time.
+    ///
+    /// # Safety
+    /// The CPU has AVX2; `wp` is at least as long as `out`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn scale_split(out: &mut [f32], wp: &[f32], (fp, fn_): (f32, f32)) {
+        let (vp, vn, zero) = (_mm256_set1_ps(fp), _mm256_set1_ps(fn_), _mm256_setzero_ps());
+        let full = out.len() / 8 * 8;
+        for i in (0..full).step_by(8) {
+            // SAFETY: `i + 8 ≤ out.len() ≤ wp.len()` (the caller's contract).
+            unsafe {
+                let w = _mm256_loadu_ps(wp.as_ptr().add(i));
+                let f = _mm256_blendv_ps(vn, vp, _mm256_cmp_ps::<_CMP_GT_OQ>(w, zero));
+                let o = out.as_mut_ptr().add(i);
+                _mm256_storeu_ps(o, _mm256_mul_ps(_mm256_loadu_ps(o), f));
+            }
+        }
+        super::scalar_scale_split(&mut out[full..], &wp[full..], (fp, fn_));
     }
 
     /// [`affine_max`](super::affine_max), eight entries at a time.
@@ -830,6 +900,46 @@ pub(crate) mod tests {
                         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                         assert_eq!(bits(&general), bits(&out), "{len}");
                     }
+                }
+            }
+        }
+    }
+
+    /// `scale_split` and `scale_minus` are their scalar loops bit for bit:
+    /// NaN, -0 and negative weights (`scale_split`'s second factor);
+    /// NaN/inf/-0 values and factors.
+    #[test]
+    fn scale_split_and_minus_are_the_scalar_loops_bit_for_bit() {
+        let odd = [f32::NAN, -0.0, f32::INFINITY, -3.0, 0.0, 1e-40];
+        for len in [0usize, 1, 7, 8, 9, 64, 1021] {
+            let wp: Vec<f32> = (0..len)
+                .map(|j| match j % 4 {
+                    0 => 1.0,
+                    1 => odd[(j / 4) % odd.len()],
+                    _ => 0.0,
+                })
+                .collect();
+            let out: Vec<f32> = (0..len)
+                .map(|j| match j % 9 {
+                    4 => odd[(j / 9) % odd.len()],
+                    _ => (j as f32 * 0.37).sin(),
+                })
+                .collect();
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            for f in [(0.5f32, -2.0f32), (f32::INFINITY, -0.0), (f32::NAN, 3.0)] {
+                let mut want = out.clone();
+                scalar_scale_split(&mut want, &wp, f);
+                let mut want_minus = out.clone();
+                scalar_scale_minus(&mut want_minus, &wp, f.0, f.1);
+                for portable in [false, true] {
+                    PORTABLE.set(portable);
+                    let mut got = out.clone();
+                    scale_split(&mut got, &wp, f);
+                    let mut minus = out.clone();
+                    scale_minus(&mut minus, &wp, f.0, f.1);
+                    PORTABLE.set(false);
+                    assert_eq!(bits(&got), bits(&want), "{len} {f:?} {portable}");
+                    assert_eq!(bits(&minus), bits(&want_minus), "{len} {f:?} {portable}");
                 }
             }
         }

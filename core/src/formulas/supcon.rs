@@ -1,7 +1,7 @@
 //! Supervised contrastive loss (Khosla et al., NeurIPS 2020), as PML 2.9's
 //! `SupConLoss`.
 
-use super::exp_sum::{positive_sums, split_exp_sums, split_max};
+use super::exp_sum::{positive_sums, scale_minus, split_exp_sums, split_max};
 use super::rows::Lse;
 use super::tape::{self, Mat, TapeWeights, lse};
 use super::{
@@ -129,9 +129,7 @@ impl BatchFormula for SupCon {
             Some((_, total)) if v.count > 0.0 => {
                 let gi = f64::from(g) * f64::from(1.0 / self.temperature);
                 let (k, kp) = ((gi / total) as f32, (gi / size) as f32);
-                for (d, &p) in ds[..c].iter_mut().zip(row.pos) {
-                    *d = k * *d - kp * p;
-                }
+                scale_minus(&mut ds[..c], row.pos, k, kp);
             }
             _ => ds[..c].fill(0.0),
         }
