@@ -134,12 +134,14 @@ impl PairWeights {
             miner: None,
         };
         if let Tuples::All = tuples {
-            // each label's class size, counted once (not a sweep per row)
-            let mut class_size = std::collections::HashMap::with_capacity(n);
-            for &l in labels {
-                *class_size.entry(l).or_insert(0usize) += 1;
-            }
-            let pos_count: Vec<usize> = labels.iter().map(|l| class_size[l] - 1).collect();
+            // each label's class size from the sorted labels (its run's
+            // length, two binary searches): not a sweep per row, nor a
+            // hash map (SipHash per label cost more than the sort)
+            let mut sorted = labels.to_vec();
+            sorted.sort_unstable();
+            let class_size =
+                |l: usize| sorted.partition_point(|&x| x <= l) - sorted.partition_point(|&x| x < l);
+            let pos_count: Vec<usize> = labels.iter().map(|&l| class_size(l) - 1).collect();
             let neg_count: Vec<usize> = pos_count.iter().map(|p| n - 1 - p).collect();
             let sizes = ListSizes {
                 pos: pos_count.iter().sum(),
