@@ -381,21 +381,23 @@ pub(crate) fn l2_normalize_cpu<B: Dim, const D: usize, T: Tape<f32, Cpu>>(
     if T::OWNS_TAPE {
         let out_ghost = out.clone();
         tape.add_backward_op(move |grads| {
-            let g = upstream(grads, &out_ghost)?;
-            let gx = grads.get_or_alloc_mut(&x)?;
-            touch_for_write(gx);
-            let dots = row_dots(&y, &g, width);
-            let rows = gx
-                .chunks_exact_mut(width)
-                .zip(g.chunks_exact(width))
-                .zip(y.chunks_exact(width));
-            for ((((gx, g), y), &(n, through)), &dot) in rows.zip(&norms).zip(&dots) {
-                let dot = if through { dot } else { 0.0 };
-                for ((gx, &g), &y) in gx.iter_mut().zip(g).zip(y) {
-                    *gx += (g - y * dot) / n;
+            // the upstream gradient lent, not copied (N × D values)
+            with_upstream(grads, &out_ghost, |grads, g| {
+                let gx = grads.get_or_alloc_mut(&x)?;
+                touch_for_write(gx);
+                let dots = row_dots(&y, g, width);
+                let rows = gx
+                    .chunks_exact_mut(width)
+                    .zip(g.chunks_exact(width))
+                    .zip(y.chunks_exact(width));
+                for ((((gx, g), y), &(n, through)), &dot) in rows.zip(&norms).zip(&dots) {
+                    let dot = if through { dot } else { 0.0 };
+                    for ((gx, &g), &y) in gx.iter_mut().zip(g).zip(y) {
+                        *gx += (g - y * dot) / n;
+                    }
                 }
-            }
-            Ok(())
+                Ok(())
+            })
         });
     }
     Ok(out.put_tape(tape))
