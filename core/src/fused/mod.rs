@@ -353,10 +353,11 @@ pub(crate) fn l2_normalize_cpu<B: Dim, const D: usize, T: Tape<f32, Cpu>>(
     let (x, mut tape) = x.try_contiguous()?.split_tape();
     let xs = Scratch::copy_of(&x);
     let width = D.max(1);
-    let mut out = vec![0.0f32; xs.len()];
+    // filled row by row (not zeroed first)
+    let mut out = Vec::with_capacity(xs.len());
     // (n, whether the norm itself, not the floor, is n) per row
     let mut norms = Vec::with_capacity(shape.0.size());
-    for (o, row) in out.chunks_exact_mut(width).zip(xs.chunks_exact(width)) {
+    for row in xs.chunks_exact(width) {
         let s = sum_of_squares(row);
         let norm = if s == f32::INFINITY {
             scaled_norm(row)
@@ -372,9 +373,7 @@ pub(crate) fn l2_normalize_cpu<B: Dim, const D: usize, T: Tape<f32, Cpu>>(
             (norm, !norm.is_nan())
         };
         norms.push((n, through));
-        for (o, &v) in o.iter_mut().zip(row) {
-            *o = v / n;
-        }
+        out.extend(row.iter().map(|&v| v / n));
     }
     let y = Scratch::copy_of_slice(&out);
     let out = dev.try_tensor_from_vec(out, shape)?;
