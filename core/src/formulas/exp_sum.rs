@@ -870,7 +870,8 @@ pub(crate) mod tests {
                     let (sp, sn) = got.expect("disjoint masks");
                     // bit for bit, but for the sign of an empty sum (the
                     // portable `affine_exp_sum`'s `Iterator::sum` starts at −0)
-                    let same = |a: f64, b: f64| a.to_bits() == b.to_bits() || (a == 0.0 && b == 0.0);
+                    let same =
+                        |a: f64, b: f64| a.to_bits() == b.to_bits() || (a == 0.0 && b == 0.0);
                     assert!(same(sp, want.0), "{len} {portable}: {sp} vs {}", want.0);
                     assert!(same(sn, want.1), "{len} {portable}: {sn} vs {}", want.1);
                     for j in 0..len {

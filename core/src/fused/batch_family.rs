@@ -1051,7 +1051,10 @@ mod tests {
             assert_eq!(bits(&p_dsq), bits(&want_dsq), "n={n}");
             let finite: f32 = want_ds.iter().map(|v| -v).sum();
             if finite.is_finite() {
-                assert!((p_sum - finite).abs() <= 1e-4 * finite.abs().max(1.0), "n={n}");
+                assert!(
+                    (p_sum - finite).abs() <= 1e-4 * finite.abs().max(1.0),
+                    "n={n}"
+                );
             } else {
                 assert!(!p_sum.is_finite(), "n={n}");
             }
