@@ -72,10 +72,8 @@ pub(crate) fn touch_for_write(buf: &mut [f32]) {
         let p = buf.as_mut_ptr();
         let len = std::mem::size_of_val(buf);
         // the first value, then the first one of each following page
-        let next = match PAGE - p as usize % PAGE {
-            PAGE => PAGE,
-            to_next => to_next,
-        };
+        // the next page's first byte (PAGE on from an aligned start)
+        let next = PAGE - p as usize % PAGE;
         let touch = std::iter::once(0).chain((next..len).step_by(PAGE));
         for byte in touch.filter(|&b| b < len) {
             // SAFETY: `byte` is inside `buf` (filtered) and a multiple of 4
