@@ -18,7 +18,7 @@
 
 use super::gemm::NR;
 use super::gemm::{Operand, cut_in, gemm};
-use super::gram::{BLOCK, MR, Panels, distance};
+use super::gram::{BLOCK, MR, Panels, distances};
 use super::parallel::in_parallel;
 use super::{Scratch, upstream};
 use crate::MetricLossError;
@@ -404,10 +404,7 @@ impl<F: BatchFormula> Pass<'_, F> {
                 for r in 0..rows {
                     let sq_i = sq[i0 + r];
                     let cols = &sq[self.c0 + j0..self.c0 + self.cols];
-                    let row = &mut chunk[r * ld + j0..r * ld + self.cols];
-                    for (v, &sq_j) in row.iter_mut().zip(cols) {
-                        *v = distance(sq_i, sq_j, *v, false);
-                    }
+                    distances(sq_i, cols, &mut chunk[r * ld + j0..r * ld + self.cols]);
                 }
             }
         });

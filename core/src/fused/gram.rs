@@ -39,6 +39,54 @@ pub(crate) fn distance(sq_a: f32, sq_b: f32, dot: f32, squared: bool) -> f32 {
     if squared { d2 } else { d2.sqrt() }
 }
 
+/// `row_j ← distance(sq_a, sq_b_j, row_j, false)` for a row of dot
+/// products: eight at a time where the CPU has AVX2 (the same operations,
+/// so the same bits: a sum, a product, a difference, the clamp, the square
+/// root).
+pub(crate) fn distances(sq_a: f32, sq_b: &[f32], row: &mut [f32]) {
+    assert!(sq_b.len() >= row.len());
+    #[allow(unused_mut)]
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 (checked just above); `sq_b` is at least as long as
+        // `row` (asserted).
+        done = unsafe { avx2::distances(sq_a, sq_b, row) };
+    }
+    for (v, &sq) in row[done..].iter_mut().zip(&sq_b[done..]) {
+        *v = distance(sq_a, sq, *v, false);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// [`distances`](super::distances) over the whole blocks of eight;
+    /// returns how many entries it did.
+    ///
+    /// # Safety
+    /// The CPU has AVX2; `sq_b` is at least as long as `row`.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn distances(sq_a: f32, sq_b: &[f32], row: &mut [f32]) -> usize {
+        let full = row.len() / 8 * 8;
+        let (a, two, zero) = (_mm256_set1_ps(sq_a), _mm256_set1_ps(2.0), _mm256_setzero_ps());
+        for j in (0..full).step_by(8) {
+            // SAFETY: `j + 8 ≤ row.len() ≤ sq_b.len()` (the caller's contract).
+            unsafe {
+                let o = row.as_mut_ptr().add(j);
+                let b = _mm256_loadu_ps(sq_b.as_ptr().add(j));
+                // (a + b) − 2·dot, no fused multiply-add (the scalar's rounding)
+                let d2 = _mm256_sub_ps(_mm256_add_ps(a, b), _mm256_mul_ps(two, _mm256_loadu_ps(o)));
+                // below 0 → +0; −0 and NaN kept (as the scalar test `d2 < 0`)
+                let d2 = _mm256_andnot_ps(_mm256_cmp_ps::<_CMP_LT_OQ>(d2, zero), d2);
+                _mm256_storeu_ps(o, _mm256_sqrt_ps(d2));
+            }
+        }
+        full
+    }
+}
+
 /// `X` packed for Gram tiles.
 pub(crate) struct Panels {
     n: usize,
@@ -220,6 +268,36 @@ pub(crate) mod tests {
 
     /// Runs `f` on the portable kernels (on this thread): the GEMM's switch.
     pub(crate) use crate::fused::gemm::portable;
+
+    /// `distances` is `distance` entry by entry, bit for bit: sums below
+    /// zero, exactly zero, ±0 and NaN/inf inputs, lengths across eight.
+    #[test]
+    fn distances_are_the_scalar_distance_bit_for_bit() {
+        let odd = [f32::NAN, f32::INFINITY, -0.0, 0.0, 1.0, 0.5, -2.0, 1e-30];
+        for len in [0usize, 1, 7, 8, 9, 64, 1021] {
+            for &sq_a in &[1.0f32, 0.0, -0.0, f32::NAN, 2.5] {
+                let sq_b: Vec<f32> = (0..len)
+                    .map(|j| match j % 6 {
+                        5 => odd[(j / 6) % odd.len()],
+                        _ => 1.0 + (j % 3) as f32 * 0.25,
+                    })
+                    .collect();
+                let dots: Vec<f32> = (0..len)
+                    .map(|j| match j % 5 {
+                        3 => odd[(j / 5 + 2) % odd.len()],
+                        4 => 0.5 * (sq_a + sq_b[j]), // exactly 0 (or NaN)
+                        _ => ((j * 37) % 19) as f32 / 9.0 - 1.0,
+                    })
+                    .collect();
+                let mut got = dots.clone();
+                distances(sq_a, &sq_b, &mut got);
+                for j in 0..len {
+                    let want = distance(sq_a, sq_b[j], dots[j], false);
+                    assert_eq!(got[j].to_bits(), want.to_bits(), "{len} {sq_a} {j}");
+                }
+            }
+        }
+    }
 
     fn values(n: usize, d: usize) -> Vec<f32> {
         (0..n * d)
