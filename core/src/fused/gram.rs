@@ -70,7 +70,11 @@ mod avx2 {
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn distances(sq_a: f32, sq_b: &[f32], row: &mut [f32]) -> usize {
         let full = row.len() / 8 * 8;
-        let (a, two, zero) = (_mm256_set1_ps(sq_a), _mm256_set1_ps(2.0), _mm256_setzero_ps());
+        let (a, two, zero) = (
+            _mm256_set1_ps(sq_a),
+            _mm256_set1_ps(2.0),
+            _mm256_setzero_ps(),
+        );
         for j in (0..full).step_by(8) {
             // SAFETY: `j + 8 ≤ row.len() ≤ sq_b.len()` (the caller's contract).
             unsafe {

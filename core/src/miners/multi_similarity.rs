@@ -137,7 +137,22 @@ pub(crate) fn keeps_negative(s: f32, min_pos: f32, eps: f32) -> bool {
 /// row lacks a positive or a negative pair). Returns the numbers of
 /// positive and negative pairs kept. The same comparisons as
 /// [`try_mine_tuples`](PairMiner::try_mine_tuples), without its order.
+///
+/// Eight columns at a time where the CPU has AVX2 (the same decisions: the
+/// extremes ignore NaN similarities as `f32::min`/`max` do, and are NaN
+/// only when every similarity of that side is, which no comparison passes).
 pub(crate) fn keep_row(sim: &[f32], pos: &mut [f32], neg: &mut [f32], eps: f32) -> (usize, usize) {
+    assert!(pos.len() >= sim.len() && neg.len() >= sim.len());
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 (checked just above); `pos` and `neg` are at least
+        // as long as `sim` (asserted).
+        return unsafe { avx2::keep_row(sim, pos, neg, eps) };
+    }
+    keep_row_portable(sim, pos, neg, eps)
+}
+
+fn keep_row_portable(sim: &[f32], pos: &mut [f32], neg: &mut [f32], eps: f32) -> (usize, usize) {
     let mut min_pos: Option<f32> = None;
     let mut max_neg: Option<f32> = None;
     for ((&s, &p), &q) in sim.iter().zip(pos.iter()).zip(neg.iter()) {
@@ -153,6 +168,18 @@ pub(crate) fn keep_row(sim: &[f32], pos: &mut [f32], neg: &mut [f32], eps: f32) 
         neg.fill(0.0);
         return (0, 0);
     };
+    keep_by(sim, pos, neg, (min_pos, max_neg), eps)
+}
+
+/// [`keep_row`]'s second sweep, given the row's extremes: the pairs the
+/// rule drops get weight 0; the numbers of pairs kept.
+fn keep_by(
+    sim: &[f32],
+    pos: &mut [f32],
+    neg: &mut [f32],
+    (min_pos, max_neg): (f32, f32),
+    eps: f32,
+) -> (usize, usize) {
     let (mut kept_pos, mut kept_neg) = (0, 0);
     for ((&s, p), q) in sim.iter().zip(pos.iter_mut()).zip(neg.iter_mut()) {
         if *p > 0.0 {
@@ -171,6 +198,121 @@ pub(crate) fn keep_row(sim: &[f32], pos: &mut [f32], neg: &mut [f32], eps: f32) 
         }
     }
     (kept_pos, kept_neg)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// [`keep_row`](super::keep_row), eight columns at a time, the tail
+    /// one by one.
+    ///
+    /// # Safety
+    /// The CPU has AVX2; `pos` and `neg` are at least as long as `sim`.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn keep_row(
+        sim: &[f32],
+        pos: &mut [f32],
+        neg: &mut [f32],
+        eps: f32,
+    ) -> (usize, usize) {
+        let n = sim.len();
+        let full = n / 8 * 8;
+        let zero = _mm256_setzero_ps();
+        let (inf, ninf) = (
+            _mm256_set1_ps(f32::INFINITY),
+            _mm256_set1_ps(f32::NEG_INFINITY),
+        );
+        // the extremes over the non-NaN similarities of each side, and
+        // whether the side has a pair at all / a non-NaN one
+        let (mut lo, mut hi) = (inf, ninf);
+        let (mut any_p, mut any_n, mut num_p, mut num_n) = (0, 0, 0, 0);
+        for j in (0..full).step_by(8) {
+            // SAFETY: `j + 8 ≤ n ≤ pos.len(), neg.len()` (the caller's contract).
+            unsafe {
+                let s = _mm256_loadu_ps(sim.as_ptr().add(j));
+                let kp = _mm256_cmp_ps::<_CMP_GT_OQ>(_mm256_loadu_ps(pos.as_ptr().add(j)), zero);
+                let kn = _mm256_cmp_ps::<_CMP_GT_OQ>(_mm256_loadu_ps(neg.as_ptr().add(j)), zero);
+                let num = _mm256_cmp_ps::<_CMP_ORD_Q>(s, s);
+                let (vp, vn) = (_mm256_and_ps(kp, num), _mm256_and_ps(kn, num));
+                any_p |= _mm256_movemask_ps(kp);
+                any_n |= _mm256_movemask_ps(kn);
+                num_p |= _mm256_movemask_ps(vp);
+                num_n |= _mm256_movemask_ps(vn);
+                lo = _mm256_min_ps(lo, _mm256_blendv_ps(inf, s, vp));
+                hi = _mm256_max_ps(hi, _mm256_blendv_ps(ninf, s, vn));
+            }
+        }
+        let (mut l, mut h) = ([0.0f32; 8], [0.0f32; 8]);
+        // SAFETY: `l` and `h` hold eight f32 each.
+        unsafe {
+            _mm256_storeu_ps(l.as_mut_ptr(), lo);
+            _mm256_storeu_ps(h.as_mut_ptr(), hi);
+        }
+        // the lanes' extremes, or NaN for a side whose pairs are all NaN
+        // (as `f32::min` / `f32::max` folded from the first one give)
+        let side = |any: i32, num: i32, v: f32| match (any != 0, num != 0) {
+            (false, _) => None,
+            (true, false) => Some(f32::NAN),
+            (true, true) => Some(v),
+        };
+        let mut min_pos = side(
+            any_p,
+            num_p,
+            l.iter().copied().fold(f32::INFINITY, f32::min),
+        );
+        let mut max_neg = side(
+            any_n,
+            num_n,
+            h.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+        );
+        for j in full..n {
+            if pos[j] > 0.0 {
+                min_pos = Some(min_pos.map_or(sim[j], |m| m.min(sim[j])));
+            }
+            if neg[j] > 0.0 {
+                max_neg = Some(max_neg.map_or(sim[j], |m| m.max(sim[j])));
+            }
+        }
+        let (Some(min_pos), Some(max_neg)) = (min_pos, max_neg) else {
+            pos.fill(0.0);
+            neg.fill(0.0);
+            return (0, 0);
+        };
+        let (eps_v, vmin, vmax) = (
+            _mm256_set1_ps(eps),
+            _mm256_set1_ps(min_pos),
+            _mm256_set1_ps(max_neg),
+        );
+        let (mut kept_pos, mut kept_neg) = (0, 0);
+        for j in (0..full).step_by(8) {
+            // SAFETY: as above.
+            unsafe {
+                let s = _mm256_loadu_ps(sim.as_ptr().add(j));
+                let (pp, qp) = (pos.as_mut_ptr().add(j), neg.as_mut_ptr().add(j));
+                let (p, q) = (_mm256_loadu_ps(pp), _mm256_loadu_ps(qp));
+                let kp = _mm256_cmp_ps::<_CMP_GT_OQ>(p, zero);
+                let kn = _mm256_cmp_ps::<_CMP_GT_OQ>(q, zero);
+                // keeps_positive: s − ε < max_neg; keeps_negative: s + ε > min_pos
+                let keep_p = _mm256_cmp_ps::<_CMP_LT_OQ>(_mm256_sub_ps(s, eps_v), vmax);
+                let keep_n = _mm256_cmp_ps::<_CMP_GT_OQ>(_mm256_add_ps(s, eps_v), vmin);
+                let (kept_p, kept_n) = (_mm256_and_ps(kp, keep_p), _mm256_and_ps(kn, keep_n));
+                kept_pos += _mm256_movemask_ps(kept_p).count_ones() as usize;
+                kept_neg += _mm256_movemask_ps(kept_n).count_ones() as usize;
+                // a dropped pair's weight becomes +0, the others stay
+                _mm256_storeu_ps(pp, _mm256_andnot_ps(_mm256_andnot_ps(keep_p, kp), p));
+                _mm256_storeu_ps(qp, _mm256_andnot_ps(_mm256_andnot_ps(keep_n, kn), q));
+            }
+        }
+        let (tp, tn) = super::keep_by(
+            &sim[full..],
+            &mut pos[full..n],
+            &mut neg[full..n],
+            (min_pos, max_neg),
+            eps,
+        );
+        (kept_pos + tp, kept_neg + tn)
+    }
 }
 
 impl PairMiner for MultiSimilarityMiner {
@@ -214,6 +356,52 @@ impl PairMiner for MultiSimilarityMiner {
 mod tests {
     use super::*;
     use crate::miners::Units;
+
+    /// `keep_row`'s eight lanes decide as the portable loop, bit for bit:
+    /// NaN and infinite similarities (a side all NaN too), weights that
+    /// count as none (-0, negative, NaN), rows without a positive or a
+    /// negative pair, lengths across the lanes.
+    #[test]
+    fn keep_row_lanes_equal_the_portable_loop() {
+        let odd = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0, 0.0, 1.0];
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for len in [0usize, 1, 7, 8, 9, 16, 64, 1021] {
+            for case in 0..6 {
+                let sim: Vec<f32> = (0..len)
+                    .map(|j| match (case, j % 7) {
+                        (4, _) => f32::NAN,
+                        (_, 3) if case >= 2 => odd[(j / 7) % odd.len()],
+                        _ => ((j * 37 + case) % 23) as f32 / 11.0 - 1.0,
+                    })
+                    .collect();
+                let pos: Vec<f32> = (0..len)
+                    .map(|j| match (case, j % 4) {
+                        (1, _) => 0.0,
+                        (_, 0) => 1.0,
+                        (_, 1) if case == 3 => odd[(j / 4) % odd.len()],
+                        _ => 0.0,
+                    })
+                    .collect();
+                let neg: Vec<f32> = (0..len)
+                    .map(|j| match (case, j % 4) {
+                        (5, _) => -0.0,
+                        (_, 0) => 0.0,
+                        (_, 2) if case == 3 => -1.0,
+                        _ => 1.0,
+                    })
+                    .collect();
+                for eps in [0.0f32, 0.1, 0.7] {
+                    let (mut wp, mut wn) = (pos.clone(), neg.clone());
+                    let want = keep_row_portable(&sim, &mut wp, &mut wn, eps);
+                    let (mut gp, mut gn) = (pos.clone(), neg.clone());
+                    let got = keep_row(&sim, &mut gp, &mut gn, eps);
+                    assert_eq!(got, want, "len={len} case={case} eps={eps}");
+                    assert_eq!(bits(&gp), bits(&wp), "len={len} case={case} eps={eps}");
+                    assert_eq!(bits(&gn), bits(&wn), "len={len} case={case} eps={eps}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn distances_and_similarities_give_the_same_pairs() {
