@@ -199,6 +199,40 @@ unsafe fn fold_rect(
     }
 }
 
+/// What a fused miner kept in a row, in the miner's units `d`: the
+/// positive pairs (`pos_j > 0`), the negative ones (`neg_j > 0`), and those
+/// on the wrong side of the margins (`d > pos_margin`, `d < neg_margin`).
+/// Eight columns at a time where the CPU has AVX2.
+fn count_mined(d: &[f32], (pos, neg): (&[f32], &[f32]), m: (f32, f32)) -> (usize, usize, usize) {
+    assert!(pos.len() >= d.len() && neg.len() >= d.len());
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 (checked just above); `pos` and `neg` are at least
+        // as long as `d` (asserted).
+        return unsafe { avx2::count_mined(d, (pos, neg), m) };
+    }
+    count_mined_portable(d, (pos, neg), m)
+}
+
+fn count_mined_portable(
+    d: &[f32],
+    (pos, neg): (&[f32], &[f32]),
+    (pm, nm): (f32, f32),
+) -> (usize, usize, usize) {
+    let (mut kp, mut kn, mut active) = (0, 0, 0);
+    for ((&dist, &p), &q) in d.iter().zip(pos).zip(neg) {
+        if p > 0.0 {
+            kp += 1;
+            active += usize::from(dist > pm);
+        }
+        if q > 0.0 {
+            kn += 1;
+            active += usize::from(dist < nm);
+        }
+    }
+    (kp, kn, active)
+}
+
 /// One row of `∂L/∂d` turned into `∂L/∂G` in place, for the distances
 /// `d = √(‖x_i‖² + ‖x_j‖² − 2G_ij)` of the row (`dist`): `∂d/∂G = −1/d`,
 /// `∂d/∂‖x_j‖² = 1/(2d)` (0 where `d ≤ 0` or NaN). Adds each column's
@@ -244,6 +278,39 @@ fn distance_grad_tail(lanes: [f32; 8], tail: &[f32]) -> f32 {
 mod avx2 {
     use super::super::transpose::transpose8;
     use std::arch::x86_64::*;
+
+    /// [`count_mined`](super::count_mined), eight columns at a time, the
+    /// tail one by one.
+    ///
+    /// # Safety
+    /// The CPU has AVX2; `pos` and `neg` are at least as long as `d`.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn count_mined(
+        d: &[f32],
+        (pos, neg): (&[f32], &[f32]),
+        (pm, nm): (f32, f32),
+    ) -> (usize, usize, usize) {
+        let n = d.len();
+        let full = n / 8 * 8;
+        let (zero, vpm, vnm) = (_mm256_setzero_ps(), _mm256_set1_ps(pm), _mm256_set1_ps(nm));
+        let (mut kp, mut kn, mut active) = (0, 0, 0);
+        let count = |m: __m256| _mm256_movemask_ps(m).count_ones() as usize;
+        for j in (0..full).step_by(8) {
+            // SAFETY: `j + 8 ≤ n ≤ pos.len(), neg.len()` (the caller's contract).
+            unsafe {
+                let v = _mm256_loadu_ps(d.as_ptr().add(j));
+                let p = _mm256_cmp_ps::<_CMP_GT_OQ>(_mm256_loadu_ps(pos.as_ptr().add(j)), zero);
+                let q = _mm256_cmp_ps::<_CMP_GT_OQ>(_mm256_loadu_ps(neg.as_ptr().add(j)), zero);
+                kp += count(p);
+                kn += count(q);
+                active += count(_mm256_and_ps(p, _mm256_cmp_ps::<_CMP_GT_OQ>(v, vpm)));
+                active += count(_mm256_and_ps(q, _mm256_cmp_ps::<_CMP_LT_OQ>(v, vnm)));
+            }
+        }
+        let (tp, tn, ta) =
+            super::count_mined_portable(&d[full..], (&pos[full..n], &neg[full..n]), (pm, nm));
+        (kp + tp, kn + tn, active + ta)
+    }
 
     /// [`distance_grad_row`](super::distance_grad_row), eight columns at a
     /// time, the tail in scalar code.
@@ -778,17 +845,8 @@ where
                 if let (true, Some((pm, nm))) = (mining, margins) {
                     let d = host_units::<F>(row.s, &mut host);
                     // the miner's pairs: counted, and active as the listed path counts them
-                    let (mut kp, mut kn) = (0, 0);
-                    for ((&dist, &p), &q) in d.iter().zip(row.pos).zip(row.neg) {
-                        if p > 0.0 {
-                            kp += 1;
-                            out.mined.active += usize::from(dist > pm);
-                        }
-                        if q > 0.0 {
-                            kn += 1;
-                            out.mined.active += usize::from(dist < nm);
-                        }
-                    }
+                    let (kp, kn, active) = count_mined(d, (row.pos, row.neg), (pm, nm));
+                    out.mined.active += active;
                     let m = &mut out.mined.sizes;
                     (m.pos, m.neg, m.triplets) = (m.pos + kp, m.neg + kn, m.triplets + kp * kn);
                 }
@@ -1063,6 +1121,31 @@ mod tests {
                 assert_eq!(bits(&a_ds), bits(&p_ds), "n={n}");
                 assert_eq!(bits(&a_dsq), bits(&p_dsq), "n={n}");
                 assert_eq!(a_sum.to_bits(), p_sum.to_bits(), "n={n}");
+            }
+        }
+    }
+
+    #[test]
+    fn count_mined_lanes_equal_the_portable_loop() {
+        let odd = [f32::NAN, f32::INFINITY, -0.0, 0.0, 2.0, -1.0];
+        for n in [0usize, 1, 7, 8, 9, 64, 1027] {
+            let d: Vec<f32> = (0..n)
+                .map(|j| match j % 6 {
+                    5 => odd[(j / 6) % odd.len()],
+                    _ => ((j * 37) % 23) as f32 / 11.0,
+                })
+                .collect();
+            let pos: Vec<f32> = (0..n)
+                .map(|j| match j % 5 {
+                    0 => 1.0,
+                    1 => odd[(j / 5) % odd.len()],
+                    _ => 0.0,
+                })
+                .collect();
+            let neg: Vec<f32> = (0..n).map(|j| f32::from(u8::from(j % 5 >= 3))).collect();
+            for m in [(0.5f32, 0.5f32), (0.0, 2.0), (f32::NAN, f32::NAN)] {
+                let want = count_mined_portable(&d, (&pos, &neg), m);
+                assert_eq!(count_mined(&d, (&pos, &neg), m), want, "n={n} {m:?}");
             }
         }
     }
