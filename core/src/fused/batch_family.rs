@@ -279,6 +279,33 @@ mod avx2 {
     use super::super::transpose::transpose8;
     use std::arch::x86_64::*;
 
+    /// [`cosine_units`](super::cosine_units) over the whole blocks of
+    /// eight; returns how many columns it wrote.
+    ///
+    /// # Safety
+    /// The CPU has AVX2; `out` is as long as `s`.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn cosine_units(s: &[f32], out: &mut [f32], similarity: bool) -> usize {
+        let full = s.len() / 8 * 8;
+        let (one, two, zero) = (
+            _mm256_set1_ps(1.0),
+            _mm256_set1_ps(2.0),
+            _mm256_setzero_ps(),
+        );
+        for j in (0..full).step_by(8) {
+            // SAFETY: `j + 8 ≤ s.len() = out.len()` (the caller's contract).
+            unsafe {
+                let x = _mm256_sub_ps(one, _mm256_loadu_ps(s.as_ptr().add(j)));
+                // `max`/`min` return their second operand for a NaN or equal
+                // zeros: NaN and −0 pass, as through `f32::clamp`
+                let d = _mm256_min_ps(two, _mm256_max_ps(zero, x));
+                let v = if similarity { _mm256_sub_ps(one, d) } else { d };
+                _mm256_storeu_ps(out.as_mut_ptr().add(j), v);
+            }
+        }
+        full
+    }
+
     /// [`count_mined`](super::count_mined), eight columns at a time, the
     /// tail one by one.
     ///
@@ -491,10 +518,15 @@ impl<F: BatchFormula> Pass<'_, F> {
         let s = &s[..self.cols];
         if let Some(eps) = self.w.multi_similarity_miner() {
             b.filled = None;
-            for (m, &v) in b.sim.iter_mut().zip(s) {
-                *m = miner_similarity::<F>(v);
+            match F::SCORE {
+                Score::Cosine => cosine_units(s, &mut b.sim, true),
+                Score::UnitEuclidean => {
+                    for (m, &v) in b.sim.iter_mut().zip(s) {
+                        *m = miner_similarity::<F>(v);
+                    }
+                }
             }
-            multi_similarity_keep_row(&b.sim, &mut b.pos, &mut b.neg, eps);
+            multi_similarity_keep_row(&b.sim[..s.len()], &mut b.pos, &mut b.neg, eps);
         }
         Row {
             index: i,
@@ -694,12 +726,29 @@ fn row_stats<F: BatchFormula>(
 pub(super) fn host_units<'a, F: BatchFormula>(s: &'a [f32], host: &'a mut [f32]) -> &'a [f32] {
     match F::SCORE {
         Score::Cosine => {
-            for (h, &v) in host.iter_mut().zip(s) {
-                *h = (1.0 - v).clamp(0.0, 2.0);
-            }
+            cosine_units(s, host, false);
             &host[..s.len()]
         }
         Score::UnitEuclidean => s,
+    }
+}
+
+/// `out_j = clamp(1 − s_j, 0, 2)` (the cosine distance of a score), or with
+/// `similarity` `1 − clamp(1 − s_j, 0, 2)` (what the miner reads: see
+/// [`miner_similarity`]), for the columns of `s`; eight at a time where
+/// the CPU has AVX2 (the same operations, `f32::clamp`'s NaN and −0 kept).
+fn cosine_units(s: &[f32], out: &mut [f32], similarity: bool) {
+    let out = &mut out[..s.len()];
+    #[allow(unused_mut)]
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 (checked just above); `out` is as long as `s`.
+        done = unsafe { avx2::cosine_units(s, out, similarity) };
+    }
+    for (o, &v) in out[done..].iter_mut().zip(&s[done..]) {
+        let d = (1.0 - v).clamp(0.0, 2.0);
+        *o = if similarity { 1.0 - d } else { d };
     }
 }
 
@@ -1121,6 +1170,40 @@ mod tests {
                 assert_eq!(bits(&a_ds), bits(&p_ds), "n={n}");
                 assert_eq!(bits(&a_dsq), bits(&p_dsq), "n={n}");
                 assert_eq!(a_sum.to_bits(), p_sum.to_bits(), "n={n}");
+            }
+        }
+    }
+
+    #[test]
+    fn cosine_units_are_the_clamp_bit_for_bit() {
+        let odd = [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            -0.0,
+            0.0,
+            1.0,
+            -1.0,
+            3.0,
+        ];
+        for n in [0usize, 1, 7, 8, 9, 64, 1027] {
+            let s: Vec<f32> = (0..n)
+                .map(|j| match j % 4 {
+                    3 => odd[(j / 4) % odd.len()],
+                    _ => ((j * 37) % 29) as f32 / 7.0 - 2.0,
+                })
+                .collect();
+            for similarity in [false, true] {
+                let mut got = vec![5.0f32; n + 3];
+                cosine_units(&s, &mut got, similarity);
+                for (j, &v) in s.iter().enumerate() {
+                    let want = match similarity {
+                        true => miner_similarity::<crate::formulas::SupCon>(v),
+                        false => (1.0 - v).clamp(0.0, 2.0),
+                    };
+                    assert_eq!(got[j].to_bits(), want.to_bits(), "n={n} {similarity} {j}");
+                }
+                assert_eq!(&got[n..], &[5.0; 3], "past the row: untouched");
             }
         }
     }
