@@ -35,7 +35,11 @@
 //! are built again in the backward, so memory stays bounded whatever the
 //! batch and image size.
 
-use super::gemm::{Operand, PackedA, PackedB, gemm, gemm_packed};
+mod pooled_backward;
+
+use pooled_backward::Winners;
+
+use super::gemm::{Kernel, Operand, PackedA, PackedB, gemm, gemm_packed};
 use super::{Scratch, with_upstream};
 use crate::nets::Window;
 use dfdx::prelude::*;
@@ -572,7 +576,7 @@ pub(crate) fn conv2d_cpu<
     window: &Window,
     input_grad: bool,
 ) -> Result<Tensor<(B, Const<O>, usize, usize), f32, Cpu, T>, CpuError> {
-    conv2d_pooled_cpu(x, weight, bias, window, None, input_grad)
+    conv2d_pooled_cpu(x, weight, bias, window, None, input_grad, true)
 }
 
 /// `max_pool2d(relu(conv2d(x, weight) + bias))` on the CPU as one op (the
@@ -601,8 +605,12 @@ pub(crate) fn conv2d_relu_max_pool2d_cpu<
     pool: &Window,
     input_grad: bool,
 ) -> Result<Tensor<(B, Const<O>, usize, usize), f32, Cpu, T>, CpuError> {
-    conv2d_pooled_cpu(x, weight, bias, window, Some(pool), input_grad)
+    conv2d_pooled_cpu(x, weight, bias, window, Some(pool), input_grad, true)
 }
+
+/// Backwards run from the pool's winners (the tests check that they ran).
+#[cfg(test)]
+static WINNERS_BACKWARDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// One group's forward work: its index, its output values, its pooling
 /// winners (with a pool) and its kept columns (when kept).
@@ -614,7 +622,9 @@ type ForwardTask<'a> = (
 );
 
 /// [`conv2d_cpu`], followed with `pool` by ReLU and max pooling in the same
-/// op ([`conv2d_relu_max_pool2d_cpu`]).
+/// op ([`conv2d_relu_max_pool2d_cpu`]). With `from_winners` and a pool whose
+/// windows do not overlap, the backward runs on the pool's winners only
+/// ([`pooled_backward`]); without, the dense way (the tests compare both).
 fn conv2d_pooled_cpu<
     B: Dim,
     const C: usize,
@@ -630,6 +640,7 @@ fn conv2d_pooled_cpu<
     window: &Window,
     pool: Option<&Window>,
     input_grad: bool,
+    from_winners: bool,
 ) -> Result<Tensor<(B, Const<O>, usize, usize), f32, Cpu, T>, CpuError> {
     let dev = x.device().clone();
     let (x, mut tape) = x.try_contiguous()?.split_tape();
@@ -646,6 +657,8 @@ fn conv2d_pooled_cpu<
         geo.out_image_len(),
     );
     let pool = pool.copied();
+    // the backward from the winners (which needs no columns kept)
+    let from_winners = from_winners && pool.is_some_and(|p| p.stride() >= p.kernel());
     if let Some(p) = pool {
         assert_eq!(
             p.input_size(),
@@ -666,8 +679,9 @@ fn conv2d_pooled_cpu<
     let bs = Scratch::copy_of(bias);
     // every group's columns, kept for the backward when they fit; group `t`
     // at `t·GROUP·taps·L`, `taps × (images·L)`
-    let mut kept = (T::OWNS_TAPE && taps * len > 0 && n * taps * len <= COLUMN_BUDGET)
-        .then(|| Scratch::with_len(n * taps * len, 0));
+    let mut kept =
+        (T::OWNS_TAPE && !from_winners && taps * len > 0 && n * taps * len <= COLUMN_BUDGET)
+            .then(|| Scratch::with_len(n * taps * len, 0));
     // every value is written once below (no zeros first): the bias, or a
     // product plus the bias, or a window's rectified maximum
     let mut out: Vec<f32> = Vec::with_capacity(n * final_image);
@@ -808,7 +822,12 @@ fn conv2d_pooled_cpu<
                 } else {
                     None
                 };
-                let packed_weight_t = (per > 1 && input_grad)
+                // the winners' backward needs finite inputs and weights
+                // (the dense one's 0·∞ is NaN); it follows the GEMM's kernel
+                let finite = |v: &[f32]| v.iter().fold(true, |ok, v| ok & v.is_finite());
+                let sparse = from_winners && finite(&xs) && finite(&ws);
+                let simd = Kernel::detect().simd();
+                let packed_weight_t = (per > 1 && input_grad && !sparse)
                     .then(|| PackedA::new(Operand::transposed(&ws, taps), taps, O));
                 // `images` consecutive images from `b0`, the gradients of
                 // their convolutions side by side (`gg`, O × (images·L);
@@ -820,6 +839,22 @@ fn conv2d_pooled_cpu<
                                        gx: Option<&mut [f32]>,
                                        gw: &mut [f32],
                                        gb: &mut [f32]| {
+                    if let (true, Some(pool)) = (sparse, pool.as_ref()) {
+                        #[cfg(test)]
+                        WINNERS_BACKWARDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let wins = Winners::new(g, &arg, pool, O, b0, images, gx.is_some());
+                        wins.add_bias_grads(gb);
+                        let mut patches = Scratch::with_len(images * len * taps, 0);
+                        wins.patches(&xs, &geo, b0, &mut patches);
+                        wins.add_weight_grads(&patches, taps, gw, simd);
+                        if let Some(gx) = gx {
+                            let mut v = Scratch::with_len(taps, 0);
+                            for (i, gx) in gx.chunks_exact_mut(image).enumerate() {
+                                wins.add_input_grads(&ws, &geo, i, gx, &mut v, simd);
+                            }
+                        }
+                        return;
+                    }
                     let ld = images * len;
                     let mut copied = None;
                     let gg: &[f32] = match pool {
@@ -987,6 +1022,147 @@ mod tests {
         // side (144 taps, 16 pixels)
         same::<4, 12, 10>(1);
         same::<16, 6, 6>(0);
+    }
+
+    /// The backward from the pool's winners gives the dense backward's
+    /// gradients bit for bit (`∂x`, `∂W`, `∂bias`): conv1-like (1 channel,
+    /// 9 taps) and conv2-like (32 channels, 288 taps) shapes, odd planes
+    /// (a row and a column no window reads), padding 0 and 1, 2 × 2, 3 × 3
+    /// and 2 × 2 / 3 pools, batches around [`GROUP`], 1 and 2 threads and the
+    /// portable kernel; values that are normal, quantised (ties in windows,
+    /// windows all ≤ 0, zero gradients of both signs), tiny (products that
+    /// underflow, where only the sign of a zero can differ and is
+    /// corrected), or not finite (the dense path then).
+    #[test]
+    fn winners_backward_is_the_dense_one_bit_for_bit() {
+        #[allow(clippy::too_many_arguments)]
+        fn case<const C: usize, const O: usize>(
+            n: usize,
+            hw: usize,
+            padding: usize,
+            (pk, ps): (usize, usize),
+            kind: usize,
+            threads: usize,
+            portable: bool,
+        ) {
+            let dev = Cpu::seed_from_u64((n * 131 + hw * 17 + padding * 7 + kind) as u64);
+            let win = Window::try_new("Conv2D", 3, 1, padding, hw, hw).unwrap();
+            let (ch, cw) = win.output_size();
+            let pool = Window::try_new("MaxPool2D", pk, ps, 0, ch, cw).unwrap();
+            let (ph, pw) = pool.output_size();
+            let normal = |len: usize| -> Vec<f32> {
+                let t: Tensor<(usize,), f32, _> = dev.sample_normal_like(&(len,));
+                t.as_vec()
+            };
+            let (mut xv, mut wv, mut bv, mut rv) = (
+                normal(n * C * hw * hw),
+                normal(O * C * 9),
+                normal(O),
+                normal(n * O * ph * pw),
+            );
+            let scale =
+                |v: &mut Vec<f32>, f: &dyn Fn(f32) -> f32| v.iter_mut().for_each(|x| *x = f(*x));
+            match kind {
+                0 => {}
+                1 => {
+                    scale(&mut xv, &|x| (2.0 * x).round() / 2.0);
+                    scale(&mut wv, &|x| (2.0 * x).round() / 4.0);
+                    scale(&mut bv, &|x| x.round() - 0.5);
+                    scale(&mut rv, &|x| (x * 1.5).round() / 2.0);
+                }
+                2 => {
+                    scale(&mut xv, &|x| x * 1e-10);
+                    scale(&mut wv, &|x| x * 1e-10);
+                    scale(&mut bv, &|x| x * 1e-21);
+                    scale(&mut rv, &|x| x * 1e-36);
+                }
+                _ => xv[5] = f32::INFINITY,
+            }
+            let x = dev.tensor_from_vec(xv, (n, Const::<C>, hw, hw));
+            let w: Tensor<Rank4<O, C, 3, 3>, f32, _> = dev.tensor_from_vec(wv, Rank4::default());
+            let b: Tensor<Rank1<O>, f32, _> = dev.tensor_from_vec(bv, Rank1::default());
+            let r = dev.tensor_from_vec(rv, (n, Const::<O>, ph, pw));
+            let on = |threads: usize| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap()
+            };
+            let run = |from_winners: bool, threads: &rayon::ThreadPool| {
+                let go = || {
+                    let y = conv2d_pooled_cpu(
+                        x.leaky_trace(),
+                        &w,
+                        &b,
+                        &win,
+                        Some(&pool),
+                        true,
+                        from_winners,
+                    )
+                    .unwrap();
+                    let g = (y * r.clone()).sum().backward();
+                    let bits = |v: Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    [
+                        bits(g.get(&x).as_vec()),
+                        bits(g.get(&w).as_vec()),
+                        bits(g.get(&b).as_vec()),
+                    ]
+                };
+                threads.install(|| {
+                    if portable {
+                        crate::fused::gemm::portable(go)
+                    } else {
+                        go()
+                    }
+                })
+            };
+            let before = WINNERS_BACKWARDS.load(std::sync::atomic::Ordering::Relaxed);
+            let sparse = run(true, &on(threads));
+            let taken = WINNERS_BACKWARDS.load(std::sync::atomic::Ordering::Relaxed) > before;
+            assert_eq!(taken, kind < 3, "winners' backward taken");
+            // the dense products on one thread: on more, the GEMM may cut
+            // a long ∂W product along k (images·L > 2·taps: 13 × 13 with
+            // padding 1), which sums its halves apart; the CNN's shapes
+            // (the last cases) are compared on 2 threads too
+            // (not finite: both the dense way, compared on the same threads)
+            let mut dense_threads = vec![if kind < 3 { 1 } else { threads }];
+            if n == 80 && kind < 3 {
+                dense_threads.push(threads);
+            }
+            for dt in dense_threads {
+                let dense = run(false, &on(dt));
+                let what = format!(
+                    "C={C} O={O} n={n} {hw}x{hw} p={padding} pool {pk}/{ps} kind {kind} \
+                     threads {threads} (dense {dt}) portable {portable}"
+                );
+                for (name, (s, d)) in ["x", "W", "bias"].iter().zip(sparse.iter().zip(&dense)) {
+                    let diff = s.iter().zip(d).position(|(a, b)| a != b);
+                    assert!(diff.is_none(), "∂{name} differs at {diff:?}: {what}");
+                }
+            }
+        }
+        for kind in 0..4 {
+            for threads in [1, 2] {
+                let batches: &[usize] = if threads == 1 {
+                    &[1, GROUP - 1, GROUP + 1]
+                } else {
+                    &[GROUP + 1]
+                };
+                for &n in batches {
+                    for padding in [0, 1] {
+                        case::<1, 8>(n, 28, padding, (2, 2), kind, threads, false);
+                        case::<1, 8>(n, 11, padding, (2, 2), kind, threads, false);
+                        case::<32, 16>(n, 13, padding, (2, 2), kind, threads, false);
+                    }
+                }
+                case::<3, 8>(GROUP + 1, 12, 1, (3, 3), kind, threads, false);
+                case::<3, 8>(GROUP + 1, 13, 0, (2, 3), kind, threads, false);
+            }
+            case::<32, 64>(80, 13, 0, (2, 2), kind, 2, false);
+            case::<1, 32>(80, 28, 0, (2, 2), kind, 2, false);
+            case::<32, 16>(GROUP + 1, 13, 0, (2, 2), kind, 1, true);
+            case::<1, 8>(GROUP + 1, 11, 1, (2, 2), kind, 1, true);
+        }
     }
 
     /// The 2 × 2 pass (8 and 4 windows at a time with AVX2, then one by
