@@ -103,8 +103,8 @@ impl Winners {
         let spare = &mut by_channel.spare_capacity_mut()[..cap + 1];
         let mut n = 0;
         let mut channel_at = Vec::with_capacity(out_channels + 1);
-        // the winners below a window's first row, (row in the window, term)
-        let mut lower = vec![(0usize, Term { row: 0, g: 0.0 }); pw + 1];
+        // the winners below a window's first row
+        let mut lower = vec![Term { row: 0, g: 0.0 }; pw + 1];
         for o in 0..out_channels {
             channel_at.push(n);
             for i in 0..images {
@@ -123,15 +123,16 @@ impl Winners {
                         };
                         let (won, upper) = (a != MASKED, a < next_row);
                         spare[n].write(t);
-                        lower[nl] = ((a as usize / w).wrapping_sub(py * s), t);
+                        lower[nl] = t;
                         n += usize::from(won & upper);
                         nl += usize::from(won & !upper);
                     }
                     let lower = &mut lower[..nl];
                     if k > 2 {
-                        lower.sort_by_key(|&(dy, _)| dy);
+                        // by row (one row per window: the second for 2 × 2)
+                        lower.sort_by_key(|t| (t.row as usize - i * len) / w);
                     }
-                    for &(_, t) in lower.iter() {
+                    for &t in lower.iter() {
                         spare[n].write(t);
                         n += 1;
                     }
