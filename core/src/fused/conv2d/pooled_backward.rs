@@ -519,3 +519,81 @@ mod avx2 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Geometry, MASKED, col2im};
+    use super::*;
+    use crate::fused::gemm::{Kernel, Operand, gemm, portable};
+
+    /// `∂x` from the winners against the dense `Wᵀ·gg` and col2im, bit for
+    /// bit, where only the signs of zeros can differ: products that
+    /// underflow (chains of fused multiply-adds ending at `-0` where the
+    /// dense chain's zero terms make `+0`) onto a gradient that already
+    /// holds `-0` (which the dense col2im's `+0` columns make `+0`), on
+    /// both kernels, padding 0 and 1.
+    #[test]
+    fn input_grads_keep_the_dense_signs_of_zeros() {
+        let check = |padding: usize| {
+            let (c, o, hw) = (2, 3, 6);
+            let conv = Window::try_new("Conv2D", 3, 1, padding, hw, hw).unwrap();
+            let (ch, cw) = conv.output_size();
+            let pool = Window::try_new("MaxPool2D", 2, 2, 0, ch, cw).unwrap();
+            let geo = Geometry {
+                window: conv,
+                channels: c,
+                out_channels: o,
+            };
+            let (taps, len, plen) = (geo.taps(), conv.out_len(), pool.out_len());
+            let (pw, tiny) = (pool.output_size().1, 1e-30f32);
+            // weights tiny and not, of both signs; gradients tiny, zeros
+            // of both signs; winners anywhere in their windows, or none
+            let ws: Vec<f32> = (0..o * taps)
+                .map(|i| [tiny, -tiny, 1.0, -tiny, tiny, -1.0, tiny][i % 7])
+                .collect();
+            let mut g = Vec::new();
+            let mut arg = Vec::new();
+            for oc in 0..o {
+                for j in 0..plen {
+                    g.push([-tiny, tiny, 0.0, -0.0, -tiny][(j + 2 * oc) % 5]);
+                    let (py, px) = (j / pw, j % pw);
+                    let (dy, dx) = (((j + oc) / 2) % 2, (j * 3 + oc) % 2);
+                    let at = (2 * py + dy) * cw + 2 * px + dx;
+                    arg.push(if (j + oc) % 4 == 3 { MASKED } else { at as u32 });
+                }
+            }
+            let simd = Kernel::detect().simd();
+            let wins = Winners::new(&g, &arg, &pool, o, 0, 1, true);
+            let mut got = vec![-0.0f32; geo.image_len()];
+            let mut v = vec![0.0f32; taps];
+            wins.add_input_grads(&ws, &geo, 0, &mut got, &mut v, simd);
+            let mut gg = vec![0.0f32; o * len];
+            for (at, (&gv, &a)) in g.iter().zip(&arg).enumerate() {
+                if a != MASKED {
+                    gg[at / plen * len + a as usize] += gv;
+                }
+            }
+            let mut dcols = vec![0.0f32; taps * len];
+            let wt = Operand::transposed(&ws, taps);
+            gemm(
+                taps,
+                len,
+                o,
+                1.0,
+                wt,
+                Operand::plain(&gg, len),
+                0.0,
+                &mut dcols,
+                len,
+            );
+            let mut want = vec![-0.0f32; geo.image_len()];
+            col2im(&dcols, &geo, &mut want, len);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "padding {padding}, simd {simd}");
+        };
+        for padding in [0, 1] {
+            check(padding);
+            portable(|| check(padding));
+        }
+    }
+}
