@@ -90,53 +90,21 @@ impl Winners {
         by_position: bool,
     ) -> Self {
         debug_assert!(pool.stride() >= pool.kernel(), "overlapping windows");
-        let (k, s) = (pool.kernel(), pool.stride());
-        let w = pool.input_size().1;
-        let (ph, pw) = pool.output_size();
+        let pw = pool.output_size().1;
         let (len, plen) = (pool.in_len(), pool.out_len());
-        // every window's term is written where the next winner goes, and
-        // the count moves past it only for a winner: no branch on data
-        // (which windows won, and in which row, is a coin toss a branch
-        // predictor loses: a third of this pass's time)
         let cap = out_channels * images * plen;
         let mut by_channel: Vec<Term> = Vec::with_capacity(cap + 1);
         let spare = &mut by_channel.spare_capacity_mut()[..cap + 1];
         let mut n = 0;
         let mut channel_at = Vec::with_capacity(out_channels + 1);
-        // the winners below a window's first row
         let mut lower = vec![Term { row: 0, g: 0.0 }; pw + 1];
         for o in 0..out_channels {
             channel_at.push(n);
             for i in 0..images {
                 let at = ((b0 + i) * out_channels + o) * plen;
                 let (gp, ap) = (&g[at..][..plen], &arg[at..][..plen]);
-                for py in 0..ph {
-                    let (gr, ar) = (&gp[py * pw..][..pw], &ap[py * pw..][..pw]);
-                    // ascending positions: the windows' first row, then
-                    // each of the others (each in window order)
-                    let next_row = ((py * s + 1) * w) as u32;
-                    let mut nl = 0;
-                    for (&v, &a) in gr.iter().zip(ar) {
-                        let t = Term {
-                            row: ((i * len) as u32).wrapping_add(a),
-                            g: 0.0 + v,
-                        };
-                        let (won, upper) = (a != MASKED, a < next_row);
-                        spare[n].write(t);
-                        lower[nl] = t;
-                        n += usize::from(won & upper);
-                        nl += usize::from(won & !upper);
-                    }
-                    let lower = &mut lower[..nl];
-                    if k > 2 {
-                        // by row (one row per window: the second for 2 × 2)
-                        lower.sort_by_key(|t| (t.row as usize - i * len) / w);
-                    }
-                    for &t in lower.iter() {
-                        spare[n].write(t);
-                        n += 1;
-                    }
-                }
+                let out = &mut spare[n..n + plen + 1];
+                n += plane_winners(gp, ap, pool, (i * len) as u32, out, &mut lower);
             }
         }
         channel_at.push(n);
@@ -321,6 +289,62 @@ impl Winners {
             }
         }
     }
+}
+
+/// The winners of one channel's plane (pooled gradients `gp`, winners
+/// `ap`) in ascending position order, each term's row `base` + its
+/// position, written from `out[0]` (which holds one value more than `gp`):
+/// how many. `lower` is scratch of one value more than a pooled row.
+///
+/// Every window's term is written where the next winner goes, and the
+/// count moves past it only for a winner: no branch on data (which windows
+/// won, and in which row, is a coin toss a branch predictor loses).
+fn plane_winners(
+    gp: &[f32],
+    ap: &[u32],
+    pool: &Window,
+    base: u32,
+    out: &mut [std::mem::MaybeUninit<Term>],
+    lower: &mut [Term],
+) -> usize {
+    let (k, s) = (pool.kernel(), pool.stride());
+    let w = pool.input_size().1;
+    let (ph, pw) = pool.output_size();
+    assert!(gp.len() == ph * pw && ap.len() == gp.len());
+    assert!(out.len() > gp.len() && lower.len() > pw);
+    let mut n = 0;
+    for (py, (gr, ar)) in gp.chunks_exact(pw).zip(ap.chunks_exact(pw)).enumerate() {
+        // ascending positions: the windows' first row, then the winners
+        // below it (each row in window order)
+        let next_row = ((py * s + 1) * w) as u32;
+        let mut nl = 0;
+        for (&v, &a) in gr.iter().zip(ar) {
+            let t = Term {
+                row: base.wrapping_add(a),
+                g: 0.0 + v,
+            };
+            let (won, upper) = (a != MASKED, a < next_row);
+            // SAFETY: `n` counts winners of the windows before this one, so
+            // it is below `gp.len() < out.len()`; `nl` those of this row,
+            // below `pw < lower.len()` (asserted).
+            unsafe {
+                out.get_unchecked_mut(n).write(t);
+                *lower.get_unchecked_mut(nl) = t;
+            }
+            n += usize::from(won & upper);
+            nl += usize::from(won & !upper);
+        }
+        let lower = &mut lower[..nl];
+        if k > 2 {
+            // by row (one row per window: the second for 2 × 2)
+            lower.sort_by_key(|t| (t.row - base) as usize / w);
+        }
+        for &t in lower.iter() {
+            out[n].write(t);
+            n += 1;
+        }
+    }
+    n
 }
 
 /// Whether `values` hold a `-0`.
