@@ -28,17 +28,18 @@
 //! Groups of [`GROUP`] images are shared among rayon's threads; the
 //! backward sums `∂W` within a group, then the groups in order, so the
 //! result does not depend on the scheduling and a training run is
-//! reproducible. (One exception in the dense backward: a `∂W` product whose
-//! `k`, the group's pixels, is more than twice its `taps` — 13 × 13 images
-//! with padding 1 — is cut along `k` for the threads by the GEMM, which sums
-//! the halves apart; the MNIST CNN's products are not.)
+//! reproducible. (One exception in the dense backward: a large `∂W` product
+//! whose `k`, the group's pixels, is more than about twice its `taps` — 13
+//! × 13 images with padding 1 — can be cut along `k` for the threads by the
+//! GEMM, which sums the parts apart; the MNIST CNN's products are not.)
 //!
 //! Fused with ReLU and a max pool whose windows do not overlap
 //! ([`conv2d_relu_max_pool2d_cpu`] with stride ≥ kernel), the backward
 //! works from the pool's winners alone ([`pooled_backward`]): at most a
 //! quarter of the gradient `g_b` is nonzero, and the dense products spent
 //! three quarters of their multiply-adds on zeros (one thread, the CNN's
-//! step 22.7–23.2 → 17.5–17.8 ms). Its sums are the dense products' chains
+//! step 22.8–23.4 → 16.9–17.3 ms, measured back to back on a loaded
+//! machine). Its sums are the dense products' chains
 //! over the same nonzero terms in the same order, so the gradients are the
 //! same bits (the tests compare them); it runs on any number of threads in
 //! one order.
@@ -671,8 +672,11 @@ fn conv2d_pooled_cpu<
         geo.out_image_len(),
     );
     let pool = pool.copied();
-    // the backward from the winners (which needs no columns kept)
-    let from_winners = from_winners && pool.is_some_and(|p| p.stride() >= p.kernel());
+    // the backward from the winners (which needs no columns kept; its
+    // terms name a group's pixels with a u32)
+    let from_winners = from_winners
+        && pool.is_some_and(|p| p.stride() >= p.kernel())
+        && GROUP * window.out_len() < u32::MAX as usize;
     if let Some(p) = pool {
         assert_eq!(
             p.input_size(),
