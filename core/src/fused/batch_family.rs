@@ -34,6 +34,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// this is lower than the mining passes' threshold.
 const PARALLEL_MIN_ROWS: usize = 128;
 
+/// Rows of a block of [`Pass::sweep`] when nothing is summed per part: a
+/// third of [`BLOCK`] (so its blocks regroup into [`BLOCK`]'s, see
+/// [`by_block`]), small enough that two threads end within a few rows of
+/// each other.
+const SWEEP_ROWS: usize = 16;
+const _: () = assert!(BLOCK.is_multiple_of(SWEEP_ROWS));
+
 /// A row-major matrix shared among threads that each read and write their
 /// own elements (see [`Shared::chunk`] and [`fold_lower`]).
 #[derive(Clone, Copy)]
@@ -558,34 +565,56 @@ impl<F: BatchFormula> Pass<'_, F> {
         dsq[i] += 0.5 * row_sum;
     }
 
-    /// `f(first row, its rows of the matrix, buffers, accumulator)` for
-    /// every block of rows of `s` (the matrix of [`matrix`](Self::matrix)),
-    /// in `parts` parts shared among rayon's threads (part `p` takes blocks
-    /// `p, p + parts, …`, whichever thread runs it, so the sums do not
-    /// depend on the scheduling), each part with its own zeroed accumulator
-    /// of `len` values. The results in block order, the accumulators in
-    /// part order.
+    /// `f(first row, row count, its rows of the matrix, buffers,
+    /// accumulator)` for every block of rows of `s` (the matrix of
+    /// [`matrix`](Self::matrix)), shared among `parts` workers on rayon's
+    /// threads; the results in block order, the accumulators in part order.
+    ///
+    /// With accumulators (`len > 0`), blocks of [`BLOCK`] rows and part `p`
+    /// takes blocks `p, p + parts, …`, whichever thread runs it, each part
+    /// with its own zeroed accumulator of `len` values: the sums do not
+    /// depend on the scheduling. Without (`len = 0`: nothing a part adds
+    /// up), blocks of [`SWEEP_ROWS`] rows claimed one by one by whichever
+    /// worker is free: the parts' rows even (at N = 256, blocks of 48 rows
+    /// split 144 / 112 between two threads) and no part waits for a thread
+    /// the machine has not scheduled.
     fn sweep<R: Send>(
         &self,
         s: &mut [f32],
         parts: usize,
         len: usize,
-        f: impl Fn(usize, &mut [f32], &mut Buffers, &mut [f32]) -> R + Sync,
+        f: impl Fn(usize, usize, &mut [f32], &mut Buffers, &mut [f32]) -> R + Sync,
     ) -> (Vec<R>, Vec<Vec<f32>>) {
-        let blocks = block_starts(self.rows);
+        let step = if len == 0 { SWEEP_ROWS } else { BLOCK };
+        let blocks: Vec<usize> = (0..self.rows).step_by(step).collect();
         let ld = self.ld();
         let parts = parts.min(blocks.len()).max(1);
         let slots: Vec<Mutex<Option<R>>> = blocks.iter().map(|_| Mutex::new(None)).collect();
         let accs: Vec<Mutex<Vec<f32>>> = (0..parts).map(|_| Mutex::new(Vec::new())).collect();
         let shared = Shared::of(s);
+        let next = AtomicUsize::new(0);
+        let block = |k: usize, b: &mut Buffers, acc: &mut [f32]| {
+            let (i0, rows) = (blocks[k], step.min(self.rows - blocks[k]));
+            // SAFETY: the block's own rows: each block is run once.
+            let chunk = unsafe { shared.chunk(i0 * ld, step * ld) };
+            let r = f(i0, rows, chunk, b, acc);
+            *slots[k].lock().expect("a block's slot") = Some(r);
+        };
         let run = |p: usize| {
             let mut acc = vec![0.0f32; len];
             let mut b = self.buffers();
-            for k in (p..blocks.len()).step_by(parts) {
-                // SAFETY: the block's own rows: each block is run once.
-                let chunk = unsafe { shared.chunk(blocks[k] * ld, BLOCK * ld) };
-                let r = f(blocks[k], chunk, &mut b, &mut acc);
-                *slots[k].lock().expect("a block's slot") = Some(r);
+            if len == 0 {
+                loop {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    if k >= blocks.len() {
+                        break;
+                    }
+                    block(k, &mut b, &mut acc);
+                }
+            } else {
+                for k in (p..blocks.len()).step_by(parts) {
+                    block(k, &mut b, &mut acc);
+                }
             }
             *accs[p].lock().expect("a part's accumulator") = acc;
         };
@@ -675,11 +704,27 @@ impl<F: BatchFormula> Pass<'_, F> {
     }
 }
 
-/// One block's forward: the sum of its rows' values, each row's count and,
+/// The sum of the rows' values and of their counts, in `f64`: each block
+/// of [`BLOCK`] rows summed in row order, then the blocks in order (the
+/// same additions whatever blocks [`Pass::sweep`] ran).
+fn by_block(values: &[f32], counts: &[f32]) -> (f64, f64) {
+    let (mut sum, mut total) = (0.0f64, 0.0f64);
+    for (v, c) in values.chunks(BLOCK).zip(counts.chunks(BLOCK)) {
+        let mut block = 0.0f64;
+        for &v in v {
+            block += f64::from(v);
+        }
+        sum += block;
+        total += c.iter().map(|&c| f64::from(c)).sum::<f64>();
+    }
+    (sum, total)
+}
+
+/// One block's forward: its rows' values and counts and,
 /// for the whole batch, each row's statistics; with a fused miner, what it
 /// kept.
 struct BlockForward {
-    sum: f64,
+    values: Vec<f32>,
     counts: Vec<f32>,
     stats: Vec<RowStats>,
     mined: Mined,
@@ -846,8 +891,7 @@ where
 
     // Lifted structure: every row's shared number first.
     let shared: Vec<f32> = if F::SHARED {
-        pass.sweep(&mut s, parts, 0, |i0, m, b, _| {
-            let rows = BLOCK.min(pass.rows - i0);
+        pass.sweep(&mut s, parts, 0, |i0, rows, m, b, _| {
             (0..rows)
                 .map(|r| f.shared(&pass.row(i0 + r, &m[r * ld..], b)))
                 .collect::<Vec<f32>>()
@@ -860,10 +904,9 @@ where
 
     let grad_now = T::OWNS_TAPE && !F::SHARED;
     let dsq_len = if grad_now { pass.dsq_len() } else { 0 };
-    let (blocks, dsq) = pass.sweep(&mut s, parts, dsq_len, |i0, m, b, dsq| {
-        let rows = BLOCK.min(pass.rows - i0);
+    let (blocks, dsq) = pass.sweep(&mut s, parts, dsq_len, |i0, rows, m, b, dsq| {
         let mut out = BlockForward {
-            sum: 0.0,
+            values: Vec::with_capacity(rows),
             counts: Vec::with_capacity(rows),
             stats: Vec::with_capacity(rows),
             mined: Mined::default(),
@@ -879,7 +922,7 @@ where
             } else {
                 f.row(&row, &shared)
             };
-            out.sum += f64::from(v.value);
+            out.values.push(v.value);
             out.counts.push(v.count);
             if square {
                 let every_pair = if mining { None } else { margins };
@@ -911,20 +954,19 @@ where
         b.ds = ds;
         out
     });
-    let mut sum = 0.0f64;
-    let mut total = 0.0f64;
+    let mut values = Vec::with_capacity(pass.rows);
     let mut counts = Vec::with_capacity(pass.rows);
     let mut stats = Vec::with_capacity(n);
     let mut mined = Mined::default();
     for b in blocks {
-        sum += b.sum;
-        total += b.counts.iter().map(|&c| f64::from(c)).sum::<f64>();
+        values.extend(b.values);
         counts.extend(b.counts);
         stats.extend(b.stats);
         let (m, k) = (&mut mined.sizes, b.mined.sizes);
         (m.pos, m.neg, m.triplets) = (m.pos + k.pos, m.neg + k.neg, m.triplets + k.triplets);
         mined.active += b.mined.active;
     }
+    let (sum, total) = by_block(&values, &counts);
     if mining && f.is_zero(mined.sizes) {
         // PML's zero for the lists the miner gives: the listed path's, with its gradient
         return Ok(FusedFormula::Unavailable(x.put_tape(tape)));
@@ -932,8 +974,7 @@ where
     if !square {
         // the statistics cover every pair of the batch: its own matrix
         let mut whole_s = whole.matrix(parts);
-        let (per_block, _) = whole.sweep(&mut whole_s, parts, 0, |i0, m, _, _| {
-            let rows = BLOCK.min(n - i0);
+        let (per_block, _) = whole.sweep(&mut whole_s, parts, 0, |i0, rows, m, _, _| {
             let ld = whole.ld();
             (0..rows)
                 .map(|r| {
@@ -1066,8 +1107,7 @@ fn shared_gradient<F: BatchFormula>(
 ) -> Vec<Vec<f32>> {
     let (n, f, ld) = (pass.rows, pass.f, pass.ld());
     let g = |i: usize| if counts[i] > 0.0 { 1.0 } else { 0.0 };
-    let (_, per_part) = pass.sweep(s, parts, n, |i0, m, b, acc| {
-        let rows = BLOCK.min(n - i0);
+    let (_, per_part) = pass.sweep(s, parts, n, |i0, rows, m, b, acc| {
         let mut ds = vec![0.0f32; n];
         for r in 0..rows {
             let row = pass.row(i0 + r, &m[r * ld..], b);
@@ -1080,8 +1120,7 @@ fn shared_gradient<F: BatchFormula>(
             *o += v;
         }
     }
-    pass.sweep(s, parts, pass.dsq_len(), |i0, m, b, dsq| {
-        let rows = BLOCK.min(n - i0);
+    pass.sweep(s, parts, pass.dsq_len(), |i0, rows, m, b, dsq| {
         // what the rows send to the shared numbers again: not needed here
         let mut sink = vec![0.0f32; n];
         let mut ds = std::mem::take(&mut b.ds);
@@ -1230,6 +1269,74 @@ mod tests {
                 let want = count_mined_portable(&d, (&pos, &neg), m);
                 assert_eq!(count_mined(&d, (&pos, &neg), m), want, "n={n} {m:?}");
             }
+        }
+    }
+
+    /// `sweep` runs every block once and returns the results in block
+    /// order, claimed (no accumulator) or by parts (their accumulators each
+    /// holding its own blocks' rows); `by_block` adds as per-48-row blocks.
+    #[test]
+    fn sweep_runs_each_block_once_in_order() {
+        use crate::formulas::{MultiSimilarity, PairWeights, Weighting};
+        let f = MultiSimilarity {
+            alpha: 2.0,
+            beta: 50.0,
+            base: 0.5,
+        };
+        for n in [1, 16, 47, 100, 150, 256] {
+            let (d, labels) = (8, (0..n).map(|i| i / 4).collect::<Vec<_>>());
+            let w = PairWeights::try_new(Weighting::Mask, &crate::miners::Tuples::All, &labels)
+                .unwrap();
+            let x: Vec<f32> = (0..n * d).map(|k| (k % 13) as f32 - 6.0).collect();
+            let panels = Panels::new(Scratch::copy_of_slice(&x), n, d);
+            let pass = Pass {
+                f: &f,
+                w: &w,
+                panels: &panels,
+                rows: n,
+                cols: n,
+                c0: 0,
+                d,
+            };
+            for parts in [1, 2, 3] {
+                let mut s = pass.matrix(parts);
+                for len in [0, n] {
+                    let (rows, accs) = pass.sweep(&mut s, parts, len, |i0, rows, m, _, acc| {
+                        assert!(m.len() >= (rows - 1) * pass.ld() + n, "n={n}");
+                        for i in i0..i0 + rows {
+                            if let Some(a) = acc.get_mut(i) {
+                                *a += 1.0;
+                            }
+                        }
+                        (i0..i0 + rows).collect::<Vec<_>>()
+                    });
+                    let rows = rows.concat();
+                    assert_eq!(rows, (0..n).collect::<Vec<_>>(), "n={n} len={len}");
+                    let seen = (0..len)
+                        .map(|i| accs.iter().map(|a| a[i]).sum::<f32>())
+                        .collect::<Vec<_>>();
+                    assert_eq!(seen, vec![1.0; len], "n={n} parts={parts}");
+                }
+            }
+            let values: Vec<f32> = (0..n).map(|i| 0.1 * i as f32 + 1e-3).collect();
+            let counts: Vec<f32> = (0..n).map(|i| (i % 3) as f32).collect();
+            let (mut sum, mut total) = (0.0f64, 0.0f64);
+            for b in (0..n).step_by(BLOCK) {
+                let mut block = 0.0f64;
+                for &v in &values[b..(b + BLOCK).min(n)] {
+                    block += f64::from(v);
+                }
+                sum += block;
+                total += counts[b..(b + BLOCK).min(n)]
+                    .iter()
+                    .map(|&c| f64::from(c))
+                    .sum::<f64>();
+            }
+            let got = by_block(&values, &counts);
+            assert_eq!(
+                (got.0.to_bits(), got.1.to_bits()),
+                (sum.to_bits(), total.to_bits())
+            );
         }
     }
 
