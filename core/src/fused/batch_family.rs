@@ -19,7 +19,8 @@
 use super::gemm::NR;
 use super::gemm::{Operand, cut_in, gemm};
 use super::gram::{BLOCK, MR, Panels, distances};
-use super::parallel::in_parallel;
+use super::parallel::{in_parallel, in_row_parts, row_parts};
+use super::touch_for_write;
 use super::{Scratch, upstream};
 use crate::MetricLossError;
 use crate::device::FusedFormula;
@@ -1039,7 +1040,6 @@ where
             if total <= 0.0 || g == 0.0 {
                 return Ok(());
             }
-            super::touch_for_write(gx);
             let scale = (f64::from(g) / total) as f32;
             let (packed, rows, cols) = match &view {
                 None => (&panels, None, None),
@@ -1066,6 +1066,7 @@ where
             };
             match (rows, cols) {
                 (Some(rows), Some(cols)) => {
+                    touch_for_write(gx);
                     let back = rows
                         .iter()
                         .enumerate()
@@ -1080,9 +1081,14 @@ where
                     }
                 }
                 _ => {
-                    for (a, b) in gx.iter_mut().zip(dx.iter()) {
-                        *a += b * factor;
-                    }
+                    // rows apart: the fresh gradient's page faults on both cores
+                    let parts = row_parts(gx.len());
+                    in_row_parts(gx, D.max(1), parts, |r0, gx| {
+                        touch_for_write(gx);
+                        for (a, b) in gx.iter_mut().zip(&dx[r0 * D..]) {
+                            *a += b * factor;
+                        }
+                    });
                 }
             }
             Ok(())

@@ -351,8 +351,6 @@ pub(crate) fn l2_normalize_cpu<B: Dim, const D: usize, T: Tape<f32, Cpu>>(
     let (x, mut tape) = x.try_contiguous()?.split_tape();
     let xs = Scratch::copy_of(&x);
     let width = D.max(1);
-    // filled row by row (not zeroed first)
-    let mut out = Vec::with_capacity(xs.len());
     // (n, whether the norm itself, not the floor, is n) per row
     let mut norms = Vec::with_capacity(shape.0.size());
     for row in xs.chunks_exact(width) {
@@ -371,8 +369,23 @@ pub(crate) fn l2_normalize_cpu<B: Dim, const D: usize, T: Tape<f32, Cpu>>(
             (norm, !norm.is_nan())
         };
         norms.push((n, through));
-        out.extend(row.iter().map(|&v| v / n));
     }
+    // a fresh buffer (zeroed pages from the system, not written first),
+    // filled rows apart: its page faults on both cores
+    let mut out = vec![0.0f32; xs.len()];
+    let parts = parallel::row_parts(out.len());
+    parallel::in_row_parts(&mut out, width, parts, |r0, out| {
+        let x = &xs[r0 * width..][..out.len()];
+        for ((out, x), &(n, _)) in out
+            .chunks_exact_mut(width)
+            .zip(x.chunks_exact(width))
+            .zip(&norms[r0..])
+        {
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = v / n;
+            }
+        }
+    });
     let y = Scratch::copy_of_slice(&out);
     let out = dev.try_tensor_from_vec(out, shape)?;
     if T::OWNS_TAPE {
@@ -381,18 +394,23 @@ pub(crate) fn l2_normalize_cpu<B: Dim, const D: usize, T: Tape<f32, Cpu>>(
             // the upstream gradient lent, not copied (N × D values)
             with_upstream(grads, &out_ghost, |grads, g| {
                 let gx = grads.get_or_alloc_mut(&x)?;
-                touch_for_write(gx);
-                let dots = row_dots(&y, g, width);
-                let rows = gx
-                    .chunks_exact_mut(width)
-                    .zip(g.chunks_exact(width))
-                    .zip(y.chunks_exact(width));
-                for ((((gx, g), y), &(n, through)), &dot) in rows.zip(&norms).zip(&dots) {
-                    let dot = if through { dot } else { 0.0 };
-                    for ((gx, &g), &y) in gx.iter_mut().zip(g).zip(y) {
-                        *gx += (g - y * dot) / n;
+                // rows apart: the fresh gradient's page faults on both cores
+                let parts = parallel::row_parts(gx.len());
+                parallel::in_row_parts(gx, width, parts, |r0, gx| {
+                    touch_for_write(gx);
+                    let (g, y) = (&g[r0 * width..][..gx.len()], &y[r0 * width..][..gx.len()]);
+                    let dots = row_dots(y, g, width);
+                    let rows = gx
+                        .chunks_exact_mut(width)
+                        .zip(g.chunks_exact(width))
+                        .zip(y.chunks_exact(width));
+                    for ((((gx, g), y), &(n, through)), &dot) in rows.zip(&norms[r0..]).zip(&dots) {
+                        let dot = if through { dot } else { 0.0 };
+                        for ((gx, &g), &y) in gx.iter_mut().zip(g).zip(y) {
+                            *gx += (g - y * dot) / n;
+                        }
                     }
-                }
+                });
                 Ok(())
             })
         });

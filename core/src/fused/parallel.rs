@@ -94,6 +94,49 @@ pub(crate) fn in_parallel(parts: usize, f: impl Fn(usize) + Sync) {
     );
 }
 
+/// From this many values on, a row-wise pass over a fresh buffer (a
+/// gradient dfdx has just allocated) is cut among rayon's threads: its
+/// first write to each 4 KiB page is a page fault that zeroes the page,
+/// a few microseconds each (128 of them for a 1024 × 128 gradient), which
+/// the kernel serves to two cores at once.
+const ROW_PARTS_MIN_VALUES: usize = 1 << 15;
+
+/// How many parts [`in_row_parts`] cuts a pass over `values` values into:
+/// rayon's thread count from [`ROW_PARTS_MIN_VALUES`] on, else one.
+pub(crate) fn row_parts(values: usize) -> usize {
+    if values >= ROW_PARTS_MIN_VALUES {
+        rayon::current_num_threads().max(1)
+    } else {
+        1
+    }
+}
+
+/// `f(first row, its rows)` for `buf`, rows of `width` values, cut into at
+/// most `parts` runs of whole rows (as even as can be) shared by
+/// [`in_parallel`]: for work whose rows do not depend on each other, so
+/// that the result does not depend on the cut.
+pub(crate) fn in_row_parts(
+    buf: &mut [f32],
+    width: usize,
+    parts: usize,
+    f: impl Fn(usize, &mut [f32]) + Sync,
+) {
+    let rows = buf.len().checked_div(width).unwrap_or(0);
+    if parts < 2 || rows < 2 {
+        f(0, buf);
+        return;
+    }
+    let per = rows.div_ceil(parts.min(rows));
+    let chunks: Vec<std::sync::Mutex<Option<&mut [f32]>>> = buf
+        .chunks_mut(per * width)
+        .map(|c| std::sync::Mutex::new(Some(c)))
+        .collect();
+    in_parallel(chunks.len(), |p| {
+        let chunk = chunks[p].lock().expect("a part's rows").take();
+        f(p * per, chunk.expect("each part runs once"));
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +153,27 @@ mod tests {
                 });
             }
             assert!(runs.iter().all(|r| r.load(Ordering::Relaxed) == 50));
+        }
+    }
+
+    /// `in_row_parts` hands every row to `f` once, with its index, in runs
+    /// of whole rows: any width, row count and number of parts.
+    #[test]
+    fn row_parts_cover_every_row_once() {
+        for width in [1, 3, 8] {
+            for rows in [0, 1, 2, 5, 17, 64] {
+                for parts in [1, 2, 3, 7] {
+                    let mut buf = vec![0.0f32; rows * width];
+                    in_row_parts(&mut buf, width, parts, |r0, rows| {
+                        assert_eq!(rows.len() % width, 0);
+                        for (k, v) in rows.iter_mut().enumerate() {
+                            *v += (r0 * width + k) as f32 + 1.0;
+                        }
+                    });
+                    let want: Vec<f32> = (0..rows * width).map(|k| k as f32 + 1.0).collect();
+                    assert_eq!(buf, want, "width={width} rows={rows} parts={parts}");
+                }
+            }
         }
     }
 
