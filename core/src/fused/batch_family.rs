@@ -35,8 +35,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// this is lower than the mining passes' threshold.
 const PARALLEL_MIN_ROWS: usize = 128;
 
-/// Rows of a block of [`Pass::sweep`] when nothing is summed per part: a
-/// third of [`BLOCK`] (so its blocks regroup into [`BLOCK`]'s, see
+/// Rows of a block of [`Pass::sweep`]: a third of [`BLOCK`] (so its blocks regroup into [`BLOCK`]'s, see
 /// [`by_block`]), small enough that two threads end within a few rows of
 /// each other.
 const SWEEP_ROWS: usize = 16;
@@ -571,14 +570,14 @@ impl<F: BatchFormula> Pass<'_, F> {
     /// [`matrix`](Self::matrix)), shared among `parts` workers on rayon's
     /// threads; the results in block order, the accumulators in part order.
     ///
-    /// With accumulators (`len > 0`), blocks of [`BLOCK`] rows and part `p`
-    /// takes blocks `p, p + parts, …`, whichever thread runs it, each part
-    /// with its own zeroed accumulator of `len` values: the sums do not
-    /// depend on the scheduling. Without (`len = 0`: nothing a part adds
-    /// up), blocks of [`SWEEP_ROWS`] rows claimed one by one by whichever
-    /// worker is free: the parts' rows even (at N = 256, blocks of 48 rows
-    /// split 144 / 112 between two threads) and no part waits for a thread
-    /// the machine has not scheduled.
+    /// Blocks of [`SWEEP_ROWS`] rows, so that the parts' rows are even (in
+    /// blocks of 48 rows, N = 256 split 144 / 112 between two threads).
+    /// With accumulators (`len > 0`), part `p` takes blocks `p, p + parts,
+    /// …`, whichever thread runs it, each part with its own zeroed
+    /// accumulator of `len` values: the sums do not depend on the
+    /// scheduling. Without (`len = 0`: nothing a part adds up), the blocks
+    /// are claimed one by one by whichever worker is free: no part waits
+    /// for a thread the machine has not scheduled.
     fn sweep<R: Send>(
         &self,
         s: &mut [f32],
@@ -586,7 +585,7 @@ impl<F: BatchFormula> Pass<'_, F> {
         len: usize,
         f: impl Fn(usize, usize, &mut [f32], &mut Buffers, &mut [f32]) -> R + Sync,
     ) -> (Vec<R>, Vec<Vec<f32>>) {
-        let step = if len == 0 { SWEEP_ROWS } else { BLOCK };
+        let step = SWEEP_ROWS;
         let blocks: Vec<usize> = (0..self.rows).step_by(step).collect();
         let ld = self.ld();
         let parts = parts.min(blocks.len()).max(1);
