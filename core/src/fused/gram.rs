@@ -137,13 +137,48 @@ impl Panels {
         let mut panels = Scratch::with_len(cols * d, 0);
         let mut sq = vec![0.0f32; cols];
         let x = Operand::plain(&rows, d.max(1));
+        // the rows in two halves of whole blocks (their slivers and panels
+        // apart) on two threads for a large pass: the same values either way
+        let cut = if parallel(n) {
+            (n / 2).div_ceil(BLOCK) * BLOCK
+        } else {
+            n
+        };
         for p0 in (0..d).step_by(kc) {
             let kc = kc.min(d - p0);
-            pack::<MR>(kernel, x.t(), p0, kc, 0, n, &mut slivers[row_pad * p0..]);
-            let block = &mut panels[cols * p0..cols * (p0 + kc)];
-            pack::<NR>(kernel, x.t(), p0, kc, 0, n, block);
-            for (panel, sq) in block.chunks_exact(kc * NR).zip(sq.chunks_exact_mut(NR)) {
-                kernel.norms(panel, kc, sq);
+            // where the second half's slivers, panels and norms start (the
+            // first half's padded ends when there is one half)
+            let (at, at_sq) = if cut < n {
+                ((cut * kc, cut * kc), cut)
+            } else {
+                ((row_pad * kc, cols * kc), cols)
+            };
+            let (sl0, sl1) = slivers[row_pad * p0..].split_at_mut(at.0);
+            let (pa0, pa1) = panels[cols * p0..cols * (p0 + kc)].split_at_mut(at.1);
+            let (sq0, sq1) = sq.split_at_mut(at_sq);
+            let pack_rows =
+                |r0: usize, rows: usize, sl: &mut [f32], pa: &mut [f32], sq: &mut [f32]| {
+                    if rows == 0 {
+                        return;
+                    }
+                    pack::<MR>(kernel, x.t(), p0, kc, r0, rows, sl);
+                    pack::<NR>(kernel, x.t(), p0, kc, r0, rows, pa);
+                    for (panel, sq) in pa.chunks_exact(kc * NR).zip(sq.chunks_exact_mut(NR)) {
+                        kernel.norms(panel, kc, sq);
+                    }
+                };
+            if cut < n {
+                let halves = [
+                    std::sync::Mutex::new(Some((0, cut, sl0, pa0, sq0))),
+                    std::sync::Mutex::new(Some((cut, n - cut, sl1, pa1, sq1))),
+                ];
+                super::parallel::in_parallel(2, |h| {
+                    let half = halves[h].lock().expect("a half").take();
+                    let (r0, rows, sl, pa, sq) = half.expect("each half runs once");
+                    pack_rows(r0, rows, sl, pa, sq);
+                });
+            } else {
+                pack_rows(0, n, sl0, pa0, sq0);
             }
         }
         Panels {
@@ -394,6 +429,10 @@ pub(crate) mod tests {
             (100, 128),
             (33, 0),
             (30, 600),
+            // packed in two halves on two threads (from 320 rows on), a
+            // partial last sliver and panel; two blocks of k
+            (335, 20),
+            (400, 330),
         ] {
             let xs = values(n, d);
             let p = Panels::new(xs.clone().into(), n, d);
@@ -417,6 +456,8 @@ pub(crate) mod tests {
         for d in [129, 531] {
             norms_equal_the_diagonal_at(40, d);
         }
+        // packed in two halves (from 320 rows on)
+        norms_equal_the_diagonal_at(341, 129);
     }
 
     fn norms_equal_the_diagonal_at(n: usize, d: usize) {

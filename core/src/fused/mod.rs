@@ -386,7 +386,11 @@ pub(crate) fn l2_normalize_cpu<B: Dim, const D: usize, T: Tape<f32, Cpu>>(
             }
         }
     });
-    let y = Scratch::copy_of_slice(&out);
+    // kept for the backward: copied rows apart too
+    let mut y = Scratch::with_len(out.len(), 0);
+    parallel::in_row_parts(&mut y, width, parts, |r0, y| {
+        y.copy_from_slice(&out[r0 * width..][..y.len()]);
+    });
     let out = dev.try_tensor_from_vec(out, shape)?;
     if T::OWNS_TAPE {
         let out_ghost = out.clone();
