@@ -911,7 +911,12 @@ where
             stats: Vec::with_capacity(rows),
             mined: Mined::default(),
         };
-        let mut host = vec![0.0f32; pass.cols];
+        // the miner's units of a row (only with a fused miner)
+        let mut host = if mining {
+            vec![0.0f32; pass.cols]
+        } else {
+            Vec::new()
+        };
         let mut ds = std::mem::take(&mut b.ds);
         for r in 0..rows {
             let i = i0 + r;

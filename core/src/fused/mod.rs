@@ -370,22 +370,31 @@ pub(crate) fn l2_normalize_cpu<B: Dim, const D: usize, T: Tape<f32, Cpu>>(
         };
         norms.push((n, through));
     }
-    // a fresh buffer (zeroed pages from the system, not written first),
-    // filled rows apart: its page faults on both cores
-    let mut out = vec![0.0f32; xs.len()];
-    let parts = parallel::row_parts(out.len());
-    parallel::in_row_parts(&mut out, width, parts, |r0, out| {
-        let x = &xs[r0 * width..][..out.len()];
-        for ((out, x), &(n, _)) in out
-            .chunks_exact_mut(width)
-            .zip(x.chunks_exact(width))
-            .zip(&norms[r0..])
-        {
-            for (o, &v) in out.iter_mut().zip(x) {
-                *o = v / n;
+    // a fresh buffer (not zeroed first), filled rows apart: its page faults
+    // on both cores
+    let mut out: Vec<f32> = Vec::with_capacity(xs.len());
+    let parts = parallel::row_parts(xs.len());
+    parallel::in_row_parts(
+        &mut out.spare_capacity_mut()[..xs.len()],
+        width,
+        parts,
+        |r0, out| {
+            let x = &xs[r0 * width..][..out.len()];
+            for ((out, x), &(n, _)) in out
+                .chunks_exact_mut(width)
+                .zip(x.chunks_exact(width))
+                .zip(&norms[r0..])
+            {
+                for (o, &v) in out.iter_mut().zip(x) {
+                    o.write(v / n);
+                }
             }
-        }
-    });
+        },
+    );
+    // SAFETY: the parts wrote every one of the `xs.len()` values: each row
+    // of `width` values, `xs.len()` a whole number of rows (`xs` is B × D,
+    // `width = D` or, for D = 0, no value at all).
+    unsafe { out.set_len(xs.len()) };
     // kept for the backward: copied rows apart too
     let mut y = Scratch::with_len(out.len(), 0);
     parallel::in_row_parts(&mut y, width, parts, |r0, y| {

@@ -115,11 +115,11 @@ pub(crate) fn row_parts(values: usize) -> usize {
 /// most `parts` runs of whole rows (as even as can be) shared by
 /// [`in_parallel`]: for work whose rows do not depend on each other, so
 /// that the result does not depend on the cut.
-pub(crate) fn in_row_parts(
-    buf: &mut [f32],
+pub(crate) fn in_row_parts<T: Send>(
+    buf: &mut [T],
     width: usize,
     parts: usize,
-    f: impl Fn(usize, &mut [f32]) + Sync,
+    f: impl Fn(usize, &mut [T]) + Sync,
 ) {
     let rows = buf.len().checked_div(width).unwrap_or(0);
     if parts < 2 || rows < 2 {
@@ -127,7 +127,7 @@ pub(crate) fn in_row_parts(
         return;
     }
     let per = rows.div_ceil(parts.min(rows));
-    let chunks: Vec<std::sync::Mutex<Option<&mut [f32]>>> = buf
+    let chunks: Vec<std::sync::Mutex<Option<&mut [T]>>> = buf
         .chunks_mut(per * width)
         .map(|c| std::sync::Mutex::new(Some(c)))
         .collect();
