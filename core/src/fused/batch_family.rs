@@ -690,16 +690,29 @@ impl<F: BatchFormula> Pass<'_, F> {
                 d,
             );
         }
-        for part in dsq {
-            for (i, &s) in part.iter().enumerate() {
-                if s != 0.0 {
-                    let (out, x) = (&mut dx[i * d..(i + 1) * d], &xs[i * d..(i + 1) * d]);
-                    for (o, &v) in out.iter_mut().zip(x) {
-                        *o += 2.0 * scale * s * v;
+        // each row's parts in part order (the same additions however the
+        // rows are cut), the rows cut among rayon's threads
+        let width = d.max(1);
+        let dsq_rows = dsq.iter().map(Vec::len).max().unwrap_or(0).min(packed);
+        in_row_parts(
+            &mut dx[..dsq_rows * d],
+            width,
+            row_parts(dsq_rows * d),
+            |r0, out| {
+                for (r, out) in out.chunks_exact_mut(width).enumerate() {
+                    let i = r0 + r;
+                    let x = &xs[i * d..(i + 1) * d];
+                    for part in dsq {
+                        let s = part.get(i).copied().unwrap_or(0.0);
+                        if s != 0.0 {
+                            for (o, &v) in out.iter_mut().zip(x) {
+                                *o += 2.0 * scale * s * v;
+                            }
+                        }
                     }
                 }
-            }
-        }
+            },
+        );
         dx
     }
 }
