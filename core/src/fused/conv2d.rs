@@ -270,10 +270,10 @@ unsafe fn assume_init<V>(values: &mut [MaybeUninit<V>]) -> &mut [V] {
 /// # Safety
 /// Nothing writes an uninitialised value through the result (the
 /// functions here only write `MaybeUninit::new(v)`).
-unsafe fn as_uninit(values: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+unsafe fn as_uninit<V>(values: &mut [V]) -> &mut [MaybeUninit<V>] {
     // SAFETY: same layout; the caller writes only initialised values, so
     // `values` stays initialised.
-    unsafe { &mut *(values as *mut [f32] as *mut [MaybeUninit<f32>]) }
+    unsafe { &mut *(values as *mut [V] as *mut [MaybeUninit<V>]) }
 }
 
 /// [`relu_max_pool`] of one plane for 2 × 2 windows side by side (the
@@ -281,7 +281,12 @@ unsafe fn as_uninit(values: &mut [f32]) -> &mut [MaybeUninit<f32>] {
 /// [`Window::max_of_plane`] (taps in row-major order, the first maximum
 /// wins, a NaN wins over any number) then the ReLU, four taps a window
 /// read as two pairs of two rows.
-fn relu_max_pool_2x2(pool: &Window, plane: &[f32], out: &mut [f32], arg: &mut [u32]) {
+fn relu_max_pool_2x2(
+    pool: &Window,
+    plane: &[f32],
+    out: &mut [MaybeUninit<f32>],
+    arg: &mut [MaybeUninit<u32>],
+) {
     /// `(o, at)` takes `(v, vat)` when `v` wins: larger, or NaN.
     #[inline(always)]
     fn keep(o: &mut f32, at: &mut u32, v: f32, vat: u32) {
@@ -311,8 +316,8 @@ fn relu_max_pool_2x2(pool: &Window, plane: &[f32], out: &mut [f32], arg: &mut [u
                         bottom[2 * done..][..16].as_ptr(),
                         first + 2 * done as u32,
                         w as u32,
-                        out[done..][..8].as_mut_ptr(),
-                        arg[done..][..8].as_mut_ptr(),
+                        out[done..][..8].as_mut_ptr().cast(),
+                        arg[done..][..8].as_mut_ptr().cast(),
                     );
                 }
                 done += 8;
@@ -328,8 +333,8 @@ fn relu_max_pool_2x2(pool: &Window, plane: &[f32], out: &mut [f32], arg: &mut [u
                         bottom[2 * done..][..8].as_ptr(),
                         first + 2 * done as u32,
                         w as u32,
-                        out[done..][..4].as_mut_ptr(),
-                        arg[done..][..4].as_mut_ptr(),
+                        out[done..][..4].as_mut_ptr().cast(),
+                        arg[done..][..4].as_mut_ptr().cast(),
                     );
                 }
                 done += 4;
@@ -347,8 +352,8 @@ fn relu_max_pool_2x2(pool: &Window, plane: &[f32], out: &mut [f32], arg: &mut [u
             keep(&mut m, &mut m_at, t[1], at + 1);
             keep(&mut m, &mut m_at, b[0], at + w as u32);
             keep(&mut m, &mut m_at, b[1], at + w as u32 + 1);
-            *a = if m > 0.0 { m_at } else { MASKED };
-            *o = m.max(0.0);
+            a.write(if m > 0.0 { m_at } else { MASKED });
+            o.write(m.max(0.0));
         }
     }
 }
@@ -541,8 +546,14 @@ const MASKED: u32 = u32::MAX;
 /// (`O × L`): each window's maximum, `max(v, 0)`, and in `arg` the offset
 /// in its plane of the window's first maximum ([`Window::max_of_plane`]),
 /// or [`MASKED`] where the ReLU's derivative is 0 (the maximum is not
-/// positive: dfdx's `relu` passes the gradient only for `v > 0`).
-fn relu_max_pool(pool: &Window, y: &[f32], out: &mut [f32], arg: &mut [u32]) {
+/// positive: dfdx's `relu` passes the gradient only for `v > 0`). Every
+/// value of `out` and `arg` is written.
+fn relu_max_pool(
+    pool: &Window,
+    y: &[f32],
+    out: &mut [MaybeUninit<f32>],
+    arg: &mut [MaybeUninit<u32>],
+) {
     let (len, plen) = (pool.in_len(), pool.out_len());
     if (pool.kernel(), pool.stride()) == (2, 2) {
         let planes = y
@@ -554,6 +565,10 @@ fn relu_max_pool(pool: &Window, y: &[f32], out: &mut [f32], arg: &mut [u32]) {
         }
         return;
     }
+    out.fill(MaybeUninit::new(0.0));
+    arg.fill(MaybeUninit::new(0));
+    // SAFETY: every value of `out` and `arg` was just written.
+    let (out, arg) = unsafe { (assume_init(out), assume_init(arg)) };
     let planes = y
         .chunks_exact(len)
         .zip(out.chunks_exact_mut(plen))
@@ -718,7 +733,13 @@ fn conv2d_pooled_cpu<
     // (`keep`: the columns must be left in `cols` for the backward;
     // otherwise images side by side are packed straight from their rows,
     // never written out)
-    let forward_images = |b0: usize, out: &mut [MaybeUninit<f32>], cols: &mut [f32], keep: bool| {
+    // (`initialised`: `out` already holds values, which a product with
+    // β = 0 may write over without zeros first)
+    let forward_images = |b0: usize,
+                          out: &mut [MaybeUninit<f32>],
+                          initialised: bool,
+                          cols: &mut [f32],
+                          keep: bool| {
         let images = out.len() / out_image;
         let ld = images * len;
         let direct = images > 1 && !keep;
@@ -749,8 +770,11 @@ fn conv2d_pooled_cpu<
         // straight into its output, then the bias added
         let wp = packed_weight.as_ref().expect("packed when side by side");
         for (i, out) in out.chunks_exact_mut(out_image).enumerate() {
-            out.fill(MaybeUninit::new(0.0));
-            // SAFETY: every value of `out` was just written.
+            if !initialised {
+                out.fill(MaybeUninit::new(0.0));
+            }
+            // SAFETY: every value of `out` was initialised by the caller
+            // or just written.
             let out = unsafe { assume_init(out) };
             let cols = if direct {
                 let x = &xs[(b0 + i) * image..][..image];
@@ -777,7 +801,7 @@ fn conv2d_pooled_cpu<
                 .zip(cols.chunks_mut(taps * len * per))
                 .enumerate()
             {
-                forward_images(t * GROUP + p * per, out, cols, keep);
+                forward_images(t * GROUP + p * per, out, false, cols, keep);
             }
             return;
         };
@@ -790,12 +814,16 @@ fn conv2d_pooled_cpu<
             .zip(cols.chunks_mut(taps * len * per));
         for (p, ((out, arg), cols)) in parts.enumerate() {
             let y = &mut y[..out.len() / final_image * out_image];
-            // SAFETY: `forward_images` writes only initialised values.
-            forward_images(t * GROUP + p * per, unsafe { as_uninit(y) }, cols, keep);
-            out.fill(MaybeUninit::new(0.0));
-            arg.fill(MaybeUninit::new(0));
-            // SAFETY: every value of `out` and `arg` was just written.
-            let (out, arg) = unsafe { (assume_init(out), assume_init(arg)) };
+            // (`y` is initialised: the side by side products need no
+            // zeros first)
+            forward_images(
+                t * GROUP + p * per,
+                // SAFETY: `forward_images` writes only initialised values.
+                unsafe { as_uninit(y) },
+                true,
+                cols,
+                keep,
+            );
             relu_max_pool(&pool, y, out, arg);
         }
     };
@@ -1209,8 +1237,10 @@ mod tests {
                 .collect();
             let pool = Window::try_new("MaxPool2D", 2, 2, 0, h, w).unwrap();
             let n = pool.out_len();
-            let (mut out, mut arg) = (vec![0.0; n], vec![0; n]);
-            relu_max_pool_2x2(&pool, &plane, &mut out, &mut arg);
+            let (mut out, mut arg) = (vec![0.0; n], vec![0u32; n]);
+            // SAFETY: `relu_max_pool_2x2` writes only initialised values.
+            let (out_u, arg_u) = unsafe { (as_uninit(&mut out), as_uninit(&mut arg)) };
+            relu_max_pool_2x2(&pool, &plane, out_u, arg_u);
             let (mut out_ref, mut arg_ref) = (vec![0.0; n], vec![0; n]);
             pool.max_of_plane(&plane, &mut out_ref, &mut arg_ref);
             for (o, a) in out_ref.iter_mut().zip(arg_ref.iter_mut()) {
