@@ -302,42 +302,49 @@ fn relu_max_pool_2x2(
         let top = &plane[2 * oy * w..][..2 * ow];
         let bottom = &plane[(2 * oy + 1) * w..][..2 * ow];
         let first = (2 * oy * w) as u32;
-        // eight windows at a time with AVX2, the rest one by one
+        // With AVX2, eight windows at a time (rows of at least eight), or
+        // else four with the 128-bit half (at least four), the last ones
+        // of a row the last eight (four) windows: some windows computed
+        // twice, the same values written again, and no scalar tail (the
+        // first block's rows of 13 windows: 0..8 and 5..13; the second's
+        // of 5: 0..4 and 1..5). Narrower rows one window at a time.
         #[allow(unused_mut)]
         let mut done = 0;
         #[cfg(target_arch = "x86_64")]
         if simd {
-            while done + 8 <= ow {
+            while ow >= 8 && done < ow {
+                let at = done.min(ow - 8);
                 // SAFETY: AVX2 is present; `top` and `bottom` hold the 16
-                // values from `2·done`, `out` and `arg` the 8 from `done`.
+                // values from `2·at`, `out` and `arg` the 8 from `at`
+                // (`at + 8 ≤ ow`).
                 unsafe {
                     avx2::relu_max_pool_8(
-                        top[2 * done..][..16].as_ptr(),
-                        bottom[2 * done..][..16].as_ptr(),
-                        first + 2 * done as u32,
+                        top[2 * at..][..16].as_ptr(),
+                        bottom[2 * at..][..16].as_ptr(),
+                        first + 2 * at as u32,
                         w as u32,
-                        out[done..][..8].as_mut_ptr().cast(),
-                        arg[done..][..8].as_mut_ptr().cast(),
+                        out[at..][..8].as_mut_ptr().cast(),
+                        arg[at..][..8].as_mut_ptr().cast(),
                     );
                 }
-                done += 8;
+                done = at + 8;
             }
-            // four more with the 128-bit half (the second block's rows are
-            // 5 windows wide, the first's 13: 8 + 4 + 1)
-            if done + 4 <= ow {
+            while ow >= 4 && done < ow {
+                let at = done.min(ow - 4);
                 // SAFETY: AVX2 is present; `top` and `bottom` hold the 8
-                // values from `2·done`, `out` and `arg` the 4 from `done`.
+                // values from `2·at`, `out` and `arg` the 4 from `at`
+                // (`at + 4 ≤ ow`).
                 unsafe {
                     avx2::relu_max_pool_4(
-                        top[2 * done..][..8].as_ptr(),
-                        bottom[2 * done..][..8].as_ptr(),
-                        first + 2 * done as u32,
+                        top[2 * at..][..8].as_ptr(),
+                        bottom[2 * at..][..8].as_ptr(),
+                        first + 2 * at as u32,
                         w as u32,
-                        out[done..][..4].as_mut_ptr().cast(),
-                        arg[done..][..4].as_mut_ptr().cast(),
+                        out[at..][..4].as_mut_ptr().cast(),
+                        arg[at..][..4].as_mut_ptr().cast(),
                     );
                 }
-                done += 4;
+                done = at + 4;
             }
         }
         let first = first + 2 * done as u32;
