@@ -242,10 +242,7 @@ impl Winners {
                 continue;
             }
             v.fill(0.0);
-            for kb in (0..taps).step_by(BLOCK) {
-                let width = BLOCK.min(taps - kb);
-                chain(&mut v[kb..kb + width], &ws[kb..], taps, terms, simd);
-            }
+            chain(v, ws, taps, terms, simd);
             if simd && has_negative_zero(v) {
                 // an underflow to -0: the dense chain's own sign
                 for (r, v) in v.iter_mut().enumerate() {
@@ -437,7 +434,9 @@ fn add_column(v: &[f32], geo: &Geometry, oy: usize, ox: usize, gx: &mut [f32]) {
 /// `acc[j]` continued by the chain `acc[j] = g·rows[row·stride + j] +
 /// acc[j]` over `terms` in order: fused multiply-adds with `simd` (AVX2 +
 /// FMA present, as the GEMM's kernel), multiplies then adds otherwise — the
-/// operations of the GEMM's two micro-kernels, entry by entry.
+/// operations of the GEMM's two micro-kernels, entry by entry. With AVX2,
+/// [`BLOCK`] entries a pass over the terms (a whole column of `∂x`, 288
+/// entries for the MNIST CNN, in one call: the terms' last row found once).
 fn chain(acc: &mut [f32], rows: &[f32], stride: usize, terms: &[Term], simd: bool) {
     let width = acc.len();
     let last = terms.iter().map(|t| t.row as usize).max();
@@ -445,26 +444,30 @@ fn chain(acc: &mut [f32], rows: &[f32], stride: usize, terms: &[Term], simd: boo
         return;
     };
     assert!(
-        width <= BLOCK && width <= stride && last * stride + width <= rows.len(),
+        width <= stride && last * stride + width <= rows.len(),
         "chain: rows do not hold the terms"
     );
     #[cfg(target_arch = "x86_64")]
     if simd {
-        // SAFETY: `simd` is the GEMM kernel's choice, made only when AVX2
-        // and FMA are present; every row read (`row·stride + width` at most)
-        // is inside `rows` (asserted), `acc` holds `width` values.
-        unsafe {
-            let (a, r) = (acc.as_mut_ptr(), rows.as_ptr());
-            match width / 8 {
-                0 => avx2::chain::<0>(a, width, r, stride, terms),
-                1 => avx2::chain::<1>(a, width, r, stride, terms),
-                2 => avx2::chain::<2>(a, width, r, stride, terms),
-                3 => avx2::chain::<3>(a, width, r, stride, terms),
-                4 => avx2::chain::<4>(a, width, r, stride, terms),
-                5 => avx2::chain::<5>(a, width, r, stride, terms),
-                6 => avx2::chain::<6>(a, width, r, stride, terms),
-                7 => avx2::chain::<7>(a, width, r, stride, terms),
-                _ => avx2::chain::<8>(a, width, r, stride, terms),
+        for kb in (0..width).step_by(BLOCK) {
+            let width = BLOCK.min(width - kb);
+            // SAFETY: `simd` is the GEMM kernel's choice, made only when
+            // AVX2 and FMA are present; every row read (`row·stride + kb +
+            // width` at most) is inside `rows` (asserted), `acc` holds `kb
+            // + width` values.
+            unsafe {
+                let (a, r) = (acc.as_mut_ptr().add(kb), rows.as_ptr().add(kb));
+                match width / 8 {
+                    0 => avx2::chain::<0>(a, width, r, stride, terms),
+                    1 => avx2::chain::<1>(a, width, r, stride, terms),
+                    2 => avx2::chain::<2>(a, width, r, stride, terms),
+                    3 => avx2::chain::<3>(a, width, r, stride, terms),
+                    4 => avx2::chain::<4>(a, width, r, stride, terms),
+                    5 => avx2::chain::<5>(a, width, r, stride, terms),
+                    6 => avx2::chain::<6>(a, width, r, stride, terms),
+                    7 => avx2::chain::<7>(a, width, r, stride, terms),
+                    _ => avx2::chain::<8>(a, width, r, stride, terms),
+                }
             }
         }
         return;
