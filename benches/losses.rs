@@ -158,7 +158,9 @@ fn train_step(c: &mut Criterion) {
 /// median measures the neighbours too). `STEP_TABLE=FusedLinear` runs only
 /// the rows whose name holds that text; `STEP_RUNS=<n>` times `n` steps
 /// instead of 300 (a profiler's run). `benches/step_torch.py` prints the
-/// same for PyTorch.
+/// same for PyTorch. Both keep freed memory for the next step
+/// ([`metric_loss::allocator::keep_freed_memory`]; `DEFAULT_MALLOC=1` here,
+/// `--default-malloc` there, to leave glibc's settings).
 fn step_table() {
     fn row<M: Encoder>(name: &str) {
         // STEP_TABLE=<text>: only the rows whose name holds it
@@ -231,6 +233,12 @@ type CnnLayers = (
 criterion_group!(benches, losses, train_step);
 
 fn main() {
+    // Freed memory kept for the next step, as `benches/step_torch.py` does
+    // for PyTorch (see `metric_loss::allocator`); `DEFAULT_MALLOC=1` leaves
+    // glibc's own settings, to see the difference.
+    if std::env::var_os("DEFAULT_MALLOC").is_none() {
+        metric_loss::allocator::keep_freed_memory();
+    }
     if std::env::var_os("STEP_TABLE").is_some() {
         step_table();
         return;

@@ -9,8 +9,14 @@ neighbours too).
 
 It also prints the process's CPU time per step over the 300 (user + system,
 all threads): on a loaded machine, the work a step costs.
+
+Like our side (`metric_loss::allocator::keep_freed_memory`, which the step
+bench calls), it first tells glibc's malloc to keep freed memory for the next
+step (mmap threshold 32 MiB, trim threshold 2 GB), so neither side pays a
+page fault per 4 KiB of its buffers every step; `--default-malloc` leaves
+glibc's settings.
 """
-import argparse, importlib.util, time
+import argparse, ctypes, ctypes.util, importlib.util, time
 from pathlib import Path
 
 import torch
@@ -35,7 +41,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--encoder", choices=["mlp", "cnn"], default="mlp")
     ap.add_argument("--reference", default=str(ROOT.parent / "shared" / "bench" / "reference.py"))
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="leave glibc's malloc settings (no mallopt)")
     args = ap.parse_args()
+    if not args.default_malloc:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+        assert libc.mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1
+        assert libc.mallopt(M_TRIM_THRESHOLD, 2_000_000_000) == 1
     spec = importlib.util.spec_from_file_location("reference", args.reference)
     reference = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(reference)  # its encoders: the step's model
@@ -61,7 +74,8 @@ def main():
     cpu_ms = (time.process_time() - cpu) * 1e3 / len(ms)
     ms.sort()
     print(f"ref train_step_torch_best encoder={args.encoder} batch=80 threads={torch.get_num_threads()} "
-          f"best_ms={ms[0]:.2f} q1_ms={ms[len(ms) // 4]:.2f} cpu_ms={cpu_ms:.2f}")
+          f"best_ms={ms[0]:.2f} q1_ms={ms[len(ms) // 4]:.2f} cpu_ms={cpu_ms:.2f} "
+          f"malloc={'default' if args.default_malloc else 'kept'}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@
 // dfdx tensor types (shape, dtype, device, tape) are long by nature.
 #![allow(clippy::type_complexity)]
 
+pub mod allocator;
 pub mod data;
 pub mod error;
 pub mod eval;
