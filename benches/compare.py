@@ -66,9 +66,19 @@ def main():
                          "against torch.mm and the gemm crate; family: the ranking-loss family "
                          "against PML; xbm: cross-batch memory (batch 80, memory 1024) against "
                          "PML's CrossBatchMemory")
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="leave glibc's malloc settings on both sides (by default both sides keep "
+                         "freed memory: see metric_loss::allocator)")
     args = ap.parse_args()
     env = dict(os.environ, OMP_NUM_THREADS=args.threads, MKL_NUM_THREADS=args.threads,
                RAYON_NUM_THREADS=args.threads)
+    if args.default_malloc:
+        env["DEFAULT_MALLOC"] = "1"
+    else:
+        # the settings of metric_loss::allocator::keep_freed_memory, for every
+        # process of both sides alike
+        env["GLIBC_TUNABLES"] = ("glibc.malloc.mmap_threshold=33554432:"
+                                 "glibc.malloc.trim_threshold=2000000000")
 
     rows, notes = [], []
     for part, make in [("search", search_rows), ("losses", loss_rows), ("gemm", gemm_rows),

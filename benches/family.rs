@@ -25,7 +25,11 @@
 //!   a steady process for a sampling profiler (`perf record`) to read.
 //!
 //! Set `RAYON_NUM_THREADS` / `OMP_NUM_THREADS` alike when comparing with
-//! the reference.
+//! the reference. Every mode but `FAMILY_RSS` first has glibc keep freed
+//! memory ([`metric_loss::allocator::keep_freed_memory`]; `DEFAULT_MALLOC=1`
+//! to leave its settings): run the reference with the same settings,
+//! `GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=2000000000`,
+//! as `benches/compare.py` does.
 
 use criterion::{BenchmarkId, Criterion};
 use metric_loss::prelude::*;
@@ -200,6 +204,13 @@ fn profile(spec: &str) {
 }
 
 fn main() {
+    // Freed memory kept for the next call, as `benches/compare.py` has
+    // glibc keep it for PML too (see `metric_loss::allocator`);
+    // `DEFAULT_MALLOC=1` leaves glibc's settings; the peak-RSS run keeps
+    // them too.
+    if std::env::var_os("DEFAULT_MALLOC").is_none() && std::env::var_os("FAMILY_RSS").is_none() {
+        metric_loss::allocator::keep_freed_memory();
+    }
     if let Some(spec) = std::env::var_os("FAMILY_PROFILE") {
         profile(&spec.to_string_lossy());
         return;
