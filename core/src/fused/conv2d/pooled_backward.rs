@@ -351,17 +351,28 @@ fn has_negative_zero(values: &[f32]) -> bool {
         .fold(false, |any, v| any | (v.to_bits() == NEG_ZERO))
 }
 
+/// With a 3 × 3 kernel, where column `(oy, ox)`'s window lies wholly
+/// inside the image (no padding under it): the plane offset of its top-left
+/// pixel. `None` for any other kernel or a window over the padding. The
+/// fast path of [`patch_of`] and of its adjoint [`add_column`].
+fn interior_3x3(geo: &Geometry, oy: usize, ox: usize) -> Option<usize> {
+    let win = geo.window;
+    let (k, s, p) = (win.kernel(), win.stride(), win.padding());
+    let (h, w) = win.input_size();
+    let (y0, x0) = (oy * s, ox * s);
+    (k == 3 && y0 >= p && x0 >= p && y0 - p + k <= h && x0 - p + k <= w)
+        .then(|| (y0 - p) * w + x0 - p)
+}
+
 /// Column `(oy, ox)` of one image's columns: `patch[(c, ky, kx)] = x[c, oy·s
 /// + ky − p, ox·s + kx − p]`, 0 in the padding.
 fn patch_of(x: &[f32], geo: &Geometry, oy: usize, ox: usize, patch: &mut [f32]) {
     let win = geo.window;
     let (k, s, p) = (win.kernel(), win.stride(), win.padding());
     let (h, w) = win.input_size();
-    let (y0, x0) = (oy * s, ox * s);
-    if k == 3 && y0 >= p && x0 >= p && y0 - p + k <= h && x0 - p + k <= w {
+    if let Some(at) = interior_3x3(geo, oy, ox) {
         // inside the image (every column but the border's with padding):
         // three pixels a row, fixed-size copies
-        let at = (y0 - p) * w + x0 - p;
         let planes = x.chunks_exact(h * w).take(geo.channels);
         for (plane, out) in planes.zip(patch.chunks_exact_mut(9)) {
             for (ky, out) in out.chunks_exact_mut(3).enumerate() {
@@ -395,10 +406,8 @@ fn add_column(v: &[f32], geo: &Geometry, oy: usize, ox: usize, gx: &mut [f32]) {
     let win = geo.window;
     let (k, s, p) = (win.kernel(), win.stride(), win.padding());
     let (h, w) = win.input_size();
-    let (y0, x0) = (oy * s, ox * s);
-    if k == 3 && y0 >= p && x0 >= p && y0 - p + k <= h && x0 - p + k <= w {
+    if let Some(at) = interior_3x3(geo, oy, ox) {
         // inside the image: three pixels a row
-        let at = (y0 - p) * w + x0 - p;
         let planes = gx.chunks_exact_mut(h * w).take(geo.channels);
         for (plane, v) in planes.zip(v.chunks_exact(9)) {
             for (ky, v) in v.chunks_exact(3).enumerate() {
