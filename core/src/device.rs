@@ -173,7 +173,7 @@ pub trait MetricDevice: Device<f32> + 'static {
     }
 
     /// The loss of a formula of the ranking family over every pair of a
-    /// batch of normalized rows (PML's no-miner call: `w` holds
+    /// batch (PML's no-miner call: `w` holds
     /// [`Tuples::All`](crate::miners::Tuples::All)'s weights for `labels`)
     /// and the statistics of every pair, in one fused pass that never holds
     /// the `N × N` matrix: what [`BatchCriterion`](crate::loss::BatchCriterion)
@@ -185,17 +185,26 @@ pub trait MetricDevice: Device<f32> + 'static {
     /// exactly 0. A view of the matrix (N-pairs' anchors × positives) is
     /// computed from the rows it reads, its statistics from one more pass.
     ///
+    /// `prepare` says what `x` is: rows already normalized
+    /// ([`Prepare::AsGiven`]), or the raw embeddings, which the kernel
+    /// L2-normalizes as it copies them ([`Prepare::L2Normalize`]: exactly
+    /// [`l2_normalize`](crate::distance::l2_normalize)'s values, and its
+    /// backward applied as the kernel writes `∂L/∂x`, one tape op instead of
+    /// two). `Unavailable` gives `x` back as it came, not normalized.
+    ///
     /// ```
     /// use dfdx::prelude::*;
-    /// use metric_loss_core::device::{FusedFormula, MetricDevice};
+    /// use metric_loss_core::device::{FusedFormula, MetricDevice, Prepare};
     /// use metric_loss_core::formulas::{MultiSimilarity, PairWeights, Weighting};
     /// use metric_loss_core::miners::Tuples;
     /// let dev = Cpu::default();
-    /// let x = dev.tensor([[1.0f32, 0.0], [0.8, 0.6], [0.0, 1.0]]);
+    /// // raw rows: the kernel normalizes them ([3, 4] becomes [0.6, 0.8])
+    /// let x = dev.tensor([[2.0f32, 0.0], [3.0, 4.0], [0.0, 0.5]]);
     /// let labels = [0, 0, 1];
     /// let w = PairWeights::try_new(Weighting::Mask, &Tuples::All, &labels).unwrap();
     /// let f = MultiSimilarity { alpha: 2.0, beta: 50.0, base: 0.5 };
-    /// match Cpu::try_fused_batch_formula(x.leaky_trace(), &labels, &w, &f).unwrap() {
+    /// let fused = Cpu::try_fused_batch_formula(x.leaky_trace(), &labels, &w, &f, Prepare::L2Normalize);
+    /// match fused.unwrap() {
     ///     FusedFormula::Done { loss, stats } => {
     ///         assert_eq!(stats.pairs, 6);
     ///         let g = loss.backward();
@@ -215,8 +224,9 @@ pub trait MetricDevice: Device<f32> + 'static {
         labels: &[usize],
         w: &crate::formulas::PairWeights,
         f: &F,
+        prepare: Prepare,
     ) -> Result<FusedFormula<N, D, Self, T>, crate::MetricLossError> {
-        let _ = (labels, w, f);
+        let _ = (labels, w, f, prepare);
         Ok(FusedFormula::Unavailable(x))
     }
 
@@ -741,6 +751,36 @@ pub enum FusedBatchHard<N: Dim, const D: usize, Dev: Device<f32>, T> {
     Unavailable(Tensor<(N, Const<D>), f32, Dev, T>),
 }
 
+/// What a fused kernel does to the rows it is given before any distance
+/// ([`MetricDevice::try_fused_batch_formula`]).
+///
+/// A loss whose embeddings are L2-normalized (the whole ranking family:
+/// [`MetricSpace::L2_NORMALIZES`](crate::loss::MetricSpace::L2_NORMALIZES))
+/// hands its raw rows to the kernel with [`L2Normalize`](Self::L2Normalize):
+/// the CPU then normalizes them while copying them for its pass and folds
+/// the normalization's backward into its own, instead of running
+/// [`l2_normalize`](crate::distance::l2_normalize) as a separate tape op
+/// first (a copy of the rows and a second backward op fewer). The values
+/// and gradients are the same bits either way.
+///
+/// ```
+/// use metric_loss_core::device::Prepare;
+/// use metric_loss_core::loss::MetricSpace;
+/// use metric_loss_core::losses::SupConLoss;
+/// // the ranking family normalizes: its fused kernel may do it itself
+/// assert!(SupConLoss::L2_NORMALIZES);
+/// assert_ne!(Prepare::AsGiven, Prepare::L2Normalize);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prepare {
+    /// The rows are used as given (already prepared by the caller).
+    AsGiven,
+    /// The rows are L2-normalized first, exactly as
+    /// [`l2_normalize`](crate::distance::l2_normalize) does (`NORM_EPS`
+    /// floor, overflow-safe norms, NaN rows NaN), inside the kernel.
+    L2Normalize,
+}
+
 /// What [`MetricDevice::try_fused_batch_formula`](crate::device::MetricDevice::try_fused_batch_formula)
 /// gives back.
 pub enum FusedFormula<N: Dim, const D: usize, Dev: Device<f32>, T> {
@@ -863,8 +903,9 @@ impl MetricDevice for Cpu {
         labels: &[usize],
         w: &crate::formulas::PairWeights,
         f: &F,
+        prepare: Prepare,
     ) -> Result<FusedFormula<N, D, Self, T>, crate::MetricLossError> {
-        crate::fused::batch_formula_fused_cpu(x, labels, w, f)
+        crate::fused::batch_formula_fused_cpu(x, labels, w, f, prepare)
     }
 
     fn try_cross_gram<B: Dim, M: Dim, const D: usize, T: Tape<f32, Self>>(

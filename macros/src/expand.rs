@@ -143,6 +143,8 @@ pub fn expand(spec: &Spec, item: &syn::ItemStruct) -> TokenStream {
     quote! {
         #[allow(clippy::all, clippy::pedantic)]
         impl #k::loss::MetricSpace for #name {
+            const L2_NORMALIZES: bool = #normalize;
+
             fn try_embed<B: #dfdx::shapes::Dim, const D: usize, Dev: #k::device::MetricDevice, T: #dfdx::tensor::Tape<f32, Dev>>(
                 x: #dfdx::tensor::Tensor<(B, #dfdx::shapes::Const<D>), f32, Dev, T>,
             ) -> ::core::result::Result<#dfdx::tensor::Tensor<(B, #dfdx::shapes::Const<D>), f32, Dev, T>, Dev::Err> {
@@ -210,6 +212,9 @@ pub fn expand_family(spec: &crate::family::FamilySpec, item: &syn::ItemStruct) -
     quote! {
         #[allow(clippy::all, clippy::pedantic)]
         impl #k::loss::MetricSpace for #name {
+            // `space::try_embed` is `l2_normalize`: a fused kernel may do it
+            const L2_NORMALIZES: bool = true;
+
             fn try_embed<B: #dfdx::shapes::Dim, const D: usize, Dev: #k::device::MetricDevice, T: #dfdx::tensor::Tape<f32, Dev>>(
                 x: #dfdx::tensor::Tensor<(B, #dfdx::shapes::Const<D>), f32, Dev, T>,
             ) -> ::core::result::Result<#dfdx::tensor::Tensor<(B, #dfdx::shapes::Const<D>), f32, Dev, T>, Dev::Err> {

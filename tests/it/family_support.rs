@@ -1,7 +1,7 @@
 //! What the family's tests share: reading the PML fixtures, running a
 //! formula through either path, and a miner that hands over fixed tuples.
 
-use metric_loss::device::FusedFormula;
+use metric_loss::device::{FusedFormula, Prepare};
 use metric_loss::formulas::{
     BatchFormula, Circle, GeneralizedLiftedStructure, LiftedStructure, Margin, MultiSimilarity,
     NPairs, NtXent, PairWeights, Score, SupCon, generic_batch_formula,
@@ -167,7 +167,7 @@ pub fn run<F: BatchFormula, const D: usize>(
     let n = labels.len();
     let e = if path == Path::Fused && matches!(tuples, Tuples::All) {
         let w = PairWeights::try_new(F::WEIGHTING, tuples, labels).unwrap();
-        match Cpu::try_fused_batch_formula(e, labels, &w, f).unwrap() {
+        match Cpu::try_fused_batch_formula(e, labels, &w, f, Prepare::AsGiven).unwrap() {
             FusedFormula::Done { loss, .. } => {
                 let v = loss.array();
                 let g = loss.backward();

@@ -15,6 +15,7 @@ mod family;
 mod family_fixtures;
 mod family_miners;
 mod family_support;
+mod fused_normalize;
 mod index;
 mod losses;
 mod mined;

@@ -21,9 +21,9 @@ use super::gemm::{Operand, cut_in, gemm};
 use super::gram::{BLOCK, MR, Panels, distances};
 use super::parallel::{in_parallel, in_row_parts, row_parts};
 use super::touch_for_write;
-use super::{Scratch, upstream};
+use super::{Scratch, l2_normalize_backward, l2_normalize_in_place, upstream};
 use crate::MetricLossError;
-use crate::device::FusedFormula;
+use crate::device::{FusedFormula, Prepare};
 use crate::formulas::{BatchFormula, ListSizes, PairWeights, Row, Score};
 use crate::miners::{MinerStats, RowStats, label_ids, multi_similarity_keep_row};
 use dfdx::prelude::*;
@@ -814,7 +814,15 @@ fn cosine_units(s: &[f32], out: &mut [f32], similarity: bool) {
 /// `x` (`w`: the weights of [`Tuples::All`](crate::miners::Tuples::All)
 /// for `labels`), and the statistics of every pair, from the formula's
 /// matrix computed once. `Unavailable` for a batch PML scores as exactly 0
-/// (the generic path gives that zero its gradient).
+/// (the generic path gives that zero its gradient), `x` as given.
+///
+/// With [`Prepare::L2Normalize`], `x` is the raw rows: they are normalized
+/// in place in the copy the pass packs ([`l2_normalize_in_place`], the
+/// values of [`l2_normalize_cpu`](super::l2_normalize_cpu) bit for bit),
+/// and the backward applies the normalization's backward
+/// ([`l2_normalize_backward`]) to `∂L/∂y` as it writes `∂L/∂x`, one row
+/// part at a time: the same bits as the normalize op's backward after
+/// this one's.
 ///
 /// The gradient is linear in the upstream gradient `u`: `∂L/∂X = u/Σcount
 /// · Σ_i [count_i > 0] ∂value_i/∂X`. So with a tape the forward computes
@@ -827,6 +835,7 @@ pub(crate) fn batch_formula_fused_cpu<F, N, const D: usize, T>(
     labels: &[usize],
     w: &PairWeights,
     f: &F,
+    prepare: Prepare,
 ) -> Result<FusedFormula<N, D, Cpu, T>, MetricLossError>
 where
     F: BatchFormula,
@@ -848,7 +857,16 @@ where
     let dev_err = MetricLossError::device;
     let dev = x.device().clone();
     let (x, mut tape) = x.try_contiguous().map_err(dev_err)?.split_tape();
-    let panels = Panels::new(Scratch::copy_of(&x), n, D);
+    let mut rows = Scratch::copy_of(&x);
+    // the norms, for the backward (none: the rows came normalized)
+    let norms = match prepare {
+        Prepare::L2Normalize => {
+            let parts = row_parts(rows.len());
+            Some(l2_normalize_in_place(&mut rows, D.max(1), parts))
+        }
+        Prepare::AsGiven => None,
+    };
+    let panels = Panels::new(rows, n, D);
     panels.check_finite(n, D)?;
     let parts = if n >= PARALLEL_MIN_ROWS {
         rayon::current_num_threads().max(1)
@@ -1055,6 +1073,10 @@ where
             let g = upstream(grads, &out_ghost)?[0];
             let gx = grads.get_or_alloc_mut(&x)?;
             if total <= 0.0 || g == 0.0 {
+                if norms.is_some() {
+                    // `∂L/∂y` is zeros: the normalization's backward adds +0
+                    gx.iter_mut().for_each(|v| *v += 0.0);
+                }
                 return Ok(());
             }
             let scale = (f64::from(g) / total) as f32;
@@ -1081,30 +1103,62 @@ where
                 }
                 (None, None) => unreachable!("the gradient or the matrix is kept"),
             };
-            match (rows, cols) {
-                (Some(rows), Some(cols)) => {
-                    touch_for_write(gx);
-                    let back = rows
-                        .iter()
-                        .enumerate()
-                        .chain(cols.iter().enumerate().map(|(k, c)| (c0 + k, c)));
-                    for (k, &r) in back {
-                        for (a, b) in gx[r * D..(r + 1) * D]
-                            .iter_mut()
-                            .zip(&dx[k * D..(k + 1) * D])
-                        {
-                            *a += b * factor;
-                        }
+            // `∂L/∂X'` scaled, added into `into` (`∂L/∂x`, or the zeros
+            // of `∂L/∂y` when the pass normalized the rows)
+            let scatter = |into: &mut [f32], rows: &[usize], cols: &[usize]| {
+                let back = rows
+                    .iter()
+                    .enumerate()
+                    .chain(cols.iter().enumerate().map(|(k, c)| (c0 + k, c)));
+                for (k, &r) in back {
+                    for (a, b) in into[r * D..(r + 1) * D]
+                        .iter_mut()
+                        .zip(&dx[k * D..(k + 1) * D])
+                    {
+                        *a += b * factor;
                     }
                 }
-                _ => {
-                    // rows apart: the fresh gradient's page faults on both cores
-                    let parts = row_parts(gx.len());
-                    in_row_parts(gx, D.max(1), parts, |r0, gx| {
+            };
+            // rows apart: the fresh gradient's page faults on both cores
+            let parts = row_parts(gx.len());
+            let width = D.max(1);
+            match (rows, cols, &norms) {
+                (Some(rows), Some(cols), None) => {
+                    touch_for_write(gx);
+                    scatter(gx, rows, cols);
+                }
+                (Some(rows), Some(cols), Some(norms)) => {
+                    // `∂L/∂y` (rows gathered twice add up), then through the norms
+                    let mut gy = Scratch::with_len(gx.len(), 0);
+                    gy.fill(0.0);
+                    scatter(&mut gy, rows, cols);
+                    let y = panels.rows();
+                    in_row_parts(gx, width, parts, |r0, gx| {
+                        touch_for_write(gx);
+                        let at = r0 * D..r0 * D + gx.len();
+                        l2_normalize_backward(gx, &gy[at.clone()], &y[at], &norms[r0..], width);
+                    });
+                }
+                (_, _, None) => {
+                    in_row_parts(gx, width, parts, |r0, gx| {
                         touch_for_write(gx);
                         for (a, b) in gx.iter_mut().zip(&dx[r0 * D..]) {
                             *a += b * factor;
                         }
+                    });
+                }
+                (_, _, Some(norms)) => {
+                    let y = panels.rows();
+                    in_row_parts(gx, width, parts, |r0, gx| {
+                        touch_for_write(gx);
+                        let at = r0 * D..r0 * D + gx.len();
+                        // `∂L/∂y` of these rows: dfdx's fresh zeros plus the
+                        // scaled `∂L/∂X` (`0 + v`: a −0 becomes +0, as there)
+                        let mut gy = Scratch::with_len(gx.len(), 0);
+                        for (a, b) in gy.iter_mut().zip(&dx[at.clone()]) {
+                            *a = 0.0 + b * factor;
+                        }
+                        l2_normalize_backward(gx, &gy, &y[at], &norms[r0..], width);
                     });
                 }
             }

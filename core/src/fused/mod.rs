@@ -334,6 +334,94 @@ mod avx2 {
     }
 }
 
+/// A row's `n = max(‖x‖, NORM_EPS)` for [`l2_normalize_cpu`] and the
+/// fused passes that normalize their rows themselves.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RowNorm {
+    /// What the row is divided by.
+    pub(crate) n: f32,
+    /// Whether `n` is the norm itself (its gradient flows), not the floor
+    /// (a zero or tiny row) nor NaN.
+    pub(crate) through: bool,
+}
+
+impl RowNorm {
+    /// The row's norm: `Σ v²` in [`sum_of_squares`]'s order, rescaled
+    /// ([`scaled_norm`]) where the squares overflow, clamped at `NORM_EPS`
+    /// as dfdx's `clamp` does (NaN stays NaN).
+    pub(crate) fn of(row: &[f32]) -> Self {
+        use crate::distance::NORM_EPS;
+        let s = sum_of_squares(row);
+        let norm = if s == f32::INFINITY {
+            scaled_norm(row)
+        } else if s > 0.0 || s.is_nan() {
+            s.sqrt()
+        } else {
+            0.0
+        };
+        // num_traits::clamp, as dfdx's: NaN stays NaN
+        if norm < NORM_EPS {
+            RowNorm {
+                n: NORM_EPS,
+                through: false,
+            }
+        } else {
+            RowNorm {
+                n: norm,
+                through: !norm.is_nan(),
+            }
+        }
+    }
+}
+
+/// `rows` (of `width` values) divided by their norms in place, in
+/// [`in_row_parts`](parallel::in_row_parts) of `parts`: exactly
+/// [`l2_normalize_cpu`]'s values; the norms, for the backward
+/// ([`l2_normalize_backward`]).
+pub(crate) fn l2_normalize_in_place(rows: &mut [f32], width: usize, parts: usize) -> Vec<RowNorm> {
+    let found = std::sync::Mutex::new(Vec::new());
+    parallel::in_row_parts(rows, width, parts, |r0, rows| {
+        let norms: Vec<RowNorm> = rows
+            .chunks_exact_mut(width)
+            .map(|row| {
+                let norm = RowNorm::of(row);
+                for v in row.iter_mut() {
+                    *v /= norm.n;
+                }
+                norm
+            })
+            .collect();
+        found.lock().expect("the parts' norms").push((r0, norms));
+    });
+    let mut found = found.into_inner().expect("the parts' norms");
+    found.sort_by_key(|&(r0, _)| r0);
+    found.into_iter().flat_map(|(_, norms)| norms).collect()
+}
+
+/// The normalisation's backward over whole rows: `gx += (g − y·(y·g))/n`
+/// where the norm is used, `gx += g/n` where the floor is (`y` the
+/// normalized rows, `g` the gradient flowing into them), the dot products
+/// in [`row_dots`]'s order.
+pub(crate) fn l2_normalize_backward(
+    gx: &mut [f32],
+    g: &[f32],
+    y: &[f32],
+    norms: &[RowNorm],
+    width: usize,
+) {
+    let dots = row_dots(y, g, width);
+    let rows = gx
+        .chunks_exact_mut(width)
+        .zip(g.chunks_exact(width))
+        .zip(y.chunks_exact(width));
+    for ((((gx, g), y), norm), &dot) in rows.zip(norms).zip(&dots) {
+        let dot = if norm.through { dot } else { 0.0 };
+        for ((gx, &g), &y) in gx.iter_mut().zip(g).zip(y) {
+            *gx += (g - y * dot) / norm.n;
+        }
+    }
+}
+
 /// Row-wise L2 normalisation on the CPU, `y = x / n` with
 /// `n = max(‖x‖, NORM_EPS)`, in one pass each way. Backward, as the generic
 /// twin's chain rule gives it: where the norm is used (`‖x‖ ≥ NORM_EPS`,
@@ -345,31 +433,12 @@ mod avx2 {
 pub(crate) fn l2_normalize_cpu<B: Dim, const D: usize, T: Tape<f32, Cpu>>(
     x: Tensor<(B, Const<D>), f32, Cpu, T>,
 ) -> Result<Tensor<(B, Const<D>), f32, Cpu, T>, CpuError> {
-    use crate::distance::NORM_EPS;
     let dev = x.device().clone();
     let shape = *x.shape();
     let (x, mut tape) = x.try_contiguous()?.split_tape();
     let xs = Scratch::copy_of(&x);
     let width = D.max(1);
-    // (n, whether the norm itself, not the floor, is n) per row
-    let mut norms = Vec::with_capacity(shape.0.size());
-    for row in xs.chunks_exact(width) {
-        let s = sum_of_squares(row);
-        let norm = if s == f32::INFINITY {
-            scaled_norm(row)
-        } else if s > 0.0 || s.is_nan() {
-            s.sqrt()
-        } else {
-            0.0
-        };
-        // num_traits::clamp, as dfdx's: NaN stays NaN
-        let (n, through) = if norm < NORM_EPS {
-            (NORM_EPS, false)
-        } else {
-            (norm, !norm.is_nan())
-        };
-        norms.push((n, through));
-    }
+    let norms: Vec<RowNorm> = xs.chunks_exact(width).map(RowNorm::of).collect();
     // a fresh buffer (not zeroed first), filled rows apart: its page faults
     // on both cores
     let mut out: Vec<f32> = Vec::with_capacity(xs.len());
@@ -380,7 +449,7 @@ pub(crate) fn l2_normalize_cpu<B: Dim, const D: usize, T: Tape<f32, Cpu>>(
         parts,
         |r0, out| {
             let x = &xs[r0 * width..][..out.len()];
-            for ((out, x), &(n, _)) in out
+            for ((out, x), &RowNorm { n, .. }) in out
                 .chunks_exact_mut(width)
                 .zip(x.chunks_exact(width))
                 .zip(&norms[r0..])
@@ -412,17 +481,7 @@ pub(crate) fn l2_normalize_cpu<B: Dim, const D: usize, T: Tape<f32, Cpu>>(
                 parallel::in_row_parts(gx, width, parts, |r0, gx| {
                     touch_for_write(gx);
                     let (g, y) = (&g[r0 * width..][..gx.len()], &y[r0 * width..][..gx.len()]);
-                    let dots = row_dots(y, g, width);
-                    let rows = gx
-                        .chunks_exact_mut(width)
-                        .zip(g.chunks_exact(width))
-                        .zip(y.chunks_exact(width));
-                    for ((((gx, g), y), &(n, through)), &dot) in rows.zip(&norms[r0..]).zip(&dots) {
-                        let dot = if through { dot } else { 0.0 };
-                        for ((gx, &g), &y) in gx.iter_mut().zip(g).zip(y) {
-                            *gx += (g - y * dot) / n;
-                        }
-                    }
+                    l2_normalize_backward(gx, g, y, &norms[r0..], width);
                 });
                 Ok(())
             })
@@ -453,6 +512,59 @@ mod tests {
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&w), bits(&v), "{from}..{to}");
         }
+    }
+
+    /// `l2_normalize_in_place` gives `l2_normalize_cpu`'s values bit for
+    /// bit, in one part or several, and `l2_normalize_backward` its
+    /// gradient: a zero row (the floor), a tiny one, one whose squares
+    /// overflow, a NaN row, an infinite value, ordinary rows.
+    #[test]
+    fn normalizing_in_place_equals_the_normalize_op_bit_for_bit() {
+        use dfdx::prelude::*;
+        const D: usize = 5;
+        let n = 9000; // N·D ≥ 2¹⁵: the op's and the backward's row parts
+        let mut x: Vec<f32> = (0..n * D)
+            .map(|i| ((i * 7919 % 1013) as f32 - 506.0) * 1e-3)
+            .collect();
+        let specials: [(usize, fn(usize) -> f32); 5] = [
+            (0, |_| 0.0),
+            (1, |k| k as f32 * 1e-10),
+            (2, |k| (k as f32 - 2.0) * 2e19),
+            (3, |k| if k == 2 { f32::NAN } else { 1.0 }),
+            (4500, |k| if k == 4 { f32::INFINITY } else { 0.5 }),
+        ];
+        for (r, v) in specials {
+            for k in 0..D {
+                x[r * D + k] = v(k);
+            }
+        }
+        let dev = Cpu::default();
+        let t: Tensor<(usize, Const<D>), f32, Cpu> = dev.tensor_from_vec(x.clone(), (n, Const));
+        let y = super::l2_normalize_cpu(t.leaky_trace()).unwrap();
+        let g: Vec<f32> = (0..n * D)
+            .map(|i| ((i * 31 % 97) as f32 - 48.0) * 0.01)
+            .collect();
+        let want_y = y.as_vec();
+        let gt = dev.tensor_from_vec(g.clone(), (n, Const));
+        let want_gx = (y * gt).sum().backward().get(&t).as_vec();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for parts in [1, 2, 3] {
+            let mut rows = x.clone();
+            let norms = super::l2_normalize_in_place(&mut rows, D, parts);
+            assert_eq!(bits(&rows), bits(&want_y), "{parts} parts");
+            assert_eq!(norms.len(), n);
+            let mut gx = vec![0.0f32; n * D];
+            super::l2_normalize_backward(&mut gx, &g, &rows, &norms, D);
+            assert_eq!(bits(&gx), bits(&want_gx), "{parts} parts: gradient");
+        }
+        assert!(!norms_of_floor_row_flow(&x[..D]));
+    }
+
+    /// The zero row's norm is the floor, whose gradient does not flow.
+    fn norms_of_floor_row_flow(row: &[f32]) -> bool {
+        let norm = super::RowNorm::of(row);
+        assert_eq!(norm.n, crate::distance::NORM_EPS);
+        norm.through
     }
 
     /// `row_dots` is each row's plain `iter().sum()`, bit for bit: whole

@@ -3,7 +3,7 @@
 //! each a [`BatchFormula`] on one matrix of the batch.
 
 use super::{Family, Fused, MetricLoss, Mined, Rows, Square, host_matrix};
-use crate::device::{FusedFormula, MetricDevice};
+use crate::device::{FusedFormula, MetricDevice, Prepare};
 use crate::error::{MetricLossError, unwrap_or_panic};
 use crate::formulas::{BatchFormula, PairWeights, Score, Weighting, tape};
 use crate::miners::{
@@ -114,7 +114,8 @@ impl<L: BatchCriterion> Family<L> for BatchFamily {
     /// [`AllPairs`] (PML's no-miner call) is one fused pass where the device
     /// has a kernel ([`MetricDevice::try_fused_batch_formula`]: the CPU's,
     /// every formula): no `N × N` matrix on the tape, no
-    /// host copy of it.
+    /// host copy of it, and the embeddings normalized inside the pass
+    /// ([`Prepare::L2Normalize`]) rather than by a tape op of their own.
     fn try_fused<N, const D: usize, Dev, T, M>(
         f: &L::Formula,
         miner: &M,
@@ -138,10 +139,27 @@ impl<L: BatchCriterion> Family<L> for BatchFamily {
                 PairWeights::try_new(weighting, &Tuples::All, labels)?
                     .with_multi_similarity_miner(epsilon)
             }
-            _ => return Ok(Fused::Unavailable(x)),
+            _ => {
+                return Ok(Fused::Unavailable(
+                    L::try_embed(x).map_err(MetricLossError::device)?,
+                ));
+            }
         };
-        match Dev::try_fused_batch_formula(x, labels, &w, f)? {
+        // the kernel normalizes the raw rows itself where the loss's
+        // `try_embed` is exactly that; it is given `try_embed`'s rows else
+        let (x, prepare) = if L::L2_NORMALIZES {
+            (x, Prepare::L2Normalize)
+        } else {
+            (
+                L::try_embed(x).map_err(MetricLossError::device)?,
+                Prepare::AsGiven,
+            )
+        };
+        match Dev::try_fused_batch_formula(x, labels, &w, f, prepare)? {
             FusedFormula::Done { loss, stats } => Ok(Fused::Done(Mined { loss, stats })),
+            FusedFormula::Unavailable(x) if prepare == Prepare::L2Normalize => Ok(
+                Fused::Unavailable(L::try_embed(x).map_err(MetricLossError::device)?),
+            ),
             FusedFormula::Unavailable(x) => Ok(Fused::Unavailable(x)),
         }
     }

@@ -208,6 +208,22 @@ pub fn gather_entries<R: Dim, C: Dim, Dev: Device<f32>, T: Tape<f32, Dev>>(
 /// triplet loss). `#[metric_loss]` implements it from the spec; every loss
 /// builds on it.
 pub trait MetricSpace {
+    /// Whether [`try_embed`](Self::try_embed) is exactly
+    /// [`l2_normalize`](crate::distance::l2_normalize) (the ranking family,
+    /// and the pair and triplet losses declared with `normalize`). A fused
+    /// kernel may then take the raw rows and normalize them in its own pass
+    /// ([`Prepare::L2Normalize`](crate::device::Prepare::L2Normalize));
+    /// otherwise (the default, right for any `try_embed`) it is given
+    /// `try_embed`'s output.
+    ///
+    /// ```
+    /// use metric_loss_core::prelude::*;
+    /// use metric_loss_core::loss::MetricSpace;
+    /// assert!(MultiSimilarityLoss::L2_NORMALIZES);
+    /// assert!(!TripletLoss::L2_NORMALIZES); // PML's default: raw Euclidean
+    /// ```
+    const L2_NORMALIZES: bool = false;
+
     /// Prepares embeddings before any distance (`normalize`, or nothing).
     fn try_embed<B: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
         x: Rows<B, D, Dev, T>,
@@ -226,6 +242,8 @@ pub trait MetricSpace {
 }
 
 impl<L: MetricSpace> MetricSpace for Margined<L> {
+    const L2_NORMALIZES: bool = L::L2_NORMALIZES;
+
     fn try_embed<B: Dim, const D: usize, Dev: MetricDevice, T: Tape<f32, Dev>>(
         x: Rows<B, D, Dev, T>,
     ) -> Result<Rows<B, D, Dev, T>, Dev::Err> {
@@ -278,7 +296,7 @@ pub enum Fused<X, L> {
 /// every loss of their trait; a declared loss names its family in
 /// [`MetricLoss::Family`]. Everything here runs once per mined batch, in the
 /// order of [`try_mined`].
-pub trait Family<L>: Sized {
+pub trait Family<L: MetricSpace>: Sized {
     /// What the family's miners give ([`Miner`]`<Tuples>`).
     type Tuples: SelfPairs;
     /// The shape of the mined loss.
@@ -294,7 +312,12 @@ pub trait Family<L>: Sized {
     fn margins(params: &Self::Params) -> MiningMargins;
 
     /// The whole mined loss in one fused pass where the device has a kernel
-    /// for this loss and miner; the embeddings back otherwise (the default).
+    /// for this loss and miner. `x` is the **raw** embeddings: a kernel
+    /// prepares them itself (normalizing while it copies them, say, see
+    /// [`Prepare`](crate::device::Prepare)) or is given
+    /// [`L::try_embed`](MetricSpace::try_embed)'s output. Where there is no
+    /// kernel, the embeddings back, **prepared** (`L::try_embed`), for the
+    /// generic path (the default).
     fn try_fused<N, const D: usize, Dev, T, M>(
         params: &Self::Params,
         miner: &M,
@@ -308,7 +331,9 @@ pub trait Family<L>: Sized {
         M: Miner<Self::Tuples> + ?Sized,
     {
         let _ = (params, miner, labels);
-        Ok(Fused::Unavailable(x))
+        Ok(Fused::Unavailable(
+            L::try_embed(x).map_err(MetricLossError::device)?,
+        ))
     }
 
     /// The whole mined loss of a batch against a cross-batch memory
@@ -505,8 +530,9 @@ where
 {
     check::check_labelled_batch(&embeddings, labels)?;
     let params = L::Family::try_params(loss)?;
-    let x = L::try_embed(embeddings).map_err(MetricLossError::device)?;
-    let x = match L::Family::try_fused(&params, miner, x, labels)? {
+    // the raw rows: a fused kernel may normalize them in its own pass; the
+    // generic path gets them prepared (`L::try_embed`)
+    let x = match L::Family::try_fused(&params, miner, embeddings, labels)? {
         Fused::Done(mined) => return Ok(mined),
         Fused::Unavailable(x) => x,
     };

@@ -288,6 +288,7 @@ impl<L: TripletCriterion> Family<L> for TripletFamily {
         M: Miner<Vec<Triplet>> + ?Sized,
     {
         let spec = L::SPEC;
+        let x = L::try_embed(x).map_err(MetricLossError::device)?;
         if spec.distance != "euclidean" || spec.swap || miner.fusable() != Fusable::BatchHard {
             return Ok(Fused::Unavailable(x));
         }
