@@ -6,7 +6,8 @@
 //! - `FAMILY_TABLE=1 cargo bench --bench family`: each loss timed alone,
 //!   best and first quartile of many calls (on a machine shared with other
 //!   work, what the code can do; criterion's median measures the
-//!   neighbours too).
+//!   neighbours too), and the figure `reference.py` gives PML (the median
+//!   of three rounds' means of 20 calls): the same statistic on both sides.
 //! - `FAMILY_CPU=1 cargo bench --bench family`: the CPU time of the
 //!   process per call (user + system, from `/proc/self/stat`, over at least
 //!   two seconds of it), which a machine shared with other work disturbs
@@ -107,8 +108,8 @@ fn table() {
         "ranking family, forward + backward, D = 128, {} rayon threads",
         rayon::current_num_threads()
     );
-    println!("| loss | N | best (ms) | first quartile (ms) |");
-    println!("|---|---:|---:|---:|");
+    println!("| loss | N | best (ms) | first quartile (ms) | as reference.py times (ms) |");
+    println!("|---|---:|---:|---:|---:|");
     for n in [256usize, 1024] {
         let (x, labels) = batch(n);
         for name in LOSSES {
@@ -122,9 +123,37 @@ fn table() {
                 .skip(3)
                 .collect();
             ms.sort_by(f64::total_cmp);
-            println!("| {name} | {n} | {:.3} | {:.3} |", ms[0], ms[ms.len() / 4]);
+            println!(
+                "| {name} | {n} | {:.3} | {:.3} | {:.3} |",
+                ms[0],
+                ms[ms.len() / 4],
+                as_reference_times(|| {
+                    std::hint::black_box(step(name, &x, &labels));
+                })
+            );
         }
     }
+}
+
+/// Milliseconds per call of `f` the way `reference.py`'s `timed` takes
+/// PML's: five calls to warm up, then three rounds of 20 calls, the median
+/// of the rounds' means (the same statistic on both sides, where the best
+/// call of many flatters the side that reports it).
+fn as_reference_times(mut f: impl FnMut()) -> f64 {
+    for _ in 0..5 {
+        f();
+    }
+    let mut rounds: Vec<f64> = (0..3)
+        .map(|_| {
+            let start = std::time::Instant::now();
+            for _ in 0..20 {
+                f();
+            }
+            start.elapsed().as_secs_f64() * 1e3 / 20.0
+        })
+        .collect();
+    rounds.sort_by(f64::total_cmp);
+    rounds[1]
 }
 
 /// CPU seconds (user + system) this process has used so far, from
