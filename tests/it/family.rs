@@ -3,7 +3,7 @@
 //! (temperature 0.01, gamma 256), PML's rules for degenerate batches,
 //! statistics and the collapse alarm, and typed errors.
 
-use crate::family_support::{Fixed, Path, Visit, assert_close, run_dim, with_formula};
+use crate::family_support::{FORMULAS, Fixed, Path, Visit, assert_close, run_dim, with_formula};
 use metric_loss::formulas::BatchFormula;
 use metric_loss::miners::{Triplet, Tuples};
 use metric_loss::prelude::*;
@@ -251,17 +251,6 @@ impl Visit for BothPaths<'_> {
     }
 }
 
-const ALL: [&str; 8] = [
-    "multi_similarity",
-    "ntxent",
-    "supcon",
-    "circle",
-    "lifted_structure",
-    "generalized_lifted_structure",
-    "npairs",
-    "margin",
-];
-
 #[test]
 fn the_row_form_equals_the_tape_ops() {
     let mut rng = StdRng::seed_from_u64(9);
@@ -296,7 +285,7 @@ fn the_row_form_equals_the_tape_ops() {
                 .collect(),
         };
         for tuples in [Tuples::All, picked, Tuples::Triplets(triplets)] {
-            for name in ALL {
+            for name in FORMULAS {
                 let mut v = BothPaths {
                     x: &x,
                     labels: &labels,
@@ -594,7 +583,7 @@ fn the_fused_pass_equals_the_row_form_on_large_batches() {
     let mut x: Vec<f32> = (0..n * 8).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
     x.copy_within(0..8, 8 * 150); // a duplicate in another block
     x.copy_within(8..16, 8 * 2); // and one in the same block
-    for name in ALL {
+    for name in FORMULAS {
         with_formula(
             name,
             &serde_json::Value::Null,

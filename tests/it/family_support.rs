@@ -10,6 +10,18 @@ use metric_loss::miners::{IndexPair, Triplet, Tuples};
 use metric_loss::prelude::*;
 use serde_json::Value;
 
+/// Every formula of the family by the name [`with_formula`] reads.
+pub const FORMULAS: [&str; 8] = [
+    "multi_similarity",
+    "ntxent",
+    "supcon",
+    "circle",
+    "lifted_structure",
+    "generalized_lifted_structure",
+    "npairs",
+    "margin",
+];
+
 /// One case of a `tests/fixtures/family_*.json` file.
 pub struct Case {
     pub name: String,

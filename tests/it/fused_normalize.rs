@@ -8,7 +8,7 @@
 //! for the threaded parts; the gradient by finite differences; the tape
 //! shared with another branch; a NaN row's typed error.
 
-use crate::family_support::{Visit, assert_close, with_formula};
+use crate::family_support::{FORMULAS, Visit, assert_close, with_formula};
 use metric_loss::MetricLossError;
 use metric_loss::device::{FusedFormula, Prepare};
 use metric_loss::distance::l2_normalize;
@@ -20,17 +20,6 @@ use serde_json::Value;
 
 type Rows<const D: usize, T = NoneTape> = Tensor<(usize, Const<D>), f32, Cpu, T>;
 type Traced<const D: usize> = Rows<D, OwnedTape<f32, Cpu>>;
-
-const ALL: [&str; 8] = [
-    "multi_similarity",
-    "ntxent",
-    "supcon",
-    "circle",
-    "lifted_structure",
-    "generalized_lifted_structure",
-    "npairs",
-    "margin",
-];
 
 fn rows<const D: usize>(data: &[f32]) -> Rows<D> {
     Cpu::default().tensor_from_vec(data.to_vec(), (data.len() / D, Const))
@@ -126,7 +115,7 @@ impl<const D: usize> Visit for Compare<'_, D> {
 }
 
 fn compare_all<const D: usize>(x: &[f32], labels: &[usize], what: &str, done: Option<bool>) {
-    for name in ALL {
+    for name in FORMULAS {
         // N-pairs reads one positive per anchor: its view is the same pass
         let mut c = Compare::<D> {
             x,
