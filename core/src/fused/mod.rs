@@ -436,39 +436,28 @@ pub(crate) fn l2_normalize_cpu<B: Dim, const D: usize, T: Tape<f32, Cpu>>(
     let dev = x.device().clone();
     let shape = *x.shape();
     let (x, mut tape) = x.try_contiguous()?.split_tape();
-    let xs = Scratch::copy_of(&x);
+    // the rows normalized in place (kept for the backward), their norms
     let width = D.max(1);
-    let norms: Vec<RowNorm> = xs.chunks_exact(width).map(RowNorm::of).collect();
-    // a fresh buffer (not zeroed first), filled rows apart: its page faults
-    // on both cores
-    let mut out: Vec<f32> = Vec::with_capacity(xs.len());
-    let parts = parallel::row_parts(xs.len());
+    let mut y = Scratch::copy_of(&x);
+    let parts = parallel::row_parts(y.len());
+    let norms = l2_normalize_in_place(&mut y, width, parts);
+    // the output: a fresh buffer (not zeroed first), copied rows apart: its
+    // page faults on both cores
+    let mut out: Vec<f32> = Vec::with_capacity(y.len());
     parallel::in_row_parts(
-        &mut out.spare_capacity_mut()[..xs.len()],
+        &mut out.spare_capacity_mut()[..y.len()],
         width,
         parts,
         |r0, out| {
-            let x = &xs[r0 * width..][..out.len()];
-            for ((out, x), &RowNorm { n, .. }) in out
-                .chunks_exact_mut(width)
-                .zip(x.chunks_exact(width))
-                .zip(&norms[r0..])
-            {
-                for (o, &v) in out.iter_mut().zip(x) {
-                    o.write(v / n);
-                }
+            for (o, &v) in out.iter_mut().zip(&y[r0 * width..]) {
+                o.write(v);
             }
         },
     );
-    // SAFETY: the parts wrote every one of the `xs.len()` values: each row
-    // of `width` values, `xs.len()` a whole number of rows (`xs` is B × D,
+    // SAFETY: the parts wrote every one of the `y.len()` values: each row
+    // of `width` values, `y.len()` a whole number of rows (`y` is B × D,
     // `width = D` or, for D = 0, no value at all).
-    unsafe { out.set_len(xs.len()) };
-    // kept for the backward: copied rows apart too
-    let mut y = Scratch::with_len(out.len(), 0);
-    parallel::in_row_parts(&mut y, width, parts, |r0, y| {
-        y.copy_from_slice(&out[r0 * width..][..y.len()]);
-    });
+    unsafe { out.set_len(y.len()) };
     let out = dev.try_tensor_from_vec(out, shape)?;
     if T::OWNS_TAPE {
         let out_ghost = out.clone();
